@@ -1,0 +1,60 @@
+//! emostream's dataflows: emoji reactions in, per-window counts out.
+//!
+//! Event time is cut into windows (2 s by default); window `k = floor(ts_ms / window_ms)` is also
+//! the timely epoch its data travels in. Sources hold their timely capability at their watermark
+//! (the greatest event time read, less the allowed lateness), so a window closes once every
+//! worker's watermark has passed it; reactions for a closed window are late, counted, and
+//! dropped. Each closed window becomes a [`WindowSummary`]: counts per emoji, scaled by a
+//! [`ScaleRule`], sorted by count. Summaries can then be routed to every (cluster, subscriber)
+//! partition of the delivery tree.
+//!
+//! The crate has no Kafka and no HTTP: sources and sinks are handed in. [`replay`] runs the
+//! whole pipeline over a newline-delimited JSON input.
+//!
+//! # Layout
+//! - [`reaction`]: the reaction type and its validation, shared by every entry point.
+//! - [`emoji`], [`window`], [`scale`], [`summary`], [`route`]: the domain, as plain functions.
+//! - [`operators`]: the timely operators, one verb each; [`dataflow`] assembles them.
+//! - [`blocks`], [`replay`]: parallel parsing of an ordered input, and the replay driver.
+//!
+//! # Example
+//! ```
+//! use dataflows::replay::{replay, ReplayConfig};
+//! use dataflows::Settings;
+//!
+//! let input = concat!(
+//!     r#"{"user_id":"a","emoji_type":"🔥","timestamp":1000}"#, "\n",
+//!     r#"{"user_id":"b","emoji_type":"🔥","timestamp":1999}"#, "\n",
+//!     r#"{"user_id":"c","emoji_type":"😂","timestamp":6000}"#, "\n",
+//! );
+//! let config = ReplayConfig { settings: Settings::default(), workers: 2, block_bytes: 64, now_ms: 10_000 };
+//! let mut lines = Vec::new();
+//! let report = replay(input.as_bytes(), &config, |w| Ok(lines.push(w.to_json()))).unwrap();
+//! assert_eq!(lines, [
+//!     r#"{"window":0,"start_ms":0,"end_ms":2000,"total":2,"emojis":[{"emoji":"🔥","count":2,"scaled":1}]}"#,
+//!     r#"{"window":1,"start_ms":2000,"end_ms":4000,"total":0,"emojis":[]}"#,
+//!     r#"{"window":2,"start_ms":4000,"end_ms":6000,"total":0,"emojis":[]}"#,
+//!     r#"{"window":3,"start_ms":6000,"end_ms":8000,"total":1,"emojis":[{"emoji":"😂","count":1,"scaled":1}]}"#,
+//! ]);
+//! assert_eq!((report.lines, report.counted, report.late), (3, 3, 0));
+//! ```
+#![forbid(missing_docs)]
+
+pub mod blocks;
+pub mod dataflow;
+pub mod emoji;
+pub mod operators;
+pub mod reaction;
+pub mod replay;
+pub mod route;
+pub mod scale;
+pub mod summary;
+pub mod window;
+
+pub use dataflow::{window_summaries, Settings};
+pub use emoji::Emoji;
+pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
+pub use route::{Partition, Topology};
+pub use scale::ScaleRule;
+pub use summary::{EmojiCount, WindowSummary};
+pub use window::{EventClock, WindowId, Windowing};

@@ -1,0 +1,283 @@
+//! `replay`: a bounded, ordered input of reactions through the window dataflow.
+//!
+//! Lateness is decided as one reader reading the input in order would decide it: a reaction is
+//! late when an earlier line's timestamp had already passed its window's end by the allowed
+//! lateness. That makes the output a function of the input alone, the same for any number of
+//! workers, while the parsing (the expensive part) runs on all of them:
+//!
+//! 1. `ReadBlocks`: each worker takes the next block of lines from the shared reader and parses
+//!    it into a small [`BlockSummary`] (partial counts per window and emoji, the block's greatest
+//!    timestamp, invalid and late-within-block lines).
+//! 2. The summaries are broadcast, and `DecideLate` on every worker walks them in block order,
+//!    carrying the event-time clock of all earlier blocks: partial counts for windows that clock
+//!    has closed are late. Block `b`'s counts are emitted by worker `b mod peers`, at the
+//!    window's timely time; each worker holds its capability at the first window the clock has
+//!    not closed, so windows close as the input is read.
+//! 3. From there the shared window pipeline ([`crate::dataflow::window_summaries`]) counts,
+//!    scales and summarizes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::sync::{mpsc, Arc, Mutex};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::source;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Inspect, Operator};
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::blocks::{BlockParser, BlockReader, BlockSummary};
+use crate::dataflow::{window_summaries, Settings};
+use crate::emoji::Emoji;
+use crate::operators::EmptyWindows;
+use crate::reaction::InvalidCounts;
+use crate::summary::WindowSummary;
+use crate::window::{EventClock, WindowId, Windowing};
+
+/// Default block size: large enough to amortize per-block work, small enough to spread a
+/// modest file over several workers.
+pub const DEFAULT_BLOCK_BYTES: usize = 256 * 1024;
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Windows, lateness and scaling.
+    pub settings: Settings,
+    /// Worker threads.
+    pub workers: usize,
+    /// Approximate bytes per block.
+    pub block_bytes: usize,
+    /// The validating clock: timestamps more than 10 s past it are invalid.
+    pub now_ms: i64,
+}
+
+/// What a replay read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Valid reactions counted in a window.
+    pub counted: u64,
+    /// Invalid lines, by field.
+    pub invalid: InvalidCounts,
+    /// Valid reactions dropped because their window had closed.
+    pub late: u64,
+    /// Windows emitted.
+    pub windows: u64,
+    /// The first invalid lines (up to [`ReplayReport::MAX_ERRORS`]): line number and reason.
+    pub errors: Vec<(u64, String)>,
+}
+
+impl ReplayReport {
+    /// Invalid lines whose reasons are kept.
+    pub const MAX_ERRORS: usize = 10;
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Input(#[source] io::Error),
+    /// The window callback failed (e.g. writing stdout).
+    #[error("writing a window failed: {0}")]
+    Output(#[source] io::Error),
+    /// The timely runtime failed to start or a worker failed.
+    #[error("dataflow failed: {0}")]
+    Dataflow(String),
+}
+
+/// The input shared by the workers of one process.
+struct SharedInput<R> {
+    reader: BlockReader<R>,
+    error: Option<io::Error>,
+}
+
+/// Replays `input`, calling `on_window` for each window summary in window order (empty windows
+/// between the first and the last included), and returns what was read.
+pub fn replay<R, F>(
+    input: R,
+    config: &ReplayConfig,
+    mut on_window: F,
+) -> Result<ReplayReport, ReplayError>
+where
+    R: Read + Send + 'static,
+    F: FnMut(&WindowSummary) -> io::Result<()>,
+{
+    let shared = Arc::new(Mutex::new(SharedInput {
+        reader: BlockReader::new(input, config.block_bytes),
+        error: None,
+    }));
+    let report = Arc::new(Mutex::new(ReplayReport::default()));
+    let (tx, rx) = mpsc::channel::<WindowSummary>();
+    let tx = Mutex::new(tx);
+    let settings = config.settings;
+    let now_ms = config.now_ms;
+    let worker_shared = Arc::clone(&shared);
+    let worker_report = Arc::clone(&report);
+    let timely_config = timely::Config::process(config.workers.max(1));
+    let guards = timely::execute(timely_config, move |worker| {
+        let tx = lock(&tx).clone();
+        let input = Arc::clone(&worker_shared);
+        let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
+        worker.dataflow::<WindowId, _, _>(move |scope| {
+            let blocks = read_blocks(scope, input, settings.windowing, now_ms);
+            let counts = decide_late(blocks.broadcast(), settings.windowing, report);
+            window_summaries(counts, &settings, EmptyWindows::BetweenData).inspect(
+                move |summary| {
+                    // The receiver is gone only when the caller has stopped listening after an
+                    // output error, which it reports itself.
+                    let _ = tx.send(summary.clone());
+                },
+            );
+        });
+    })
+    .map_err(ReplayError::Dataflow)?;
+
+    let mut output_error = None;
+    let mut windows = 0;
+    for summary in rx {
+        windows += 1;
+        if output_error.is_none() {
+            output_error = on_window(&summary).err();
+        }
+    }
+    for result in guards.join() {
+        result.map_err(ReplayError::Dataflow)?;
+    }
+    if let Some(e) = lock(&shared).error.take() {
+        return Err(ReplayError::Input(e));
+    }
+    if let Some(e) = output_error {
+        return Err(ReplayError::Output(e));
+    }
+    let mut report = lock(&report).clone();
+    report.windows = windows;
+    Ok(report)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a worker panicked; the join reports that, so keep going here.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Blocks parsed per activation, so one worker's reading does not starve its other operators.
+const BLOCKS_PER_ACTIVATION: usize = 4;
+
+fn read_blocks<'scope, R: Read + 'static>(
+    scope: Scope<'scope, WindowId>,
+    input: Arc<Mutex<SharedInput<R>>>,
+    windowing: Windowing,
+    now_ms: i64,
+) -> StreamVec<'scope, WindowId, BlockSummary> {
+    source(scope, "ReadBlocks", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(cap);
+        let mut parser = BlockParser::new(windowing, now_ms);
+        move |output| {
+            let Some(time) = cap.as_ref() else { return };
+            for _ in 0..BLOCKS_PER_ACTIVATION {
+                let next = {
+                    let mut shared = lock(&input);
+                    if shared.error.is_some() {
+                        Ok(None)
+                    } else {
+                        shared.reader.next_block()
+                    }
+                };
+                match next {
+                    Ok(Some(block)) => {
+                        let summary = parser.parse(&block);
+                        output.session(time).give(summary);
+                    }
+                    Ok(None) => {
+                        cap = None;
+                        return;
+                    }
+                    Err(e) => {
+                        lock(&input).error.get_or_insert(e);
+                        cap = None;
+                        return;
+                    }
+                }
+            }
+            activator.activate();
+        }
+    })
+}
+
+fn decide_late<'scope>(
+    blocks: StreamVec<'scope, WindowId, BlockSummary>,
+    windowing: Windowing,
+    report: Option<Arc<Mutex<ReplayReport>>>,
+) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
+    let index = blocks.scope().index() as u64;
+    let peers = blocks.scope().peers() as u64;
+    blocks.unary_frontier(Pipeline, "DecideLate", move |cap, _info| {
+        let mut cap: Option<Capability<WindowId>> = Some(cap);
+        let mut waiting: BTreeMap<u64, BlockSummary> = BTreeMap::new();
+        let mut next_block = 0u64;
+        let mut clock = EventClock::default();
+        let mut mine: HashMap<(WindowId, Emoji), u64> = HashMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|_time, batch| {
+                for summary in batch.drain(..) {
+                    waiting.insert(summary.index, summary);
+                }
+            });
+            let mut seen = ReplayReport::default();
+            while let Some(block) = waiting.remove(&next_block) {
+                let emit = block.index % peers == index;
+                let mut late = block.late;
+                for (window, emoji, n) in block.counts {
+                    if clock.is_late(window, &windowing) {
+                        late += n;
+                    } else {
+                        seen.counted += n;
+                        if emit {
+                            *mine.entry((window, emoji)).or_default() += n;
+                        }
+                    }
+                }
+                seen.lines += block.lines;
+                seen.late += late;
+                seen.invalid.merge(&block.invalid);
+                let room = ReplayReport::MAX_ERRORS.saturating_sub(seen.errors.len());
+                seen.errors.extend(block.errors.into_iter().take(room));
+                clock.merge(block.clock);
+                next_block += 1;
+            }
+            if let Some(report) = &report {
+                let mut report = lock(report);
+                report.lines += seen.lines;
+                report.counted += seen.counted;
+                report.late += seen.late;
+                report.invalid.merge(&seen.invalid);
+                let room = ReplayReport::MAX_ERRORS.saturating_sub(report.errors.len());
+                report.errors.extend(seen.errors.into_iter().take(room));
+            }
+            let Some(held) = cap.as_mut() else { return };
+            let mut ready: Vec<_> = mine.drain().collect();
+            ready.sort_unstable_by_key(|((window, _), _)| *window);
+            for chunk in ready.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+                let window = chunk[0].0 .0;
+                // Counts that survived the clock are for windows at or above it, and the
+                // capability never passes the clock.
+                let Some(at) = held.try_delayed(&window) else {
+                    continue;
+                };
+                output
+                    .session(&at)
+                    .give_iterator(chunk.iter().map(|((_, emoji), n)| (*emoji, *n)));
+            }
+            if frontier.is_empty() && waiting.is_empty() {
+                cap = None;
+            } else {
+                let open = clock.open_from(&windowing);
+                if open > *held.time() {
+                    held.downgrade(&open);
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,71 @@
+//! `emostream replay`: NDJSON reactions in, window summaries out.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dataflows::reaction::Field;
+use dataflows::replay::{replay, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
+
+use crate::cli::ReplayArgs;
+
+/// Runs a replay, writing summaries to `out`. Returns what was read.
+pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayReport> {
+    let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        let file = File::open(&args.file).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open {}: {e}; give a readable NDJSON file, or - for stdin",
+                args.file.display()
+            )
+        })?;
+        Box::new(file)
+    };
+    let config = ReplayConfig {
+        settings: args.dataflow.settings(),
+        workers: usize::from(args.dataflow.workers),
+        block_bytes: DEFAULT_BLOCK_BYTES,
+        now_ms: now_ms(),
+    };
+    let mut out = BufWriter::new(out);
+    let report = replay(input, &config, |summary| {
+        out.write_all(summary.to_json().as_bytes())?;
+        out.write_all(b"\n")
+    })?;
+    out.flush()?;
+    Ok(report)
+}
+
+/// The stderr summary of a replay.
+pub fn describe(report: &ReplayReport) -> String {
+    let mut text = String::new();
+    for (line, reason) in &report.errors {
+        text.push_str(&format!("line {line}: {reason}\n"));
+    }
+    let by_field: Vec<String> = Field::ALL
+        .iter()
+        .filter(|f| report.invalid.get(**f) > 0)
+        .map(|f| format!("{} {}", f.name(), report.invalid.get(*f)))
+        .collect();
+    let by_field = if by_field.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by_field.join(", "))
+    };
+    text.push_str(&format!(
+        "read {} reactions: {} counted, {} invalid{by_field}, {} late; {} windows\n",
+        report.lines,
+        report.counted,
+        report.invalid.total(),
+        report.late,
+        report.windows
+    ));
+    text
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
