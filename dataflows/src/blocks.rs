@@ -58,8 +58,9 @@ impl<R: Read> BlockReader<R> {
             let cut = if self.eof {
                 bytes.len()
             } else if bytes.len() >= self.block_bytes {
-                match memchr::memrchr(b'\n', &bytes) {
-                    Some(pos) => pos + 1,
+                // The first line end at or past the block size.
+                match memchr::memchr(b'\n', &bytes[self.block_bytes - 1..]) {
+                    Some(pos) => self.block_bytes + pos,
                     None if bytes.len() > MAX_LINE_BYTES => {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -127,8 +128,9 @@ pub struct BlockSummary {
     pub clock: EventClock,
 }
 
-/// How many invalid lines a block keeps the reason of.
-const ERRORS_PER_BLOCK: usize = 3;
+/// How many invalid lines a block keeps the reason of: enough that the first this-many of
+/// the whole input are among them.
+pub const ERRORS_KEPT: usize = 10;
 
 /// Parses blocks, reusing its buffers between them.
 pub struct BlockParser {
@@ -173,7 +175,7 @@ impl BlockParser {
                 }
                 Err(invalid) => {
                     summary.invalid.add(invalid.field);
-                    if summary.errors.len() < ERRORS_PER_BLOCK {
+                    if summary.errors.len() < ERRORS_KEPT {
                         summary.errors.push((number, invalid.to_string()));
                     }
                 }
@@ -200,10 +202,18 @@ mod tests {
 
     #[test]
     fn blocks_end_on_line_boundaries() {
+        let one_line_each = blocks("aa\nbb\ncc\n", 1);
+        assert_eq!(
+            one_line_each
+                .iter()
+                .map(|b| b.2.as_str())
+                .collect::<Vec<_>>(),
+            ["aa\n", "bb\n", "cc\n"]
+        );
         let got = blocks("aa\nbb\ncc\ndd", 4);
         let text: String = got.iter().map(|b| b.2.as_str()).collect();
         assert_eq!(text, "aa\nbb\ncc\ndd");
-        assert!(got.iter().all(|b| b.2.ends_with('\n') || b.2 == "dd"));
+        assert!(got[..got.len() - 1].iter().all(|b| b.2.ends_with('\n')));
         assert_eq!(
             got.iter().map(|b| b.0).collect::<Vec<_>>(),
             (0..got.len() as u64).collect::<Vec<_>>()

@@ -70,7 +70,7 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     /// Invalid lines whose reasons are kept.
-    pub const MAX_ERRORS: usize = 10;
+    pub const MAX_ERRORS: usize = crate::blocks::ERRORS_KEPT;
 }
 
 /// Why a replay failed.
@@ -93,6 +93,51 @@ struct SharedInput<R> {
     error: Option<io::Error>,
 }
 
+/// An ordered input that the workers of one process read from together. Clone it into each
+/// worker's dataflow.
+pub struct ReplayInput<R> {
+    shared: Arc<Mutex<SharedInput<R>>>,
+}
+
+impl<R> Clone for ReplayInput<R> {
+    fn clone(&self) -> Self {
+        ReplayInput {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<R: Read> ReplayInput<R> {
+    /// Wraps a reader, to be cut into blocks of about `block_bytes`.
+    pub fn new(input: R, block_bytes: usize) -> Self {
+        ReplayInput {
+            shared: Arc::new(Mutex::new(SharedInput {
+                reader: BlockReader::new(input, block_bytes),
+                error: None,
+            })),
+        }
+    }
+
+    /// The read error that stopped the input, if any.
+    pub fn take_error(&self) -> Option<io::Error> {
+        lock(&self.shared).error.take()
+    }
+}
+
+/// Builds the replay dataflow in `scope`: window summaries on worker 0, in window order.
+/// `report`, given on one worker, receives what was read.
+pub fn replay_dataflow<'scope, R: Read + 'static>(
+    scope: Scope<'scope, WindowId>,
+    input: ReplayInput<R>,
+    settings: &Settings,
+    now_ms: i64,
+    report: Option<Arc<Mutex<ReplayReport>>>,
+) -> StreamVec<'scope, WindowId, WindowSummary> {
+    let blocks = read_blocks(scope, input.shared, settings.windowing, now_ms);
+    let counts = decide_late(blocks.broadcast(), settings.windowing, report);
+    window_summaries(counts, settings, EmptyWindows::BetweenData)
+}
+
 /// Replays `input`, calling `on_window` for each window summary in window order (empty windows
 /// between the first and the last included), and returns what was read.
 pub fn replay<R, F>(
@@ -104,32 +149,25 @@ where
     R: Read + Send + 'static,
     F: FnMut(&WindowSummary) -> io::Result<()>,
 {
-    let shared = Arc::new(Mutex::new(SharedInput {
-        reader: BlockReader::new(input, config.block_bytes),
-        error: None,
-    }));
+    let input = ReplayInput::new(input, config.block_bytes);
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let (tx, rx) = mpsc::channel::<WindowSummary>();
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
-    let worker_shared = Arc::clone(&shared);
+    let worker_input = input.clone();
     let worker_report = Arc::clone(&report);
     let timely_config = timely::Config::process(config.workers.max(1));
     let guards = timely::execute(timely_config, move |worker| {
         let tx = lock(&tx).clone();
-        let input = Arc::clone(&worker_shared);
+        let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
         worker.dataflow::<WindowId, _, _>(move |scope| {
-            let blocks = read_blocks(scope, input, settings.windowing, now_ms);
-            let counts = decide_late(blocks.broadcast(), settings.windowing, report);
-            window_summaries(counts, &settings, EmptyWindows::BetweenData).inspect(
-                move |summary| {
-                    // The receiver is gone only when the caller has stopped listening after an
-                    // output error, which it reports itself.
-                    let _ = tx.send(summary.clone());
-                },
-            );
+            replay_dataflow(scope, input, &settings, now_ms, report).inspect(move |summary| {
+                // The receiver is gone only when the caller has stopped listening after an
+                // output error, which it reports itself.
+                let _ = tx.send(summary.clone());
+            });
         });
     })
     .map_err(ReplayError::Dataflow)?;
@@ -145,7 +183,7 @@ where
     for result in guards.join() {
         result.map_err(ReplayError::Dataflow)?;
     }
-    if let Some(e) = lock(&shared).error.take() {
+    if let Some(e) = input.take_error() {
         return Err(ReplayError::Input(e));
     }
     if let Some(e) = output_error {

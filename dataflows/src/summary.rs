@@ -6,7 +6,7 @@ use crate::emoji::Emoji;
 use crate::window::{WindowId, Windowing};
 
 /// One emoji's count in a window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EmojiCount {
     /// The emoji.
     pub emoji: Emoji,
@@ -17,7 +17,7 @@ pub struct EmojiCount {
 }
 
 /// Everything counted in one window, in the shape of the JSON contract.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WindowSummary {
     /// The window index (also the SSE event id and the Kafka key).
     pub window: WindowId,

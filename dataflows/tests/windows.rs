@@ -1,0 +1,236 @@
+//! Dataflow tests: reactions through the replay dataflow, observed with timely's capture.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{mpsc, Arc, Mutex};
+
+use dataflows::operators::RouteToSubscribers;
+use dataflows::replay::{replay_dataflow, ReplayInput, ReplayReport};
+use dataflows::{Partition, Settings, Topology, WindowId, WindowSummary};
+use timely::dataflow::operators::capture::{Capture, Extract};
+use timely::dataflow::operators::vec::Map;
+
+const NOW: i64 = 1_763_900_000_000;
+
+fn reaction(user: &str, emoji: &str, ts: i64) -> String {
+    format!(r#"{{"user_id":"{user}","emoji_type":"{emoji}","timestamp":{ts}}}"#)
+}
+
+type Captured = Vec<(WindowId, Vec<WindowSummary>)>;
+
+/// Runs `lines` through the replay dataflow on `workers` threads, in blocks of `block_bytes`.
+fn run(lines: &[String], workers: usize, block_bytes: usize) -> (Captured, ReplayReport) {
+    let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), block_bytes);
+    let report = Arc::new(Mutex::new(ReplayReport::default()));
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    let worker_report = Arc::clone(&report);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let tx = tx.lock().unwrap().clone();
+        let input = input.clone();
+        let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
+        worker.dataflow::<WindowId, _, _>(move |scope| {
+            replay_dataflow(scope, input, &Settings::default(), NOW, report).capture_into(tx);
+        });
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let report = report.lock().unwrap().clone();
+    (rx.extract(), report)
+}
+
+fn counts(summary: &WindowSummary) -> Vec<(&str, u64, u64)> {
+    summary
+        .emojis
+        .iter()
+        .map(|e| (e.emoji.as_str(), e.count, e.scaled))
+        .collect()
+}
+
+#[test]
+fn window_boundary_is_at_the_multiple_of_two_seconds() {
+    let (out, _) = run(
+        &[reaction("a", "🔥", 1999), reaction("b", "🔥", 2000)],
+        1,
+        1 << 16,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0, 0, "timely time is the window");
+    assert_eq!(counts(&out[0].1[0]), [("🔥", 1, 1)]);
+    assert_eq!((out[0].1[0].start_ms, out[0].1[0].end_ms), (0, 2000));
+    assert_eq!(out[1].0, 1);
+    assert_eq!(counts(&out[1].1[0]), [("🔥", 1, 1)]);
+}
+
+#[test]
+fn scaling_boundaries_and_empty_windows() {
+    let mut lines: Vec<String> = (0..1000)
+        .map(|i| reaction(&format!("u{i}"), "🔥", 100))
+        .collect();
+    lines.extend((0..1001).map(|i| reaction(&format!("v{i}"), "😂", 200)));
+    lines.push(reaction("late-comer", "👍", 4100));
+    let (out, report) = run(&lines, 2, 4096);
+    let summaries: Vec<&WindowSummary> = out.iter().flat_map(|(_, s)| s).collect();
+    assert_eq!(summaries.len(), 3);
+    assert_eq!(counts(summaries[0]), [("😂", 1001, 2), ("🔥", 1000, 1)]);
+    assert_eq!(summaries[0].total, 2001);
+    assert_eq!(summaries[1].window, 1);
+    assert_eq!(summaries[1].total, 0);
+    assert!(summaries[1].emojis.is_empty());
+    assert_eq!(counts(summaries[2]), [("👍", 1, 1)]);
+    assert_eq!((report.lines, report.counted, report.late), (2002, 2002, 0));
+}
+
+#[test]
+fn late_reactions_are_dropped_and_counted() {
+    let lines = [
+        reaction("a", "🔥", 1000),
+        reaction("b", "🔥", 2499), // window 0 is still open: its end + lateness is 2500
+        reaction("c", "🔥", 1500),
+        reaction("d", "😂", 2500), // closes window 0
+        reaction("e", "🔥", 1999), // late
+        reaction("f", "😂", 1998), // late
+        reaction("g", "😂", 2001),
+    ];
+    for workers in [1, 3] {
+        // One line per block, so every lateness decision crosses blocks (and workers).
+        let (out, report) = run(&lines, workers, 1);
+        let summaries: Vec<&WindowSummary> = out.iter().flat_map(|(_, s)| s).collect();
+        assert_eq!(counts(summaries[0]), [("🔥", 2, 1)], "workers={workers}");
+        assert_eq!(
+            counts(summaries[1]),
+            [("😂", 2, 1), ("🔥", 1, 1)],
+            "workers={workers}"
+        );
+        assert_eq!(
+            (report.lines, report.counted, report.late),
+            (7, 5, 2),
+            "workers={workers}"
+        );
+    }
+}
+
+#[test]
+fn invalid_lines_are_counted_and_skipped() {
+    let lines = [
+        reaction("a", "🔥", 10),
+        "{not json".to_string(),
+        reaction("b", "abc", 10),
+        reaction("", "🔥", 10),
+        reaction("c", "🔥", NOW + 60_000),
+        reaction("d", "😂", 20),
+    ];
+    let (out, report) = run(&lines, 2, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        counts(&out[0].1[0]),
+        [("🔥", 1, 1), ("😂", 1, 1)],
+        "ties by emoji"
+    );
+    assert_eq!(report.lines, 6);
+    assert_eq!(report.invalid.total(), 4);
+    use dataflows::Field::*;
+    for field in [Body, UserId, EmojiType, Timestamp] {
+        assert_eq!(report.invalid.get(field), 1, "{field:?}");
+    }
+    let numbers: Vec<u64> = report.errors.iter().map(|(line, _)| *line).collect();
+    assert_eq!(
+        numbers,
+        [2, 3, 4, 5],
+        "first errors in input order with line numbers"
+    );
+}
+
+/// A deterministic mix: skewed emojis, jittered and out-of-order timestamps, some late lines,
+/// some invalid ones.
+fn mixed_input(n: usize) -> Vec<String> {
+    let emojis = ["🔥", "❤️", "😂", "👍🏽", "🇮🇳", "👨‍👩‍👧", "🎉", "😮"];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            if r % 97 == 0 {
+                return format!("garbage {i}");
+            }
+            let emoji = emojis[(r >> 8) as usize % emojis.len()]
+                .min(emojis[(r >> 16) as usize % emojis.len()]);
+            let base = 1_700_000_000_000 + (i as i64) * 7;
+            let jitter = ((r >> 24) % 4000) as i64 - ((r >> 40) % 3) as i64 * 1000;
+            reaction(&format!("user{}", r % 500), emoji, base + jitter)
+        })
+        .collect()
+}
+
+#[test]
+fn one_and_four_workers_give_identical_results() {
+    let lines = mixed_input(20_000);
+    let (one, one_report) = run(&lines, 1, 2048);
+    let (four, four_report) = run(&lines, 4, 2048);
+    assert!(one.len() > 50, "many windows");
+    assert!(
+        one_report.late > 0 && one_report.invalid.total() > 0,
+        "the input exercises both"
+    );
+    assert_eq!(one, four);
+    assert_eq!(one_report, four_report);
+    // And the block size (how the input is cut) does not matter either.
+    let (coarse, _) = run(&lines, 2, 1 << 20);
+    assert_eq!(one, coarse);
+    // Windows are contiguous.
+    let ids: Vec<WindowId> = one.iter().map(|(t, _)| *t).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[test]
+fn every_subscriber_gets_each_window_once_from_its_owner() {
+    let topology = Topology::default();
+    let workers = 4;
+    let lines = mixed_input(3_000);
+    let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), 1024);
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let tx = tx.lock().unwrap().clone();
+        let input = input.clone();
+        let index = worker.index();
+        worker.dataflow::<WindowId, _, _>(move |scope| {
+            replay_dataflow(scope, input, &Settings::default(), NOW, None)
+                .route_to_subscribers(topology)
+                .map(move |(partition, summary)| (index, partition, summary.window))
+                .capture_into(tx);
+        });
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let delivered: Vec<(usize, Partition, WindowId)> =
+        rx.extract().into_iter().flat_map(|(_, d)| d).collect();
+    let windows: BTreeSet<WindowId> = delivered.iter().map(|d| d.2).collect();
+    assert!(windows.len() > 5);
+    let mut seen: BTreeMap<(Partition, WindowId), usize> = BTreeMap::new();
+    for (worker, partition, window) in &delivered {
+        assert_eq!(
+            *worker,
+            topology.owner(*partition, workers),
+            "{partition:?} delivered on its owner"
+        );
+        *seen.entry((*partition, *window)).or_default() += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        windows.len() * topology.partitions().count(),
+        "every partition, every window"
+    );
+    assert!(seen.values().all(|n| *n == 1), "exactly once");
+}

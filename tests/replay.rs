@@ -1,0 +1,184 @@
+//! `emostream replay` as a user runs it: the real binary, files, stdin, exit codes.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn emostream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_emostream"))
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn replay(file: &Path, workers: u32) -> Output {
+    let out = emostream()
+        .arg("replay")
+        .arg(file)
+        .args(["--workers", &workers.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Each `tests/data/NAME.ndjson` with a `NAME.expected.ndjson` beside it is a golden case.
+#[test]
+fn golden_cases() {
+    let mut cases = 0;
+    for entry in std::fs::read_dir(data("")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_suffix(".ndjson")
+            .filter(|s| !s.ends_with(".expected"))
+        else {
+            continue;
+        };
+        let expected = std::fs::read_to_string(data(&format!("{stem}.expected.ndjson"))).unwrap();
+        for workers in [1, 2, 4] {
+            let out = replay(&path, workers);
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                expected,
+                "{name} with {workers} workers"
+            );
+        }
+        cases += 1;
+    }
+    assert!(cases >= 1);
+}
+
+#[test]
+fn stderr_reports_errors_and_counts() {
+    let out = replay(&data("sample.ndjson"), 2);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("line 7: emoji_type: must be exactly one emoji, got 2 characters"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 11: body:"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "read 12 reactions: 8 counted, 2 invalid (body 1, emoji_type 1), 2 late; 6 windows"
+        ),
+        "{stderr}"
+    );
+}
+
+fn generated(n: usize) -> String {
+    let emojis = ["🔥", "❤️", "😂", "👍", "🎉"];
+    (0..n)
+        .map(|i| {
+            // Mostly in order, every 7th line behind by up to 3 s, so some are late.
+            let behind = if i % 7 == 0 { (i % 3000) as i64 } else { 0 };
+            let ts = 1_763_856_000_000 + (i as i64) * 3 - behind;
+            let emoji = emojis[(i * i) % emojis.len()];
+            format!(
+                "{{\"user_id\":\"u{}\",\"emoji_type\":\"{emoji}\",\"timestamp\":{ts}}}\n",
+                i % 97
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn output_is_byte_identical_for_1_2_and_4_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reactions.ndjson");
+    // Over a MiB, so the input is cut into several blocks.
+    std::fs::write(&file, generated(30_000)).unwrap();
+    let one = replay(&file, 1);
+    assert!(one.stdout.len() > 1000);
+    for workers in [2, 4] {
+        let other = replay(&file, workers);
+        assert!(
+            one.stdout == other.stdout,
+            "stdout differs with {workers} workers"
+        );
+        assert_eq!(
+            one.stderr, other.stderr,
+            "summary differs with {workers} workers"
+        );
+    }
+    let stderr = String::from_utf8(one.stderr).unwrap();
+    assert!(
+        !stderr.contains(" 0 late"),
+        "the input has late reactions: {stderr}"
+    );
+}
+
+#[test]
+fn reads_stdin() {
+    let mut child = emostream()
+        .args(["replay", "-", "--workers", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(data("sample.ndjson")).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout,
+        std::fs::read(data("sample.expected.ndjson")).unwrap()
+    );
+}
+
+#[test]
+fn environment_variables_set_flags() {
+    let out = emostream()
+        .args(["replay"])
+        .arg(data("sample.ndjson"))
+        .env("EMOSTREAM_WINDOW_MS", "10000")
+        .env("EMOSTREAM_SCALE_PER", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with(r#"{"window":176385600,"start_ms":1763856000000,"end_ms":1763856010000"#),
+        "{first}"
+    );
+}
+
+#[test]
+fn bad_invocations_say_what_to_fix() {
+    let out = emostream()
+        .args(["replay", "/no/such/file.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot open /no/such/file.ndjson"),
+        "{stderr}"
+    );
+
+    let out = emostream()
+        .args(["replay", "-", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--workers"));
+
+    let out = emostream()
+        .args(["replay", "-", "--window-ms", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--window-ms"));
+}
