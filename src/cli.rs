@@ -1,10 +1,13 @@
 //! Command-line flags. Every flag also reads an `EMOSTREAM_*` environment variable.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use dataflows::{ScaleRule, Settings, Windowing};
+
+use crate::kafka::producer::Ack;
 
 /// Real-time emoji reactions for live events.
 #[derive(Debug, Parser)]
@@ -22,6 +25,65 @@ pub enum Command {
     /// line on stdout, from the first window to the last, empty ones included, and a summary
     /// of what was read on stderr.
     Replay(ReplayArgs),
+    /// Run everything in one process: a broker (embedded unless --brokers), the ingest API and
+    /// the live dataflow. Stops on Ctrl-C or SIGTERM, after emitting the windows read so far.
+    Run(RunArgs),
+}
+
+/// Flags of `emostream run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "EMOSTREAM_HTTP")]
+    pub http: SocketAddr,
+    /// Kafka bootstrap servers (`host:port,...`). Without it, an embedded in-memory broker runs
+    /// in-process (not durable; for trying emostream out).
+    #[arg(long, env = "EMOSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+    /// Topic of reactions.
+    #[arg(
+        long,
+        default_value = "emoji-reactions",
+        env = "EMOSTREAM_REACTIONS_TOPIC"
+    )]
+    pub reactions_topic: String,
+    /// Topic of window summaries.
+    #[arg(long, default_value = "emoji-windows", env = "EMOSTREAM_WINDOWS_TOPIC")]
+    pub windows_topic: String,
+    /// Partitions of the reactions topic when emostream creates it.
+    #[arg(long, default_value_t = 4, env = "EMOSTREAM_PARTITIONS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub partitions: u16,
+    /// Replication factor of topics emostream creates on --brokers.
+    #[arg(long, default_value_t = 1, env = "EMOSTREAM_REPLICATION",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub replication: u16,
+    /// Consumer group whose committed offsets record what has been emitted.
+    #[arg(long, default_value = "emostream", env = "EMOSTREAM_GROUP_ID")]
+    pub group_id: String,
+    /// Producer batching delay in ms (the reactions topic is written every 0.5 s by default).
+    #[arg(long, default_value_t = 500, env = "EMOSTREAM_LINGER_MS")]
+    pub linger_ms: u64,
+    /// Reactions the producer queue holds; beyond it the API answers 503.
+    #[arg(long, default_value_t = 100_000, env = "EMOSTREAM_PRODUCER_QUEUE",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub producer_queue: u64,
+    /// When the API answers 202: once the reaction is queued, or once the broker has it.
+    #[arg(long, value_enum, default_value_t = Ack::Queued, env = "EMOSTREAM_ACK")]
+    pub ack: Ack,
+    /// Per-user limit in reactions per second (off when not given); beyond it the API answers 429.
+    #[arg(long, env = "EMOSTREAM_RATE_LIMIT", value_parser = crate::run_cmd::non_zero)]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Burst allowed by the per-user limit (default: one second's worth).
+    #[arg(long, env = "EMOSTREAM_RATE_LIMIT_BURST", value_parser = crate::run_cmd::non_zero)]
+    pub rate_limit_burst: Option<std::num::NonZeroU32>,
+    /// A partition with no reaction for this many ms follows the wall clock, so windows close
+    /// when nobody reacts.
+    #[arg(long, default_value_t = 1000, env = "EMOSTREAM_IDLE_MS")]
+    pub idle_ms: u64,
+    /// Dataflow settings.
+    #[command(flatten)]
+    pub dataflow: DataflowArgs,
 }
 
 /// Flags of `emostream replay`.

@@ -234,3 +234,54 @@ fn every_subscriber_gets_each_window_once_from_its_owner() {
     );
     assert!(seen.values().all(|n| *n == 1), "exactly once");
 }
+
+#[test]
+fn live_mode_emits_every_window_once_from_the_start() {
+    use dataflows::operators::{EmptyWindows, Summarize};
+    use dataflows::{Emoji, EmojiCount, Windowing};
+    use timely::dataflow::operators::{Input, Probe};
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    timely::execute(timely::Config::process(3), move |worker| {
+        let tx = tx.lock().unwrap().clone();
+        let probe = timely::dataflow::ProbeHandle::new();
+        let mut input = worker.dataflow::<WindowId, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<EmojiCount>>();
+            stream
+                .summarize(Windowing::default(), EmptyWindows::From(3))
+                .probe_with(&probe)
+                .capture_into(tx);
+            input
+        });
+        let fire = Emoji::parse("🔥").unwrap();
+        input.advance_to(3);
+        if worker.index() == 1 {
+            input.send(EmojiCount {
+                emoji: fire,
+                count: 2,
+                scaled: 1,
+            });
+        }
+        input.advance_to(5);
+        input.send(EmojiCount {
+            emoji: fire,
+            count: 1,
+            scaled: 1,
+        });
+        input.advance_to(9);
+        while probe.less_than(&9) {
+            worker.step();
+        }
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let out = rx.extract();
+    let windows: Vec<(WindowId, u64)> = out
+        .iter()
+        .flat_map(|(t, s)| s.iter().map(move |s| (*t, s.total)))
+        .collect();
+    // 3 (data), 4 (empty), 5 (one per worker), then empty windows up to the frontier.
+    assert_eq!(windows, [(3, 2), (4, 0), (5, 3), (6, 0), (7, 0), (8, 0)]);
+}

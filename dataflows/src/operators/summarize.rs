@@ -39,10 +39,11 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, EmojiCount> {
         // A window's counts must meet in one place; they are a few records per window, so one
         // worker is plenty, and it makes emitting in order and filling gaps a local matter.
         let to_first = Exchange::new(|_: &EmojiCount| 0);
+        let first_worker = self.scope().index() == 0;
         self.unary_frontier(to_first, "Summarize", move |clock, _info| {
             // Held at the lowest window this operator may still emit empty, so gaps can be
-            // filled after the frontier has passed them.
-            let mut clock: Option<Capability<WindowId>> = Some(clock);
+            // filled after the frontier has passed them. Only worker 0 summarizes.
+            let mut clock: Option<Capability<WindowId>> = first_worker.then_some(clock);
             let mut closed_with_data: BTreeMap<WindowId, (Capability<WindowId>, Vec<EmojiCount>)> =
                 BTreeMap::new();
             let mut next: Option<WindowId> = match empty {

@@ -1,0 +1,115 @@
+//! The one place errors become an HTTP status and a JSON body:
+//! `{"error": "<code>", "message": "<what to fix>"}`.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{header, StatusCode};
+use warp::reject::Rejection;
+use warp::reply::{Reply, Response};
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What to fix.
+    pub message: String,
+    /// Seconds after which a retry may succeed (429, 503).
+    pub retry_after: Option<u64>,
+    /// Reactions accepted before a batch failed part-way.
+    pub accepted: Option<usize>,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    /// An error with no retry hint.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            accepted: None,
+        }
+    }
+
+    /// The same error, retryable after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted: Option<usize>,
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+            accepted: self.accepted,
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+/// Turns every rejection into a JSON error.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    use warp::reject;
+    let error = if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    } else if rejection.find::<reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send a Content-Length header (chunked bodies are not accepted)",
+        )
+    } else if rejection.find::<reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is too large; send fewer reactions per request",
+        )
+    } else if let Some(e) = rejection.find::<reject::UnsupportedMediaType>() {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            e.to_string(),
+        )
+    } else if rejection.find::<reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        )
+    } else if let Some(e) = rejection.find::<reject::InvalidHeader>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+    } else {
+        tracing::error!("unhandled rejection: {rejection:?}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    };
+    Ok(error.into_response())
+}

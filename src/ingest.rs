@@ -1,0 +1,259 @@
+//! The ingest API: `POST /emoji` and `POST /emoji/batch`.
+//!
+//! Validation is the dataflow crate's ([`dataflows::parse_reaction`]), so the API and the
+//! dataflow agree on what a reaction is. A batch is validated whole before anything is queued.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dataflows::reaction::{parse_reaction, MissingTimestamp};
+use dataflows::Reaction;
+use serde_json::value::RawValue;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::http_error::ApiError;
+use crate::kafka::producer::{ProduceError, ReactionProducer};
+use crate::kafka::source::wall_clock_ms;
+use crate::rate_limit::UserRateLimit;
+use crate::stats::Stats;
+
+/// Largest body of `POST /emoji`.
+pub const MAX_SINGLE_BYTES: u64 = 16 * 1024;
+/// Largest body of `POST /emoji/batch`.
+pub const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Most reactions in one batch.
+pub const MAX_BATCH_REACTIONS: usize = 10_000;
+
+/// What the ingest routes share.
+#[derive(Clone)]
+pub struct Ingest {
+    /// Where reactions go.
+    pub producer: ReactionProducer,
+    /// Per-user limit, if configured.
+    pub rate_limit: Option<Arc<UserRateLimit>>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// `POST /emoji` and `POST /emoji/batch`.
+pub fn routes(
+    ingest: Ingest,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let single = {
+        let ingest = ingest.clone();
+        warp::path!("emoji")
+            .and(warp::post())
+            .and(warp::body::content_length_limit(MAX_SINGLE_BYTES))
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::body::bytes())
+            .and_then(move |content_type: Option<String>, body: Bytes| {
+                let ingest = ingest.clone();
+                async move {
+                    ingest
+                        .single(content_type, body)
+                        .await
+                        .map_err(warp::reject::custom)
+                }
+            })
+    };
+    let batch = warp::path!("emoji" / "batch")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_BATCH_BYTES))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(move |content_type: Option<String>, body: Bytes| {
+            let ingest = ingest.clone();
+            async move {
+                ingest
+                    .batch(content_type, body)
+                    .await
+                    .map_err(warp::reject::custom)
+            }
+        });
+    single.or(batch).unify()
+}
+
+#[derive(PartialEq)]
+enum Format {
+    Json,
+    Ndjson,
+}
+
+fn format_of(content_type: Option<&str>, ndjson_allowed: bool) -> Result<Format, ApiError> {
+    let essence = content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/json".into());
+    match essence.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/ndjson" if ndjson_allowed => Ok(Format::Ndjson),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            if ndjson_allowed {
+                format!("Content-Type {other} is not accepted; send application/json (an array) or application/x-ndjson")
+            } else {
+                format!("Content-Type {other} is not accepted; send application/json")
+            },
+        )),
+    }
+}
+
+fn invalid(stats: &Stats, where_: &str, e: dataflows::InvalidReaction) -> ApiError {
+    stats.reject(e.field);
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        e.field.error_code(),
+        format!("{where_}{e}"),
+    )
+}
+
+impl Ingest {
+    async fn single(
+        &self,
+        content_type: Option<String>,
+        body: Bytes,
+    ) -> Result<warp::reply::Response, ApiError> {
+        format_of(content_type.as_deref(), false)?;
+        let now = wall_clock_ms();
+        let reaction = parse_reaction(&body, now, MissingTimestamp::Use(now))
+            .map_err(|e| invalid(&self.stats, "", e))?
+            .into_owned();
+        self.admit(std::slice::from_ref(&reaction)).await?;
+        Ok(accepted(1))
+    }
+
+    async fn batch(
+        &self,
+        content_type: Option<String>,
+        body: Bytes,
+    ) -> Result<warp::reply::Response, ApiError> {
+        let format = format_of(content_type.as_deref(), true)?;
+        let now = wall_clock_ms();
+        let missing = MissingTimestamp::Use(now);
+        let mut reactions = Vec::new();
+        match format {
+            Format::Json => {
+                let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+                    self.stats.reject(dataflows::Field::Body);
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_json",
+                        format!("body: expected a JSON array of reactions: {e}"),
+                    )
+                })?;
+                check_batch_size(items.len())?;
+                for (i, item) in items.iter().enumerate() {
+                    let reaction = parse_reaction(item.get().as_bytes(), now, missing)
+                        .map_err(|e| invalid(&self.stats, &format!("reactions[{i}].",), e))?;
+                    reactions.push(reaction.into_owned());
+                }
+            }
+            Format::Ndjson => {
+                for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    check_batch_size(reactions.len() + 1)?;
+                    let reaction = parse_reaction(line, now, missing)
+                        .map_err(|e| invalid(&self.stats, &format!("line {}: ", i + 1), e))?;
+                    reactions.push(reaction.into_owned());
+                }
+            }
+        }
+        if reactions.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty_batch",
+                "the batch holds no reactions",
+            ));
+        }
+        self.admit(&reactions).await?;
+        Ok(accepted(reactions.len()))
+    }
+
+    /// Rate limit, capacity, then the producer.
+    async fn admit(&self, reactions: &[Reaction]) -> Result<(), ApiError> {
+        if let Some(limit) = &self.rate_limit {
+            let mut per_user: std::collections::HashMap<&str, u32> =
+                std::collections::HashMap::new();
+            for r in reactions {
+                *per_user.entry(&r.user_id).or_default() += 1;
+            }
+            for (user, n) in per_user {
+                if let Err(wait) = limit.check(user, n) {
+                    self.stats.rejected_rate_limited.inc();
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("user {user:?} is sending reactions too fast; slow down"),
+                    )
+                    .retry_after(wait.as_secs_f64().ceil().min(3600.0) as u64));
+                }
+            }
+        }
+        if !self.producer.has_room_for(reactions.len()) {
+            self.stats.rejected_queue_full.inc();
+            return Err(queue_full(0));
+        }
+        match self.producer.send(reactions).await {
+            Ok(()) => {
+                self.stats.accepted.add(reactions.len() as u64);
+                Ok(())
+            }
+            Err((sent, error)) => {
+                self.stats.accepted.add(sent as u64);
+                let mut answer = match error {
+                    ProduceError::QueueFull => {
+                        self.stats.rejected_queue_full.inc();
+                        queue_full(sent)
+                    }
+                    ProduceError::Failed(e) => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "broker_unavailable",
+                        format!("the reactions could not be written to Kafka: {e}"),
+                    )
+                    .retry_after(1),
+                };
+                answer.accepted = Some(sent);
+                Err(answer)
+            }
+        }
+    }
+}
+
+fn check_batch_size(n: usize) -> Result<(), ApiError> {
+    if n > MAX_BATCH_REACTIONS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_reactions",
+            format!("a batch holds at most {MAX_BATCH_REACTIONS} reactions; split it"),
+        ));
+    }
+    Ok(())
+}
+
+fn queue_full(accepted: usize) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_full",
+        "the Kafka producer queue is full; retry after the Retry-After delay",
+    )
+    .retry_after(1);
+    e.accepted = Some(accepted);
+    e
+}
+
+fn accepted(n: usize) -> warp::reply::Response {
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "accepted": n })),
+        StatusCode::ACCEPTED,
+    )
+    .into_response()
+}

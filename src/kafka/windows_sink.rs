@@ -1,0 +1,133 @@
+//! Writes window summaries to the windows topic and passes each on once the broker has it.
+//!
+//! The operator keeps each window's capability until its delivery is acknowledged, so the
+//! frontier after it (which the sources probe to commit offsets) never passes a window that
+//! is not durable. Summaries leave in window order. A failed delivery is retried.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataflows::{WindowId, WindowSummary};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
+
+use super::{client_config, KafkaSettings};
+use crate::stats::Stats;
+
+struct Delivered {
+    tx: mpsc::Sender<(WindowId, Result<(), String>)>,
+    wake: SyncActivator,
+}
+
+impl ClientContext for Delivered {}
+
+impl ProducerContext for Delivered {
+    type DeliveryOpaque = Box<WindowId>;
+    fn delivery(&self, result: &DeliveryResult<'_>, window: Box<WindowId>) {
+        let outcome = result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
+        let _ = self.tx.send((*window, outcome));
+        let _ = self.wake.activate();
+    }
+}
+
+enum State {
+    /// Not yet accepted by the producer (its queue was full, or a delivery failed).
+    Unsent,
+    InFlight,
+    Durable,
+}
+
+/// Writes summaries (which arrive on worker 0) to the windows topic and emits them, in window
+/// order, once durable.
+pub fn write_windows<'scope>(
+    summaries: StreamVec<'scope, WindowId, WindowSummary>,
+    kafka: KafkaSettings,
+    stats: Arc<Stats>,
+) -> StreamVec<'scope, WindowId, WindowSummary> {
+    let scope = summaries.scope();
+    summaries.unary_frontier(Pipeline, "WriteWindows", move |_cap, info| {
+        let activator = scope.activator_for(info.address.clone());
+        let (tx, rx) = mpsc::channel();
+        let context = Delivered {
+            tx,
+            wake: scope.worker().sync_activator_for(info.address.to_vec()),
+        };
+        let producer: Option<ThreadedProducer<Delivered>> = match client_config(&kafka)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create_with_context(context)
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("cannot create the windows producer: {e}");
+                None
+            }
+        };
+        let mut pending: BTreeMap<WindowId, (Capability<WindowId>, WindowSummary, String, State)> =
+            BTreeMap::new();
+        move |(input, _frontier), output| {
+            input.for_each_stamp(|cap, batches| {
+                for batch in batches {
+                    for summary in batch.drain(..) {
+                        if let Some(cap) = cap.retain_least(output.output_index()) {
+                            let json = summary.to_json();
+                            pending.insert(
+                                summary.window,
+                                (cap.delayed(&summary.window), summary, json, State::Unsent),
+                            );
+                        }
+                    }
+                }
+            });
+            while let Ok((window, outcome)) = rx.try_recv() {
+                if let Some(entry) = pending.get_mut(&window) {
+                    match outcome {
+                        Ok(()) => entry.3 = State::Durable,
+                        Err(e) => {
+                            tracing::warn!(window, "writing the window failed, retrying: {e}");
+                            entry.3 = State::Unsent;
+                        }
+                    }
+                }
+            }
+            let Some(producer) = producer.as_ref() else {
+                return;
+            };
+            let mut retry_later = false;
+            for (window, (_, _, json, state)) in pending.iter_mut() {
+                if matches!(state, State::Unsent) {
+                    let key = window.to_string();
+                    let record =
+                        BaseRecord::with_opaque_to(&kafka.windows_topic, Box::new(*window))
+                            .key(&key)
+                            .payload(json.as_str());
+                    match producer.send(record) {
+                        Ok(()) => *state = State::InFlight,
+                        Err(_) => retry_later = true,
+                    }
+                }
+            }
+            while let Some(entry) = pending.first_entry() {
+                if !matches!(entry.get().3, State::Durable) {
+                    break;
+                }
+                let (cap, summary, _, _) = entry.remove();
+                stats.windows_emitted.inc();
+                output.session(&cap).give(summary);
+            }
+            if retry_later {
+                activator.activate_after(Duration::from_millis(100));
+            }
+            if pending.is_empty() {
+                let _ = producer.flush(Duration::ZERO);
+            }
+        }
+    })
+}

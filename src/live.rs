@@ -1,0 +1,93 @@
+//! The live dataflow: Kafka reactions in, windows to the windows topic and to `on_window`.
+//!
+//! ```text
+//! KafkaSource (per worker, own partitions) ─▶ window pipeline (count, scale, summarize)
+//!   ─▶ WriteWindows (durable in the windows topic) ─▶ on_window ─▶ probe (sources commit by it)
+//! ```
+//! Timely workers are plain threads; nothing here runs on tokio.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dataflows::operators::EmptyWindows;
+use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::WorkerConfig;
+
+use crate::kafka::source::{kafka_source, SourceSettings};
+use crate::kafka::windows_sink::write_windows;
+
+/// Called on a worker thread for each durable window, in window order. Must not block.
+pub type OnWindow = Arc<dyn Fn(&WindowSummary) + Send + Sync>;
+
+/// A running live dataflow.
+pub struct Live {
+    guards: Option<timely::communication::WorkerGuards<()>>,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Starts `workers` worker threads running the live dataflow from window `first_window` on.
+pub fn start(
+    workers: usize,
+    settings: Settings,
+    mut source: SourceSettings,
+    on_window: OnWindow,
+) -> Result<Live, String> {
+    let stop = Arc::clone(&source.stop);
+    let failure = Arc::clone(&source.failure);
+    source.windowing = settings.windowing;
+    let first_window = source.first_window;
+    let config = timely::Config {
+        communication: timely::CommunicationConfig::Process(workers.max(1)),
+        worker: WorkerConfig::default(),
+    };
+    let guards = timely::execute(config, move |worker| {
+        let source = source.clone();
+        let on_window = Arc::clone(&on_window);
+        let stats = Arc::clone(&source.stats);
+        let kafka = source.kafka.clone();
+        worker.dataflow::<WindowId, _, _>(move |scope| {
+            let durable = ProbeHandle::new();
+            let counts = kafka_source(scope, source, durable.clone());
+            let summaries = window_summaries(counts, &settings, EmptyWindows::From(first_window));
+            write_windows(summaries, kafka, stats)
+                .inspect(move |summary| on_window(summary))
+                .probe_with(&durable);
+        });
+    })?;
+    Ok(Live {
+        guards: Some(guards),
+        stop,
+        failure,
+    })
+}
+
+impl Live {
+    /// A shared view of the failure, for readiness checks.
+    pub fn failure_handle(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.failure)
+    }
+
+    /// Why the dataflow cannot run, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops reading, lets the windows read so far be emitted, commits, and waits for the
+    /// workers. Blocks: call it off the async runtime.
+    pub fn stop_and_join(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(guards) = self.guards.take() else {
+            return Ok(());
+        };
+        for (i, result) in guards.join().into_iter().enumerate() {
+            result.map_err(|e| format!("worker {i} failed: {e}"))?;
+        }
+        Ok(())
+    }
+}

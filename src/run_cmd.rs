@@ -1,0 +1,275 @@
+//! `emostream run`: the whole system in one process: broker (embedded unless `--brokers`),
+//! ingest API, live dataflow.
+//!
+//! [`System::start`] is what `main` and the integration tests both call.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dataflows::WindowSummary;
+use tokio::sync::oneshot;
+
+use crate::cli::RunArgs;
+use crate::ingest::Ingest;
+use crate::kafka::embedded::EmbeddedBroker;
+use crate::kafka::producer::{ProducerSettings, ReactionProducer};
+use crate::kafka::resume::last_emitted_window;
+use crate::kafka::source::{wall_clock_ms, SourceSettings};
+use crate::kafka::topics::ensure_topics;
+use crate::kafka::KafkaSettings;
+use crate::live::{self, Live, OnWindow};
+use crate::rate_limit::UserRateLimit;
+use crate::server::{self, SystemReadiness};
+use crate::stats::Stats;
+
+/// A running system.
+pub struct System {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The Kafka bootstrap servers in use.
+    pub brokers: String,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    producer: ReactionProducer,
+    live: Option<Live>,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    broker: Option<EmbeddedBroker>,
+}
+
+impl System {
+    /// Starts everything; `on_window` also sees each durable window (tests use it).
+    pub async fn start(args: &RunArgs, on_window: Option<OnWindow>) -> Result<System, String> {
+        let stats = Arc::new(Stats::default());
+        let mut kafka = KafkaSettings {
+            brokers: String::new(),
+            reactions_topic: args.reactions_topic.clone(),
+            windows_topic: args.windows_topic.clone(),
+            partitions: i32::from(args.partitions),
+            group_id: args.group_id.clone(),
+        };
+        let broker = match &args.brokers {
+            Some(brokers) => {
+                kafka.brokers = brokers.clone();
+                ensure_topics(&kafka, i32::from(args.replication)).await?;
+                None
+            }
+            None => {
+                let topics = [
+                    (kafka.reactions_topic.clone(), kafka.partitions),
+                    (kafka.windows_topic.clone(), 1),
+                ];
+                let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                kafka.brokers = broker.bootstrap_servers().to_owned();
+                Some(broker)
+            }
+        };
+
+        let settings = args.dataflow.settings();
+        let resume_kafka = kafka.clone();
+        let last = tokio::task::spawn_blocking(move || {
+            last_emitted_window(&resume_kafka, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let first_window = match last {
+            Some(last) => {
+                tracing::info!(
+                    last,
+                    "resuming after the last window in {}",
+                    kafka.windows_topic
+                );
+                last + 1
+            }
+            None => settings.windowing.open_from(wall_clock_ms()),
+        };
+
+        let source = SourceSettings {
+            kafka: kafka.clone(),
+            windowing: settings.windowing,
+            idle_ms: args.idle_ms,
+            first_window,
+            stats: Arc::clone(&stats),
+            stop: Arc::new(AtomicBool::new(false)),
+            failure: Arc::new(Mutex::new(None)),
+        };
+        let log_window: OnWindow = Arc::new(move |summary: &WindowSummary| {
+            tracing::info!(
+                window = summary.window,
+                total = summary.total,
+                "window closed: {}",
+                summary.to_json()
+            );
+            if let Some(f) = &on_window {
+                f(summary);
+            }
+        });
+        let live = live::start(
+            usize::from(args.dataflow.workers),
+            settings,
+            source,
+            log_window,
+        )?;
+
+        let producer = ReactionProducer::new(
+            &kafka,
+            &ProducerSettings {
+                linger_ms: args.linger_ms,
+                queue_messages: args.producer_queue,
+                ack: args.ack,
+            },
+            Arc::clone(&stats),
+        )?;
+        let rate_limit = args.rate_limit.map(|per_second| {
+            let burst = args.rate_limit_burst.unwrap_or(per_second);
+            Arc::new(UserRateLimit::new(per_second, burst))
+        });
+        if let Some(limit) = &rate_limit {
+            let limit = Arc::clone(limit);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    limit.forget_idle();
+                }
+            });
+        }
+        let ingest = Ingest {
+            producer: producer.clone(),
+            rate_limit,
+            stats: Arc::clone(&stats),
+        };
+        let failure = Arc::new(live_failure_probe(&live));
+        let readiness = Arc::new(SystemReadiness {
+            producer: producer.clone(),
+            dataflow_failure: failure,
+        });
+        let listener = server::bind(args.http).await?;
+        let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let http_task = tokio::spawn(server::serve(listener, ingest, readiness, async move {
+            let _ = stopped.await;
+        }));
+        Ok(System {
+            http_addr,
+            brokers: kafka.brokers.clone(),
+            stats,
+            producer,
+            live: Some(live),
+            http_stop: Some(http_stop),
+            http_task: Some(http_task),
+            broker,
+        })
+    }
+
+    /// Why the dataflow stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.live.as_ref().and_then(Live::failure)
+    }
+
+    /// Stops taking reactions, flushes the producer, lets the dataflow emit what it has read,
+    /// and stops the broker. Time-boxed: a stuck step is logged and skipped.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.http_task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("HTTP connections still open after 5 s; closing anyway");
+            }
+        }
+        let producer = self.producer.clone();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = flushed {
+            tracing::warn!("reactions still queued at shutdown may be lost: {e}");
+        }
+        let mut result = Ok(());
+        if let Some(live) = self.live.take() {
+            let join = tokio::task::spawn_blocking(move || live.stop_and_join());
+            match tokio::time::timeout(Duration::from_secs(15), join).await {
+                Ok(Ok(r)) => result = r,
+                Ok(Err(e)) => result = Err(e.to_string()),
+                Err(_) => result = Err("the dataflow did not finish within 15 s".into()),
+            }
+        }
+        if let Some(broker) = self.broker.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
+        }
+        result
+    }
+}
+
+fn live_failure_probe(live: &Live) -> impl Fn() -> Option<String> + Send + Sync {
+    let failure = live.failure_handle();
+    move || failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Runs until Ctrl-C or SIGTERM, or until the dataflow fails.
+pub fn run(args: &RunArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let system = System::start(args, None).await?;
+        let base = format!("http://{}", system.http_addr);
+        println!("emostream is running");
+        println!("  brokers:   {}{}", system.brokers, if args.brokers.is_none() { " (embedded)" } else { "" });
+        println!("  send:      curl -X POST {base}/emoji -H 'content-type: application/json' -d '{{\"user_id\":\"me\",\"emoji_type\":\"🔥\"}}'");
+        println!("  health:    {base}/healthz  {base}/readyz");
+        println!("  windows:   logged here as they close, and written to topic {}", args.windows_topic);
+        let failed = loop {
+            tokio::select! {
+                _ = shutdown_signal() => break None,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if let Some(f) = system.failure() { break Some(f) }
+                }
+            }
+        };
+        tracing::info!("shutting down");
+        let result = system.shutdown().await;
+        match failed {
+            Some(f) => Err(format!("the dataflow failed: {f}")),
+            None => result,
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Parses `--rate-limit`'s value.
+pub fn non_zero(s: &str) -> Result<NonZeroU32, String> {
+    s.parse::<NonZeroU32>()
+        .map_err(|_| format!("{s:?} is not a whole number above 0"))
+}
