@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dataflows::operators::EmptyWindows;
 use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
@@ -43,11 +44,14 @@ pub fn start(
         communication: timely::CommunicationConfig::Process(workers.max(1)),
         worker: WorkerConfig::default(),
     };
+    let peers = workers.max(1);
     let guards = timely::execute(config, move |worker| {
         let source = source.clone();
+        let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);
         let stats = Arc::clone(&source.stats);
         let kafka = source.kafka.clone();
+        let dataflow = worker.next_dataflow_index();
         worker.dataflow::<WindowId, _, _>(move |scope| {
             let durable = ProbeHandle::new();
             let counts = kafka_source(scope, source, durable.clone());
@@ -56,6 +60,15 @@ pub fn start(
                 .inspect(move |summary| on_window(summary))
                 .probe_with(&durable);
         });
+        // Run until every source has stopped, then drop the dataflow rather than complete it:
+        // completing would flush windows that are still open, and those belong to the next
+        // run (their reactions are uncommitted).
+        while stopped.load(Ordering::SeqCst) < peers {
+            if !worker.step_or_park(Some(Duration::from_millis(100))) {
+                break;
+            }
+        }
+        worker.drop_dataflow(dataflow);
     })?;
     Ok(Live {
         guards: Some(guards),
@@ -78,8 +91,9 @@ impl Live {
             .clone()
     }
 
-    /// Stops reading, lets the windows read so far be emitted, commits, and waits for the
-    /// workers. Blocks: call it off the async runtime.
+    /// Stops reading, lets the windows the watermark has closed be written, commits, and waits
+    /// for the workers. Windows still open are left to the next run. Blocks: call it off the
+    /// async runtime.
     pub fn stop_and_join(mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
         let Some(guards) = self.guards.take() else {

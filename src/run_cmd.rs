@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +97,7 @@ impl System {
             stats: Arc::clone(&stats),
             stop: Arc::new(AtomicBool::new(false)),
             failure: Arc::new(Mutex::new(None)),
+            stopped: Arc::new(AtomicUsize::new(0)),
         };
         let log_window: OnWindow = Arc::new(move |summary: &WindowSummary| {
             tracing::info!(
@@ -172,8 +173,8 @@ impl System {
         self.live.as_ref().and_then(Live::failure)
     }
 
-    /// Stops taking reactions, flushes the producer, lets the dataflow emit what it has read,
-    /// and stops the broker. Time-boxed: a stuck step is logged and skipped.
+    /// Stops taking reactions, flushes the producer, lets the dataflow write the windows its
+    /// watermark has closed (open ones resume in the next run), and stops the broker. Time-boxed: a stuck step is logged and skipped.
     pub async fn shutdown(mut self) -> Result<(), String> {
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());

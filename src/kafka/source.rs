@@ -10,11 +10,13 @@
 //! - The consumer wakes the operator when messages arrive; a timer wakes it for idleness and
 //!   commits. Offsets are committed only up to the reactions of windows that are durable in
 //!   the windows topic (see [`super::offsets`]).
-//! - On stop, the worker holds its capability just past the last window it has data for,
-//!   waits for those windows to become durable, commits, and finishes.
+//! - On stop, the source stops reading and holds its capability where it is: windows the
+//!   watermark has closed are finished and written; once they are durable the source commits
+//!   and reports itself stopped. Open windows are not flushed early: their reactions stay
+//!   uncommitted, so a restarted dataflow reads them again and emits those windows whole.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,9 @@ pub struct SourceSettings {
     pub stop: Arc<AtomicBool>,
     /// Set by a source that cannot go on (e.g. its consumer could not be created).
     pub failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Sources that have stopped (committed after a stop, or never started): the workers drop
+    /// the dataflow once every source has.
+    pub stopped: Arc<AtomicUsize>,
 }
 
 /// Messages handled per activation before yielding to other operators.
@@ -105,8 +110,11 @@ pub fn kafka_source<'scope>(
                 }
             }
         };
-        if let Some(cap) = cap.as_mut() {
-            cap.downgrade(&settings.first_window);
+        match cap.as_mut() {
+            Some(cap) => cap.downgrade(&settings.first_window),
+            None => {
+                settings.stopped.fetch_add(1, Ordering::SeqCst);
+            }
         }
         let start = Instant::now();
         let mut partitions: BTreeMap<i32, Partition> = mine
@@ -126,17 +134,29 @@ pub fn kafka_source<'scope>(
             .collect();
         let mut counts: HashMap<(WindowId, Emoji), u64> = HashMap::new();
         let mut last_commit = Instant::now();
-        let mut drain_to: Option<WindowId> = None;
+        let mut stopping = false;
+        let mut consumer_done = false;
         let windowing = settings.windowing;
         activator.activate();
 
         move |output| {
+            if consumer_done {
+                return;
+            }
             let (Some(consumer), Some(held)) = (consumer.as_ref(), cap.as_mut()) else {
                 return;
             };
             let now_ms = wall_clock_ms();
-            let mut budget_left = drain_to.is_none();
-            if drain_to.is_none() {
+            if !stopping && settings.stop.load(Ordering::Relaxed) {
+                tracing::debug!(
+                    worker = index,
+                    holding = *held.time(),
+                    "Kafka source stopping"
+                );
+                stopping = true;
+            }
+            let mut budget_left = true;
+            if !stopping {
                 budget_left = false;
                 for _ in 0..BUDGET {
                     let message = match consumer.poll(Duration::ZERO) {
@@ -207,53 +227,49 @@ pub fn kafka_source<'scope>(
                     .give_iterator(chunk.iter().map(|((_, emoji), n)| (*emoji, *n)));
             }
 
-            if settings.stop.load(Ordering::Relaxed) && drain_to.is_none() {
-                let last = partitions.values().filter_map(|p| p.max_window).max();
-                let target = last.map_or(*held.time(), |w| w + 1).max(*held.time());
-                tracing::debug!(worker = index, target, "Kafka source draining");
-                drain_to = Some(target);
-            }
-
-            // Advance the watermark.
-            let hold = match drain_to {
-                Some(target) => target,
-                None => {
-                    let idle_window =
-                        windowing.open_from(now_ms.saturating_sub(settings.idle_ms as i64));
-                    for partition in partitions.values_mut() {
-                        if partition.last_message.elapsed()
-                            >= Duration::from_millis(settings.idle_ms)
-                        {
-                            partition.open_from = partition.open_from.max(idle_window);
-                        }
+            if !stopping {
+                let idle_window =
+                    windowing.open_from(now_ms.saturating_sub(settings.idle_ms as i64));
+                for partition in partitions.values_mut() {
+                    if partition.last_message.elapsed() >= Duration::from_millis(settings.idle_ms) {
+                        partition.open_from = partition.open_from.max(idle_window);
                     }
-                    partitions
-                        .values()
-                        .map(|p| p.open_from)
-                        .min()
-                        .unwrap_or(*held.time())
                 }
-            };
-            if hold > *held.time() {
-                held.downgrade(&hold);
+                let hold = partitions
+                    .values()
+                    .map(|p| p.open_from)
+                    .min()
+                    .unwrap_or(*held.time());
+                if hold > *held.time() {
+                    held.downgrade(&hold);
+                }
             }
 
             // Commit what is durable.
             let durable_below = durable.with_frontier(|f| f.iter().copied().min());
-            let drained = drain_to.is_some_and(|target| durable_below.is_none_or(|d| d >= target));
-            if drained || last_commit.elapsed() >= COMMIT_EVERY {
+            let closed_are_durable = durable_below.is_none_or(|d| d >= *held.time());
+            if stopping && closed_are_durable {
+                commit(
+                    consumer,
+                    &settings.kafka.reactions_topic,
+                    &mut partitions,
+                    durable_below,
+                    true,
+                );
+                settings.stopped.fetch_add(1, Ordering::SeqCst);
+                // Keep the capability: the open windows must not be emitted now.
+                consumer_done = true;
+                return;
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
                 commit(
                     consumer,
                     &settings.kafka.reactions_topic,
                     &mut partitions,
                     durable_below,
-                    drained,
+                    false,
                 );
-            }
-            if drained {
-                cap = None;
-                return;
             }
             if budget_left {
                 activator.activate_after(TICK);

@@ -1,0 +1,504 @@
+//! The live system end to end: HTTP in, Kafka (embedded mock broker), windows out.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dataflows::WindowSummary;
+use emostream::cli::{Cli, Command, RunArgs};
+use emostream::kafka::embedded::EmbeddedBroker;
+use emostream::run_cmd::System;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+fn run_args(extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "emostream",
+        "run",
+        "--http",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--idle-ms",
+        "200",
+    ];
+    if !extra.contains(&"--linger-ms") {
+        argv.extend_from_slice(&["--linger-ms", "20"]);
+    }
+    argv.extend_from_slice(extra);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Run(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+type Seen = Arc<Mutex<Vec<WindowSummary>>>;
+
+async fn start(extra: &[&str]) -> (System, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    let system = System::start(
+        &run_args(extra),
+        Some(Arc::new(move |s: &WindowSummary| {
+            sink.lock().unwrap().push(s.clone())
+        })),
+    )
+    .await
+    .unwrap();
+    (system, seen)
+}
+
+fn now_ms() -> i64 {
+    emostream::kafka::source::wall_clock_ms()
+}
+
+fn batch(user: &str, emoji: &str, n: usize) -> Vec<Value> {
+    let ts = now_ms();
+    (0..n)
+        .map(|i| json!({"user_id": format!("{user}{i}"), "emoji_type": emoji, "timestamp": ts}))
+        .collect()
+}
+
+async fn post_batch(system: &System, reactions: &[Value]) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/emoji/batch", system.http_addr))
+        .json(reactions)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": reactions.len()})
+    );
+}
+
+/// Per-emoji sums over windows.
+fn sums(windows: &[WindowSummary]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for w in windows {
+        for e in &w.emojis {
+            *sums.entry(e.emoji.to_string()).or_default() += e.count;
+        }
+    }
+    sums
+}
+
+async fn wait_for_total(seen: &Seen, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: u64 = seen.lock().unwrap().iter().map(|w| w.total).sum();
+        if got >= total {
+            assert_eq!(got, total, "no reaction counted twice");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {total} reactions reached windows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything in the windows topic.
+fn windows_topic(brokers: &str) -> Vec<WindowSummary> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("emoji-windows", 0, Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("emoji-windows", 0, Offset::Offset(low))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (out.len() as i64) < high - low && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let summary: WindowSummary =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
+            assert_eq!(
+                message.key().unwrap(),
+                summary.window.to_string().as_bytes(),
+                "key is the window index"
+            );
+            out.push(summary);
+        }
+    }
+    assert_eq!(out.len() as i64, high - low);
+    out
+}
+
+fn assert_contiguous(windows: &[WindowSummary]) {
+    assert!(!windows.is_empty());
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[1].window,
+            pair[0].window + 1,
+            "window ids contiguous, none repeated"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_posted_come_out_as_windows_with_exact_counts() {
+    let (system, seen) = start(&[]).await;
+    let mut reactions = batch("a", "🔥", 500);
+    reactions.extend(batch("b", "😂", 1200));
+    reactions.extend(batch("c", "❤", 3));
+    post_batch(&system, &reactions).await;
+    let single = reqwest::Client::new()
+        .post(format!("http://{}/emoji", system.http_addr))
+        .json(&json!({"user_id": "solo", "emoji_type": "👍🏽"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 202);
+    wait_for_total(&seen, 1704).await;
+    let expected: BTreeMap<String, u64> = [
+        ("🔥".to_string(), 500),
+        ("😂".to_string(), 1200),
+        ("❤️".to_string(), 3),
+        ("👍🏽".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(sums(&seen.lock().unwrap()), expected);
+    let brokers = system.brokers.clone();
+    let topic = tokio::task::spawn_blocking(move || windows_topic(&brokers))
+        .await
+        .unwrap();
+    assert_contiguous(&topic);
+    assert_eq!(
+        sums(&topic),
+        expected,
+        "the windows topic holds the same counts"
+    );
+    let scaled: u64 = topic
+        .iter()
+        .flat_map(|w| &w.emojis)
+        .filter(|e| e.emoji.as_str() == "😂")
+        .map(|e| e.scaled)
+        .sum();
+    assert!(scaled >= 2, "1200 reactions show at least 2 emojis");
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_without_losing_or_repeating_windows() {
+    let topics = [
+        ("emoji-reactions".to_string(), 4),
+        ("emoji-windows".to_string(), 1),
+    ];
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+
+    let (first, seen) = start(&["--brokers", &brokers]).await;
+    post_batch(&first, &batch("a", "🔥", 300)).await;
+    wait_for_total(&seen, 300).await;
+    // Read but not yet in a closed window when the first run stops: the next run counts them.
+    post_batch(&first, &batch("b", "😂", 200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.shutdown().await.unwrap();
+    let first_windows = seen.lock().unwrap().clone();
+
+    let (second, seen) = start(&["--brokers", &brokers]).await;
+    post_batch(&second, &batch("c", "❤️", 70)).await;
+    wait_for_total(
+        &seen,
+        570 - first_windows.iter().map(|w| w.total).sum::<u64>(),
+    )
+    .await;
+    let second_first = seen.lock().unwrap()[0].window;
+    assert_eq!(
+        second_first,
+        first_windows.last().unwrap().window + 1,
+        "resumes right after the last window"
+    );
+    assert_eq!(
+        second.stats.late.get(),
+        0,
+        "nothing re-read is dropped as late"
+    );
+    second.shutdown().await.unwrap();
+
+    let topic = tokio::task::spawn_blocking(move || {
+        let t = windows_topic(&brokers);
+        drop(broker);
+        t
+    })
+    .await
+    .unwrap();
+    assert_contiguous(&topic);
+    let expected: BTreeMap<String, u64> = [
+        ("🔥".to_string(), 300),
+        ("😂".to_string(), 200),
+        ("❤️".to_string(), 70),
+    ]
+    .into();
+    assert_eq!(sums(&topic), expected);
+}
+
+async fn request(
+    system: &System,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Value, Option<String>) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", system.http_addr),
+        )
+        .body(body.to_string());
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let response = req.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        retry_after,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_its_status_and_json_error() {
+    let (system, _) = start(&["--rate-limit", "2", "--rate-limit-burst", "2"]).await;
+    let json = Some("application/json");
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("/emoji", r#"{"emoji_type":"🔥"}"#, 400, "invalid_user_id"),
+        (
+            "/emoji",
+            r#"{"user_id":"","emoji_type":"🔥"}"#,
+            400,
+            "invalid_user_id",
+        ),
+        (
+            "/emoji",
+            r#"{"user_id":"u","emoji_type":"🔥🔥"}"#,
+            400,
+            "invalid_emoji_type",
+        ),
+        (
+            "/emoji",
+            r#"{"user_id":"u","emoji_type":"abc"}"#,
+            400,
+            "invalid_emoji_type",
+        ),
+        (
+            "/emoji",
+            r#"{"user_id":"u","emoji_type":"🔥","timestamp":"noon"}"#,
+            400,
+            "invalid_timestamp",
+        ),
+        (
+            "/emoji",
+            r#"{"user_id":"u","emoji_type":"🔥","timestamp":99999999999999}"#,
+            400,
+            "invalid_timestamp",
+        ),
+        ("/emoji", "{", 400, "invalid_json"),
+        (
+            "/emoji/batch",
+            r#"[{"user_id":"u","emoji_type":"🔥"},{"user_id":"v","emoji_type":"x"}]"#,
+            400,
+            "invalid_emoji_type",
+        ),
+        ("/emoji/batch", "[]", 400, "empty_batch"),
+        ("/emoji/batch", r#"{"user_id":"u"}"#, 400, "invalid_json"),
+    ];
+    for (path, body, status, code) in cases {
+        let (got, body_json, _) = request(&system, "POST", path, json, body).await;
+        assert_eq!(
+            (got, body_json["error"].as_str().unwrap_or_default()),
+            (*status, *code),
+            "{path} {body}"
+        );
+        assert!(!body_json["message"].as_str().unwrap().is_empty());
+    }
+    let (_, body, _) = request(
+        &system,
+        "POST",
+        "/emoji/batch",
+        json,
+        r#"[{"user_id":"u","emoji_type":"🔥"},{"user_id":"v","emoji_type":"x"}]"#,
+    )
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("reactions[1].emoji_type"),
+        "{body}"
+    );
+    assert_eq!(
+        system.stats.accepted.get(),
+        0,
+        "a batch with one bad reaction accepts none"
+    );
+    let (_, body, _) = request(
+        &system,
+        "POST",
+        "/emoji/batch",
+        Some("application/x-ndjson"),
+        "{\"user_id\":\"u\",\"emoji_type\":\"🔥\"}\n\nnope\n",
+    )
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3: body"),
+        "{body}"
+    );
+
+    let (status, body, _) = request(&system, "POST", "/emoji", Some("text/plain"), "{}").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (415, "unsupported_media_type")
+    );
+    let big = format!(
+        r#"{{"user_id":"{}","emoji_type":"🔥"}}"#,
+        "x".repeat(20_000)
+    );
+    let (status, body, _) = request(&system, "POST", "/emoji", json, &big).await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (413, "payload_too_large")
+    );
+    let (status, body, _) = request(&system, "GET", "/nowhere", None, "").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (404, "not_found")
+    );
+    let (status, body, _) = request(&system, "GET", "/emoji", None, "").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (405, "method_not_allowed")
+    );
+
+    // A chunked body has no Content-Length: 411.
+    let addr = system.http_addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"POST /emoji HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 411"), "{raw}");
+    assert!(raw.contains("length_required"));
+
+    // The per-user limit: a burst of 2, then 429 with Retry-After.
+    for _ in 0..2 {
+        let (status, _, _) = request(
+            &system,
+            "POST",
+            "/emoji",
+            json,
+            r#"{"user_id":"fast","emoji_type":"🔥"}"#,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let (status, body, retry) = request(
+        &system,
+        "POST",
+        "/emoji",
+        json,
+        r#"{"user_id":"fast","emoji_type":"🔥"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (429, "rate_limited")
+    );
+    assert!(retry.is_some());
+    let (status, _, _) = request(
+        &system,
+        "POST",
+        "/emoji",
+        json,
+        r#"{"user_id":"calm","emoji_type":"🔥"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "other users are not limited");
+
+    let (status, body, _) = request(&system, "GET", "/healthz", None, "").await;
+    assert_eq!((status, body["status"].as_str().unwrap()), (200, "ok"));
+    let (status, body, _) = request(&system, "GET", "/readyz", None, "").await;
+    assert_eq!((status, body["status"].as_str().unwrap()), (200, "ready"));
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_answers_503() {
+    // Nothing leaves the queue for 10 s, and it holds 5 reactions.
+    let (system, _) = start(&["--producer-queue", "5", "--linger-ms", "10000"]).await;
+    let (status, body, retry) = request(
+        &system,
+        "POST",
+        "/emoji/batch",
+        Some("application/json"),
+        &serde_json::to_string(&batch("q", "🔥", 10)).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (503, "queue_full")
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["accepted"], json!(0));
+    for _ in 0..5 {
+        let (status, _, _) = request(
+            &system,
+            "POST",
+            "/emoji",
+            Some("application/json"),
+            r#"{"user_id":"q","emoji_type":"🔥"}"#,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let (status, body, _) = request(
+        &system,
+        "POST",
+        "/emoji",
+        Some("application/json"),
+        r#"{"user_id":"q","emoji_type":"🔥"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (503, "queue_full")
+    );
+    assert!(system.stats.rejected_queue_full.get() >= 2);
+    system.shutdown().await.unwrap();
+}
