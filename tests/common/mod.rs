@@ -1,0 +1,195 @@
+//! Helpers shared by the live-system tests.
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dataflows::WindowSummary;
+use emostream::cli::{Cli, Command, RunArgs};
+use emostream::run_cmd::System;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+pub fn run_args(extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "emostream",
+        "run",
+        "--http",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--idle-ms",
+        "200",
+    ];
+    if !extra.contains(&"--linger-ms") {
+        argv.extend_from_slice(&["--linger-ms", "20"]);
+    }
+    argv.extend_from_slice(extra);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Run(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+pub type Seen = Arc<Mutex<Vec<WindowSummary>>>;
+
+pub async fn start(extra: &[&str]) -> (System, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    let system = System::start(
+        &run_args(extra),
+        Some(Arc::new(move |s: &WindowSummary| {
+            sink.lock().unwrap().push(s.clone())
+        })),
+    )
+    .await
+    .unwrap();
+    (system, seen)
+}
+
+pub fn now_ms() -> i64 {
+    emostream::kafka::source::wall_clock_ms()
+}
+
+pub fn batch(user: &str, emoji: &str, n: usize) -> Vec<Value> {
+    let ts = now_ms();
+    (0..n)
+        .map(|i| json!({"user_id": format!("{user}{i}"), "emoji_type": emoji, "timestamp": ts}))
+        .collect()
+}
+
+pub async fn post_batch(system: &System, reactions: &[Value]) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/emoji/batch", system.http_addr))
+        .json(reactions)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": reactions.len()})
+    );
+}
+
+/// Per-emoji sums over windows.
+pub fn sums(windows: &[WindowSummary]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for w in windows {
+        for e in &w.emojis {
+            *sums.entry(e.emoji.to_string()).or_default() += e.count;
+        }
+    }
+    sums
+}
+
+pub async fn wait_for_total(seen: &Seen, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: u64 = seen.lock().unwrap().iter().map(|w| w.total).sum();
+        if got >= total {
+            assert_eq!(got, total, "no reaction counted twice");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {total} reactions reached windows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything in the windows topic.
+pub fn windows_topic(brokers: &str) -> Vec<WindowSummary> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("emoji-windows", 0, Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("emoji-windows", 0, Offset::Offset(low))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (out.len() as i64) < high - low && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let summary: WindowSummary =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
+            assert_eq!(
+                message.key().unwrap(),
+                summary.window.to_string().as_bytes(),
+                "key is the window index"
+            );
+            out.push(summary);
+        }
+    }
+    assert_eq!(out.len() as i64, high - low);
+    out
+}
+
+pub fn assert_contiguous(windows: &[WindowSummary]) {
+    assert!(!windows.is_empty());
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[1].window,
+            pair[0].window + 1,
+            "window ids contiguous, none repeated"
+        );
+    }
+}
+
+/// Reactions posted over HTTP come out as windows, in `on_window` and in the windows topic,
+/// with exact counts. `extra` selects the broker.
+pub async fn end_to_end(extra: &[&str]) {
+    let (system, seen) = start(extra).await;
+    let mut reactions = batch("a", "🔥", 500);
+    reactions.extend(batch("b", "😂", 1200));
+    reactions.extend(batch("c", "❤", 3));
+    post_batch(&system, &reactions).await;
+    let single = reqwest::Client::new()
+        .post(format!("http://{}/emoji", system.http_addr))
+        .json(&json!({"user_id": "solo", "emoji_type": "👍🏽"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 202);
+    wait_for_total(&seen, 1704).await;
+    let expected: BTreeMap<String, u64> = [
+        ("🔥".to_string(), 500),
+        ("😂".to_string(), 1200),
+        ("❤️".to_string(), 3),
+        ("👍🏽".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(sums(&seen.lock().unwrap()), expected);
+    let brokers = system.brokers.clone();
+    let topic = tokio::task::spawn_blocking(move || windows_topic(&brokers))
+        .await
+        .unwrap();
+    assert_contiguous(&topic);
+    assert_eq!(
+        sums(&topic),
+        expected,
+        "the windows topic holds the same counts"
+    );
+    let scaled: u64 = topic
+        .iter()
+        .flat_map(|w| &w.emojis)
+        .filter(|e| e.emoji.as_str() == "😂")
+        .map(|e| e.scaled)
+        .sum();
+    assert!(scaled >= 2, "1200 reactions show at least 2 emojis");
+    system.shutdown().await.unwrap();
+}

@@ -1,0 +1,179 @@
+//! A killed `emostream run` restarted on the same (external) broker loses and repeats nothing.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataflows::WindowSummary;
+use emostream::kafka::embedded::EmbeddedBroker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the process when dropped, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(brokers: &str, port: u16) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_emostream"))
+            .args([
+                "run",
+                "--brokers",
+                brokers,
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--workers",
+                "2",
+            ])
+            .args(["--idle-ms", "200", "--linger-ms", "20"])
+            .env("EMOSTREAM_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = ureq_get(port, "/readyz") {
+            if r == 200 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("emostream did not become ready");
+}
+
+fn ureq_get(port: u16, path: &str) -> Result<u16, reqwest::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        Ok(reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await?
+            .status()
+            .as_u16())
+    })
+}
+
+fn post(port: u16, emoji: &str, n: usize, ahead_ms: i64) {
+    let ts = emostream::kafka::source::wall_clock_ms() + ahead_ms;
+    let body: Vec<Value> = (0..n)
+        .map(|i| json!({"user_id": format!("u{i}"), "emoji_type": emoji, "timestamp": ts}))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/emoji/batch"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 202);
+}
+
+fn windows_topic(brokers: &str) -> Vec<WindowSummary> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "reader")
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("emoji-windows", 0, Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("emoji-windows", 0, Offset::Offset(low))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (out.len() as i64) < high - low && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+fn wait_topic_total(brokers: &str, total: u64) -> Vec<WindowSummary> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let windows = windows_topic(brokers);
+        let got: u64 = windows.iter().map(|w| w.total).sum();
+        if got >= total || Instant::now() > deadline {
+            assert_eq!(got, total);
+            return windows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_killed_process_restarts_without_losing_or_repeating() {
+    let topics = [
+        ("emoji-reactions".to_string(), 4),
+        ("emoji-windows".to_string(), 1),
+    ];
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    let port = free_port();
+
+    let first = spawn(&brokers, port);
+    wait_ready(port);
+    post(port, "🔥", 300, 0);
+    wait_topic_total(&brokers, 300);
+    // Read, and past a periodic commit, before the kill; their window may or may not be
+    // written by then.
+    post(port, "😂", 200, 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(first); // SIGKILL: no graceful stop
+
+    let second = spawn(&brokers, port);
+    wait_ready(port);
+    post(port, "❤️", 50, 0);
+    let windows = wait_topic_total(&brokers, 550);
+    drop(second);
+
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[1].window,
+            pair[0].window + 1,
+            "contiguous, no window twice"
+        );
+    }
+    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+    for e in windows.iter().flat_map(|w| &w.emojis) {
+        *sums.entry(e.emoji.to_string()).or_default() += e.count;
+    }
+    let expected: BTreeMap<String, u64> = [
+        ("🔥".to_string(), 300),
+        ("😂".to_string(), 200),
+        ("❤️".to_string(), 50),
+    ]
+    .into();
+    assert_eq!(sums, expected);
+}
