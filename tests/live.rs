@@ -324,3 +324,40 @@ async fn a_full_producer_queue_answers_503() {
     assert!(system.stats.rejected_queue_full.get() >= 2);
     system.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let (system, seen) = start(&[]).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &system.brokers)
+        .create()
+        .unwrap();
+    for payload in [
+        "not json",
+        r#"{"user_id":"u","emoji_type":"abc","timestamp":1}"#,
+        "{}",
+    ] {
+        producer
+            .send(
+                FutureRecord::to("emoji-reactions")
+                    .key("x")
+                    .payload(payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    post_batch(&system, &batch("ok", "🔥", 10)).await;
+    wait_for_total(&seen, 10).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while system.stats.invalid_on_topic.get() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "malformed messages not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(system.stats.invalid_on_topic.get(), 3);
+    system.shutdown().await.unwrap();
+}
