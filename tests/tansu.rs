@@ -2,7 +2,8 @@
 //!
 //! Opt-in for now: it runs with `EMOSTREAM_TANSU=1` and tansu installed
 //! (`cargo install tansu --locked --features dynostore`); otherwise it is skipped with a
-//! message. Against tansu 0.6 only part of the reactions reach windows yet (see README).
+//! message. It passed 4 of 5 runs against tansu 0.6; the failure (a whole batch never
+//! reached a window) is not yet explained, so it stays opt-in.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 mod common;
