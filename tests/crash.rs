@@ -1,14 +1,15 @@
 //! A killed `emostream run` restarted on the same (external) broker loses and repeats nothing.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{assert_contiguous, sums, windows_topic};
 use dataflows::WindowSummary;
 use emostream::kafka::embedded::EmbeddedBroker;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
@@ -96,29 +97,6 @@ fn post(port: u16, emoji: &str, n: usize, ahead_ms: i64) {
     assert_eq!(status, 202);
 }
 
-fn windows_topic(brokers: &str) -> Vec<WindowSummary> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "reader")
-        .create()
-        .unwrap();
-    let (low, high) = consumer
-        .fetch_watermarks("emoji-windows", 0, Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("emoji-windows", 0, Offset::Offset(low))
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (out.len() as i64) < high - low && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            out.push(serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap());
-        }
-    }
-    out
-}
-
 fn wait_topic_total(brokers: &str, total: u64) -> Vec<WindowSummary> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -158,22 +136,12 @@ fn a_killed_process_restarts_without_losing_or_repeating() {
     let windows = wait_topic_total(&brokers, 550);
     drop(second);
 
-    for pair in windows.windows(2) {
-        assert_eq!(
-            pair[1].window,
-            pair[0].window + 1,
-            "contiguous, no window twice"
-        );
-    }
-    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
-    for e in windows.iter().flat_map(|w| &w.emojis) {
-        *sums.entry(e.emoji.to_string()).or_default() += e.count;
-    }
+    assert_contiguous(&windows);
     let expected: BTreeMap<String, u64> = [
         ("🔥".to_string(), 300),
         ("😂".to_string(), 200),
         ("❤️".to_string(), 50),
     ]
     .into();
-    assert_eq!(sums, expected);
+    assert_eq!(sums(&windows), expected);
 }

@@ -29,7 +29,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
 use crate::dataflow::{window_summaries, Settings};
 use crate::emoji::Emoji;
-use crate::operators::EmptyWindows;
+use crate::operators::{give_partial_counts, EmptyWindows};
 use crate::reaction::InvalidCounts;
 use crate::summary::WindowSummary;
 use crate::window::{EventClock, WindowId, Windowing};
@@ -295,18 +295,9 @@ fn decide_late<'scope>(
                 report.errors.extend(seen.errors.into_iter().take(room));
             }
             let Some(held) = cap.as_mut() else { return };
-            let mut ready: Vec<_> = mine.drain().collect();
-            ready.sort_unstable_by_key(|((window, _), _)| *window);
-            for chunk in ready.chunk_by(|a, b| a.0 .0 == b.0 .0) {
-                let window = chunk[0].0 .0;
-                // Counts that survived the clock are for windows at or above it, and the
-                // capability never passes the clock.
-                let Some(at) = held.try_delayed(&window) else {
-                    continue;
-                };
-                output
-                    .session(&at)
-                    .give_iterator(chunk.iter().map(|((_, emoji), n)| (*emoji, *n)));
+            let refused = give_partial_counts(held, output, &mut mine);
+            if let Some(report) = &report {
+                lock(report).late += refused;
             }
             if frontier.is_empty() && waiting.is_empty() {
                 cap = None;

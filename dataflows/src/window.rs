@@ -51,11 +51,6 @@ impl Windowing {
     pub fn open_from(&self, event_time_ms: i64) -> WindowId {
         self.window_of(event_time_ms.saturating_sub(self.lateness_ms as i64))
     }
-
-    /// The first window still open at wall-clock time `now_ms`, for sources with no data.
-    pub fn open_at(&self, now_ms: i64) -> WindowId {
-        self.open_from(now_ms)
-    }
 }
 
 /// The event-time clock of one ordered input (a file, a Kafka partition): the greatest

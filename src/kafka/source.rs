@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataflows::operators::give_partial_counts;
 use dataflows::{parse_reaction, Emoji, EventClock, MissingTimestamp, WindowId, Windowing};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -213,19 +214,8 @@ pub fn kafka_source<'scope>(
             }
 
             // Emit this activation's partial counts, window by window.
-            let mut ready: Vec<_> = counts.drain().collect();
-            ready.sort_unstable_by_key(|((window, _), _)| *window);
-            for chunk in ready.chunk_by(|a, b| a.0 .0 == b.0 .0) {
-                let window = chunk[0].0 .0;
-                // Counted reactions are at or above their partition's watermark, and the
-                // capability never passes the least of those.
-                let Some(at) = held.try_delayed(&window) else {
-                    continue;
-                };
-                output
-                    .session(&at)
-                    .give_iterator(chunk.iter().map(|((_, emoji), n)| (*emoji, *n)));
-            }
+            let refused = give_partial_counts(held, output, &mut counts);
+            settings.stats.late.add(refused);
 
             if !stopping {
                 let idle_window =
