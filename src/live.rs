@@ -19,6 +19,9 @@ use timely::WorkerConfig;
 use crate::kafka::source::{kafka_source, SourceSettings};
 use crate::kafka::windows_sink::write_windows;
 
+/// How long dropping a [`Live`] waits for its workers.
+const DROP_WAIT: Duration = Duration::from_secs(10);
+
 /// Called on a worker thread for each durable window, in window order. Must not block.
 pub type OnWindow = Arc<dyn Fn(&WindowSummary) + Send + Sync>;
 
@@ -103,5 +106,29 @@ impl Live {
             result.map_err(|e| format!("worker {i} failed: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// A `Live` dropped without [`Live::stop_and_join`] (an error path, a failing test) still
+/// stops its workers, but waits for them only briefly: timely's guards join on drop, and a
+/// worker that never stops must not hang the process.
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(guards) = self.guards.take() else {
+            return;
+        };
+        let (joined, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("emostream-live-drop".into())
+            .spawn(move || {
+                drop(guards);
+                let _ = joined.send(());
+            });
+        if spawned.is_ok() && wait.recv_timeout(DROP_WAIT).is_err() {
+            tracing::warn!(
+                "dataflow workers still running {DROP_WAIT:?} after the stop; leaving them"
+            );
+        }
     }
 }

@@ -25,6 +25,9 @@ use crate::rate_limit::UserRateLimit;
 use crate::server::{self, SystemReadiness};
 use crate::stats::Stats;
 
+/// How long start-up waits for the producer to learn the reactions topic.
+const WARM_UP: Duration = Duration::from_secs(10);
+
 /// A running system.
 pub struct System {
     /// Where the HTTP API listens.
@@ -126,6 +129,17 @@ impl System {
             },
             Arc::clone(&stats),
         )?;
+        // The first send otherwise pays for the topic's metadata (up to a second on some
+        // brokers), and reactions that slow can miss their window.
+        let warm = producer.clone();
+        let warmed = tokio::task::spawn_blocking(move || warm.broker_reachable(WARM_UP))
+            .await
+            .unwrap_or(false);
+        if !warmed {
+            tracing::warn!(
+                "the brokers did not answer the producer within {WARM_UP:?}; serving anyway (/readyz says when they do)"
+            );
+        }
         let rate_limit = args.rate_limit.map(|per_second| {
             let burst = args.rate_limit_burst.unwrap_or(per_second);
             Arc::new(UserRateLimit::new(per_second, burst))

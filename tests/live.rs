@@ -31,7 +31,7 @@ async fn a_restart_resumes_without_losing_or_repeating_windows() {
 
     let (first, seen) = start(&["--brokers", &brokers]).await;
     post_batch(&first, &batch("a", "🔥", 300)).await;
-    wait_for_total(&seen, 300).await;
+    wait_for_total(&first, &seen, 300).await;
     // Read but not yet in a closed window when the first run stops: the next run counts them.
     post_batch(&first, &batch("b", "😂", 200)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -41,6 +41,7 @@ async fn a_restart_resumes_without_losing_or_repeating_windows() {
     let (second, seen) = start(&["--brokers", &brokers]).await;
     post_batch(&second, &batch("c", "❤️", 70)).await;
     wait_for_total(
+        &second,
         &seen,
         570 - first_windows.iter().map(|w| w.total).sum::<u64>(),
     )
@@ -349,7 +350,7 @@ async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
             .unwrap();
     }
     post_batch(&system, &batch("ok", "🔥", 10)).await;
-    wait_for_total(&seen, 10).await;
+    wait_for_total(&system, &seen, 10).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while system.stats.invalid_on_topic.get() < 3 {
         assert!(
@@ -360,4 +361,38 @@ async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
     }
     assert_eq!(system.stats.invalid_on_topic.get(), 3);
     system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ack_broker_202_comes_after_the_broker_acknowledged() {
+    // A long linger keeps reactions in the producer's queue: a 202 sent on queueing would
+    // come before the broker's acknowledgement.
+    let (system, seen) = start(&["--ack", "broker", "--linger-ms", "300"]).await;
+    for round in 1..=3u64 {
+        post_batch(&system, &batch("acked", "🎉", 40)).await;
+        assert_eq!(
+            system.stats.produced.get(),
+            40 * round,
+            "every accepted reaction was acknowledged before the 202"
+        );
+    }
+    wait_for_total(&system, &seen, 120).await;
+    system.shutdown().await.unwrap();
+}
+
+#[test]
+fn dropping_a_running_system_stops_it() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (system, _seen) = start(&[]).await;
+            // What a failing test does: the system is dropped, never shut down.
+            drop(system);
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a dropped system stops its workers instead of hanging the process");
 }
