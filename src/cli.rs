@@ -81,9 +81,42 @@ pub struct RunArgs {
     /// when nobody reacts.
     #[arg(long, default_value_t = 1000, env = "EMOSTREAM_IDLE_MS")]
     pub idle_ms: u64,
+    /// Delivery settings.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
     /// Dataflow settings.
     #[command(flatten)]
     pub dataflow: DataflowArgs,
+}
+
+/// Flags of SSE delivery.
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// Clusters in the delivery tree.
+    #[arg(long, default_value_t = 3, env = "EMOSTREAM_CLUSTERS",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub clusters: u32,
+    /// Subscribers per cluster at start.
+    #[arg(long, default_value_t = 3, env = "EMOSTREAM_SUBSCRIBERS",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub subscribers: u32,
+    /// Clients a subscriber is assigned before a subscriber is added to the least-loaded
+    /// cluster.
+    #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_SUBSCRIBER_CAPACITY",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub subscriber_capacity: u64,
+    /// Windows each subscriber keeps for clients reconnecting with `Last-Event-ID`.
+    #[arg(long, default_value_t = 150, env = "EMOSTREAM_RETENTION",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub retention: u64,
+    /// Windows a client may fall behind before it is sent `event: resync` with the latest.
+    #[arg(long, default_value_t = 16, env = "EMOSTREAM_CLIENT_QUEUE",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub client_queue: u64,
+    /// Seconds between keep-alive comments on idle streams.
+    #[arg(long, default_value_t = 15, env = "EMOSTREAM_KEEP_ALIVE_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive_secs: u64,
 }
 
 /// Flags of `emostream replay`.

@@ -5,10 +5,12 @@
 //! - [`cli`]: flags, each with its `EMOSTREAM_*` variable.
 //! - [`replay_cmd`], [`run_cmd`]: the commands; `main.rs` only dispatches.
 //! - [`ingest`], [`server`], [`http_error`], [`rate_limit`]: the HTTP API.
+//! - [`delivery`]: SSE hubs, registration, the delivery routes.
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
 //! - [`live`]: the live dataflow's assembly; [`stats`]: counters.
 
 pub mod cli;
+pub mod delivery;
 pub mod http_error;
 pub mod ingest;
 pub mod kafka;

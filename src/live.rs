@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! KafkaSource (per worker, own partitions) ─▶ window pipeline (count, scale, summarize)
-//!   ─▶ WriteWindows (durable in the windows topic) ─▶ on_window ─▶ probe (sources commit by it)
+//!   ─▶ WriteWindows (durable in the windows topic) ─▶ on_window ─▶ broadcast to every worker
+//!   ─▶ each worker publishes into the SSE hubs it owns ─▶ probe (sources commit by it)
 //! ```
 //! Timely workers are plain threads; nothing here runs on tokio.
 
@@ -12,10 +13,12 @@ use std::time::Duration;
 
 use dataflows::operators::EmptyWindows;
 use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::WorkerConfig;
 
+use crate::delivery::{Frame, Registry};
 use crate::kafka::source::{kafka_source, SourceSettings};
 use crate::kafka::windows_sink::write_windows;
 
@@ -38,6 +41,7 @@ pub fn start(
     settings: Settings,
     mut source: SourceSettings,
     on_window: OnWindow,
+    registry: Arc<Registry>,
 ) -> Result<Live, String> {
     let stop = Arc::clone(&source.stop);
     let failure = Arc::clone(&source.failure);
@@ -47,13 +51,14 @@ pub fn start(
         communication: timely::CommunicationConfig::Process(workers.max(1)),
         worker: WorkerConfig::default(),
     };
-    let peers = workers.max(1);
     let guards = timely::execute(config, move |worker| {
         let source = source.clone();
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);
         let stats = Arc::clone(&source.stats);
         let kafka = source.kafka.clone();
+        let registry = Arc::clone(&registry);
+        let (index, peers) = (worker.index(), worker.peers());
         let dataflow = worker.next_dataflow_index();
         worker.dataflow::<WindowId, _, _>(move |scope| {
             let durable = ProbeHandle::new();
@@ -61,6 +66,11 @@ pub fn start(
             let summaries = window_summaries(counts, &settings, EmptyWindows::From(first_window));
             write_windows(summaries, kafka, stats)
                 .inspect(move |summary| on_window(summary))
+                .broadcast()
+                .inspect(move |summary| {
+                    let frame = Frame::window(summary);
+                    registry.for_each_owned(index, peers, |hub| hub.publish(frame.clone()));
+                })
                 .probe_with(&durable);
         });
         // Run until every source has stopped, then drop the dataflow rather than complete it:

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dataflows::WindowSummary;
+use dataflows::{Topology, WindowSummary};
 use tokio::sync::oneshot;
 
 use crate::cli::RunArgs;
+use crate::delivery::{self, HubSettings, Registry};
 use crate::ingest::Ingest;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::{ProducerSettings, ReactionProducer};
@@ -36,6 +37,9 @@ pub struct System {
     pub brokers: String,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The delivery tree.
+    pub registry: Arc<Registry>,
+    keep_alive: tokio::task::JoinHandle<()>,
     producer: ReactionProducer,
     live: Option<Live>,
     http_stop: Option<oneshot::Sender<()>>,
@@ -113,12 +117,37 @@ impl System {
                 f(summary);
             }
         });
+        raise_open_files_limit();
+        let delivery = &args.delivery;
+        let registry = Arc::new(Registry::new(
+            Topology {
+                clusters: delivery.clusters,
+                subscribers: delivery.subscribers,
+            },
+            usize::try_from(delivery.subscriber_capacity).unwrap_or(usize::MAX),
+            HubSettings {
+                retention: usize::try_from(delivery.retention).unwrap_or(usize::MAX),
+                client_queue: usize::try_from(delivery.client_queue).unwrap_or(usize::MAX),
+            },
+            Arc::clone(&stats),
+        ));
         let live = live::start(
             usize::from(args.dataflow.workers),
             settings,
             source,
             log_window,
+            Arc::clone(&registry),
         )?;
+        let keep_alive_every = Duration::from_secs(delivery.keep_alive_secs);
+        let keep_alive_registry = Arc::clone(&registry);
+        let keep_alive = tokio::spawn(async move {
+            let mut every = tokio::time::interval(keep_alive_every);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                keep_alive_registry.for_each(|hub| hub.keep_alive());
+            }
+        });
 
         let producer = ReactionProducer::new(
             &kafka,
@@ -167,13 +196,22 @@ impl System {
         let listener = server::bind(args.http).await?;
         let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(server::serve(listener, ingest, readiness, async move {
-            let _ = stopped.await;
-        }));
+        let delivery_routes = delivery::routes::routes(Arc::clone(&registry), http_addr);
+        let http_task = tokio::spawn(server::serve(
+            listener,
+            ingest,
+            delivery_routes,
+            readiness,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok(System {
             http_addr,
             brokers: kafka.brokers.clone(),
             stats,
+            registry,
+            keep_alive,
             producer,
             live: Some(live),
             http_stop: Some(http_stop),
@@ -190,6 +228,9 @@ impl System {
     /// Stops taking reactions, flushes the producer, lets the dataflow write the windows its
     /// watermark has closed (open ones resume in the next run), and stops the broker. Time-boxed: a stuck step is logged and skipped.
     pub async fn shutdown(mut self) -> Result<(), String> {
+        // Open event streams would keep the HTTP server's graceful shutdown waiting forever.
+        self.keep_alive.abort();
+        self.registry.for_each(|hub| hub.close());
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
         }
@@ -224,6 +265,21 @@ impl System {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: each SSE client holds a socket.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            "open-file limit {limit}: room for about {} concurrent connections",
+            limit.saturating_sub(FILES_KEPT_FOR_THE_REST)
+        ),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Files the process needs besides client connections (broker sockets, logs, timely).
+const FILES_KEPT_FOR_THE_REST: u64 = 200;
+
 fn live_failure_probe(live: &Live) -> impl Fn() -> Option<String> + Send + Sync {
     let failure = live.failure_handle();
     move || failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -241,6 +297,9 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         println!("emostream is running");
         println!("  brokers:   {}{}", system.brokers, if args.brokers.is_none() { " (embedded)" } else { "" });
         println!("  send:      curl -X POST {base}/emoji -H 'content-type: application/json' -d '{{\"user_id\":\"me\",\"emoji_type\":\"🔥\"}}'");
+        println!("  register:  curl -X POST {base}/clients   (answers with your events_url)");
+        println!("  events:    curl -N {base}/clusters/0/subscribers/0/events");
+        println!("  tree:      {base}/clusters");
         println!("  health:    {base}/healthz  {base}/readyz");
         println!("  windows:   logged here as they close, and written to topic {}", args.windows_topic);
         let failed = loop {

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
+use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::http_error::recover;
@@ -23,6 +25,7 @@ pub trait Readiness: Send + Sync + 'static {
 pub fn serve(
     listener: tokio::net::TcpListener,
     ingest: Ingest,
+    delivery: BoxedFilter<(Response,)>,
     readiness: Arc<dyn Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
@@ -57,6 +60,7 @@ pub fn serve(
         }
     });
     let routes = ingest::routes(ingest)
+        .or(delivery)
         .or(healthz)
         .or(readyz)
         .recover(recover);

@@ -51,6 +51,14 @@ pub struct Stats {
     pub lost: Counter,
     /// Windows written to the windows topic.
     pub windows_emitted: Counter,
+    /// Clients registered with `POST /clients`.
+    pub registrations: Counter,
+    /// SSE events sent, over every connection.
+    pub events_sent: Counter,
+    /// Clients that fell behind and were sent the latest window instead.
+    pub resyncs: Counter,
+    /// Clients closed because they kept falling behind.
+    pub slow_clients_closed: Counter,
 }
 
 impl Stats {

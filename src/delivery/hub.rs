@@ -1,0 +1,395 @@
+//! One SSE hub per (cluster, subscriber): the windows it retains for reconnects, and the live
+//! broadcast its clients follow.
+//!
+//! The owning timely worker calls [`Hub::publish`], which never blocks on clients: a lock held
+//! for a push, and a `broadcast` send. Each client reads the broadcast ring at its own pace,
+//! so the queue per client is a position in one shared ring, not a copy.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use dataflows::{Partition, WindowId};
+use futures_util::Stream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::frame::{preface, Frame, KEEP_ALIVE};
+use crate::stats::Stats;
+
+/// Retention and queueing of a hub.
+#[derive(Clone, Copy, Debug)]
+pub struct HubSettings {
+    /// Windows kept for `Last-Event-ID` replay.
+    pub retention: usize,
+    /// Windows a client may fall behind before it is resynced.
+    pub client_queue: usize,
+}
+
+/// Resyncs in a row (with fewer than `client_queue` windows between them) after which a
+/// client is closed: it cannot keep up, and resyncing it again only costs the others.
+pub const MAX_RESYNCS_IN_A_ROW: u32 = 3;
+
+/// What the broadcast carries.
+#[derive(Clone, Debug)]
+enum Signal {
+    Window(Frame),
+    KeepAlive,
+}
+
+/// One (cluster, subscriber) hub.
+pub struct Hub {
+    /// Its place in the tree.
+    pub partition: Partition,
+    /// Its index in creation order; the worker `index % peers` owns it.
+    pub index: usize,
+    state: Mutex<HubState>,
+    connected: AtomicUsize,
+    settings: HubSettings,
+    stats: Arc<Stats>,
+}
+
+struct HubState {
+    retained: VecDeque<Frame>,
+    live: Option<broadcast::Sender<Signal>>,
+}
+
+impl Hub {
+    /// A hub with nothing retained yet.
+    pub fn new(
+        partition: Partition,
+        index: usize,
+        settings: HubSettings,
+        stats: Arc<Stats>,
+    ) -> Hub {
+        let (live, _) = broadcast::channel(settings.client_queue.max(1));
+        Hub {
+            partition,
+            index,
+            state: Mutex::new(HubState {
+                retained: VecDeque::with_capacity(settings.retention),
+                live: Some(live),
+            }),
+            connected: AtomicUsize::new(0),
+            settings,
+            stats,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        // The state stays consistent under every panic point (push, pop, send), so a
+        // poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Retains a window and sends it to every client. Windows come in order; one already
+    /// retained is ignored.
+    pub fn publish(&self, frame: Frame) {
+        let mut state = self.state();
+        if state
+            .retained
+            .back()
+            .is_some_and(|last| last.window >= frame.window)
+        {
+            return;
+        }
+        if state.retained.len() == self.settings.retention.max(1) {
+            state.retained.pop_front();
+        }
+        state.retained.push_back(frame.clone());
+        if let Some(live) = &state.live {
+            // An error only means no client is connected.
+            let _ = live.send(Signal::Window(frame));
+        }
+    }
+
+    /// Sends a keep-alive comment to every client.
+    pub fn keep_alive(&self) {
+        if let Some(live) = &self.state().live {
+            let _ = live.send(Signal::KeepAlive);
+        }
+    }
+
+    /// Ends every client's stream (after what it has already been sent) and refuses new
+    /// live followers: used at shutdown.
+    pub fn close(&self) {
+        self.state().live = None;
+    }
+
+    /// The newest retained window.
+    pub fn latest(&self) -> Option<Frame> {
+        self.state().retained.back().cloned()
+    }
+
+    /// The latest window with a fresh follower of the live broadcast, for a client that fell
+    /// behind: under one lock, so the window after the latest is the follower's first.
+    fn catch_up(&self) -> Option<(Frame, broadcast::Receiver<Signal>)> {
+        let state = self.state();
+        let latest = state.retained.back()?.clone();
+        let live = match &state.live {
+            Some(live) => live.subscribe(),
+            None => broadcast::channel(1).1,
+        };
+        Some((latest, live))
+    }
+
+    /// Clients connected now.
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A client's stream: the retained windows after `last_event_id` (all of them without
+    /// one), then the live windows, with no gap and no duplicate between the two.
+    pub fn subscribe(self: &Arc<Self>, last_event_id: Option<WindowId>) -> ClientStream {
+        let (replay, live) = {
+            // Subscribing and copying under one lock: a window published after the copy is
+            // in the broadcast, one published before is in the copy.
+            let state = self.state();
+            let live = match &state.live {
+                Some(live) => live.subscribe(),
+                None => broadcast::channel(1).1,
+            };
+            let replay: VecDeque<Frame> = state
+                .retained
+                .iter()
+                .filter(|f| last_event_id.is_none_or(|last| f.window > last))
+                .cloned()
+                .collect();
+            (replay, live)
+        };
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        ClientStream {
+            hub: Arc::clone(self),
+            preface: Some(preface()),
+            replay,
+            live: BroadcastStream::new(live),
+            last_sent: last_event_id,
+            since_resync: usize::MAX,
+            resyncs_in_a_row: 0,
+            done: false,
+        }
+    }
+}
+
+/// The bytes of one client's SSE stream.
+pub struct ClientStream {
+    hub: Arc<Hub>,
+    preface: Option<Bytes>,
+    replay: VecDeque<Frame>,
+    live: BroadcastStream<Signal>,
+    last_sent: Option<WindowId>,
+    since_resync: usize,
+    resyncs_in_a_row: u32,
+    done: bool,
+}
+
+impl ClientStream {
+    fn send(&mut self, frame: &Frame) -> Bytes {
+        self.last_sent = Some(frame.window);
+        self.since_resync = self.since_resync.saturating_add(1);
+        self.hub.stats.events_sent.inc();
+        frame.event.clone()
+    }
+
+    /// The client fell behind: skip to the latest window, or close it when it keeps falling
+    /// behind.
+    fn resync(&mut self) -> Option<Bytes> {
+        if self.since_resync < self.hub.settings.client_queue {
+            self.resyncs_in_a_row += 1;
+        } else {
+            self.resyncs_in_a_row = 1;
+        }
+        if self.resyncs_in_a_row >= MAX_RESYNCS_IN_A_ROW {
+            self.hub.stats.slow_clients_closed.inc();
+            tracing::warn!(
+                cluster = self.hub.partition.cluster,
+                subscriber = self.hub.partition.subscriber,
+                "closing a client that fell behind {MAX_RESYNCS_IN_A_ROW} times in a row"
+            );
+            self.done = true;
+            return None;
+        }
+        let (latest, live) = self.hub.catch_up()?;
+        // The old follower still points at the windows it missed.
+        self.live = BroadcastStream::new(live);
+        self.hub.stats.resyncs.inc();
+        self.last_sent = Some(latest.window);
+        self.since_resync = 0;
+        self.hub.stats.events_sent.inc();
+        Some(latest.resync())
+    }
+}
+
+impl Stream for ClientStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(preface) = this.preface.take() {
+            return Poll::Ready(Some(Ok(preface)));
+        }
+        if let Some(frame) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(this.send(&frame))));
+        }
+        loop {
+            match Pin::new(&mut this.live).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(Signal::KeepAlive))) => {
+                    return Poll::Ready(Some(Ok(KEEP_ALIVE)));
+                }
+                Poll::Ready(Some(Ok(Signal::Window(frame)))) => {
+                    if this.last_sent.is_some_and(|last| frame.window <= last) {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(this.send(&frame))));
+                }
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
+                    match this.resync() {
+                        Some(bytes) => return Poll::Ready(Some(Ok(bytes))),
+                        None if this.done => return Poll::Ready(None),
+                        None => continue,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        self.hub.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use dataflows::WindowSummary;
+
+    fn hub(retention: usize, client_queue: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            Partition {
+                cluster: 0,
+                subscriber: 0,
+            },
+            0,
+            HubSettings {
+                retention,
+                client_queue,
+            },
+            Arc::default(),
+        ))
+    }
+
+    fn frame(window: WindowId) -> Frame {
+        Frame::window(&WindowSummary {
+            window,
+            start_ms: window as i64 * 2000,
+            end_ms: window as i64 * 2000 + 2000,
+            total: 0,
+            emojis: vec![],
+        })
+    }
+
+    /// The next event's (event type, id); `None` when the stream ended. Skips the preface.
+    async fn next_event(stream: &mut ClientStream) -> Option<(String, WindowId)> {
+        loop {
+            let bytes = stream.next().await?.unwrap();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            let (mut kind, mut id) = (None, None);
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    kind = Some(v.to_string());
+                }
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.parse().unwrap());
+                }
+            }
+            if let (Some(kind), Some(id)) = (kind, id) {
+                return Some((kind, id));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_after_last_event_id_then_live_without_gap_or_duplicate() {
+        let hub = hub(3, 8);
+        for w in 1..=5 {
+            hub.publish(frame(w));
+        }
+        hub.publish(frame(5)); // a repeat is ignored
+        let mut stream = hub.subscribe(Some(3));
+        hub.publish(frame(6));
+        let mut got = vec![];
+        for _ in 0..3 {
+            got.push(next_event(&mut stream).await.unwrap());
+        }
+        let ids: Vec<_> = got.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids, [4, 5, 6]);
+        // Without an id: everything retained (the last 3).
+        let mut fresh = hub.subscribe(None);
+        let first = next_event(&mut fresh).await.unwrap();
+        assert_eq!(first, ("window".to_string(), 4));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_is_resynced_to_the_latest_window() {
+        let hub = hub(10, 2);
+        let mut slow = hub.subscribe(None);
+        for w in 1..=6 {
+            hub.publish(frame(w));
+        }
+        assert_eq!(next_event(&mut slow).await, Some(("resync".to_string(), 6)));
+        hub.publish(frame(7));
+        assert_eq!(next_event(&mut slow).await, Some(("window".to_string(), 7)));
+        assert_eq!(hub.stats.resyncs.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_falling_behind_is_closed() {
+        let hub = hub(10, 2);
+        let mut slow = hub.subscribe(None);
+        let mut next = 1;
+        for round in 1..=MAX_RESYNCS_IN_A_ROW {
+            for _ in 0..4 {
+                hub.publish(frame(next));
+                next += 1;
+            }
+            let event = next_event(&mut slow).await;
+            if round < MAX_RESYNCS_IN_A_ROW {
+                assert_eq!(event, Some(("resync".to_string(), next - 1)));
+            } else {
+                assert_eq!(event, None, "closed after {round} resyncs in a row");
+            }
+        }
+        assert_eq!(hub.stats.slow_clients_closed.get(), 1);
+        drop(slow);
+        assert_eq!(hub.connected(), 0);
+    }
+
+    #[tokio::test]
+    async fn close_ends_streams_after_what_was_sent() {
+        let hub = hub(10, 8);
+        let mut stream = hub.subscribe(None);
+        hub.publish(frame(1));
+        hub.close();
+        assert_eq!(
+            next_event(&mut stream).await,
+            Some(("window".to_string(), 1))
+        );
+        assert_eq!(next_event(&mut stream).await, None);
+    }
+}

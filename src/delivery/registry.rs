@@ -1,0 +1,348 @@
+//! The delivery tree and its clients: least-loaded assignment, growth at capacity.
+//!
+//! Load is the number of clients assigned to a subscriber (registered and not released).
+//! A new client goes to the subscriber with the fewest, ties to the lowest (cluster,
+//! subscriber). When every subscriber holds `capacity` clients, a subscriber is added to the
+//! cluster with the fewest clients (ties to the lowest cluster).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use dataflows::{Partition, Topology};
+use serde::Serialize;
+
+use super::hub::{Hub, HubSettings};
+use crate::stats::Stats;
+
+/// A registered client's assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The id to release it with.
+    pub client_id: String,
+    /// Where its events are.
+    pub partition: Partition,
+}
+
+/// The tree as `GET /clusters` shows it.
+#[derive(Debug, Serialize)]
+pub struct TreeView {
+    /// Clients one subscriber takes before the tree grows.
+    pub capacity: usize,
+    /// Clients registered.
+    pub clients: usize,
+    /// Every cluster.
+    pub clusters: Vec<ClusterView>,
+}
+
+/// One cluster in [`TreeView`].
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// Its index.
+    pub cluster: u32,
+    /// Clients assigned to its subscribers.
+    pub clients: usize,
+    /// Its subscribers.
+    pub subscribers: Vec<SubscriberView>,
+}
+
+/// One subscriber in [`TreeView`].
+#[derive(Debug, Serialize)]
+pub struct SubscriberView {
+    /// Its index in its cluster.
+    pub subscriber: u32,
+    /// Clients assigned to it.
+    pub clients: usize,
+    /// Event streams open on it now.
+    pub connected: usize,
+    /// Where its events are (a path on this server).
+    pub events_path: String,
+}
+
+/// Every hub, and who is assigned where.
+pub struct Registry {
+    hubs: RwLock<Vec<Arc<Hub>>>,
+    tree: Mutex<Tree>,
+    capacity: usize,
+    hub_settings: HubSettings,
+    stats: Arc<Stats>,
+}
+
+struct Tree {
+    /// Hub indexes by cluster, in subscriber order.
+    clusters: Vec<Vec<usize>>,
+    /// Assigned clients by hub index.
+    assigned: Vec<usize>,
+    clients: HashMap<String, usize>,
+}
+
+/// The path of a subscriber's event stream.
+pub fn events_path(partition: Partition) -> String {
+    format!(
+        "/clusters/{}/subscribers/{}/events",
+        partition.cluster, partition.subscriber
+    )
+}
+
+impl Registry {
+    /// The initial tree: `topology.clusters` × `topology.subscribers` hubs.
+    pub fn new(
+        topology: Topology,
+        capacity: usize,
+        hub_settings: HubSettings,
+        stats: Arc<Stats>,
+    ) -> Registry {
+        let mut hubs = Vec::new();
+        let mut clusters = Vec::new();
+        for cluster in 0..topology.clusters {
+            let mut members = Vec::new();
+            for subscriber in 0..topology.subscribers {
+                let partition = Partition {
+                    cluster,
+                    subscriber,
+                };
+                members.push(hubs.len());
+                hubs.push(Arc::new(Hub::new(
+                    partition,
+                    hubs.len(),
+                    hub_settings,
+                    Arc::clone(&stats),
+                )));
+            }
+            clusters.push(members);
+        }
+        let assigned = vec![0; hubs.len()];
+        Registry {
+            hubs: RwLock::new(hubs),
+            tree: Mutex::new(Tree {
+                clusters,
+                assigned,
+                clients: HashMap::new(),
+            }),
+            capacity: capacity.max(1),
+            hub_settings,
+            stats,
+        }
+    }
+
+    fn tree(&self) -> MutexGuard<'_, Tree> {
+        // Every update leaves the tree consistent before anything can panic.
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hubs(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Hub>>> {
+        self.hubs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hub of `partition`, if the tree has it.
+    pub fn hub(&self, partition: Partition) -> Option<Arc<Hub>> {
+        let tree = self.tree();
+        let index = *tree
+            .clusters
+            .get(partition.cluster as usize)?
+            .get(partition.subscriber as usize)?;
+        self.hubs().get(index).cloned()
+    }
+
+    /// Calls `f` on every hub worker `worker` of `peers` owns.
+    pub fn for_each_owned(&self, worker: usize, peers: usize, mut f: impl FnMut(&Hub)) {
+        for hub in self
+            .hubs()
+            .iter()
+            .filter(|h| h.index % peers.max(1) == worker)
+        {
+            f(hub);
+        }
+    }
+
+    /// Calls `f` on every hub.
+    pub fn for_each(&self, mut f: impl FnMut(&Hub)) {
+        for hub in self.hubs().iter() {
+            f(hub);
+        }
+    }
+
+    /// Assigns a new client to the least-loaded subscriber, adding one when all are full.
+    pub fn register(&self) -> Assignment {
+        let mut tree = self.tree();
+        let least = tree
+            .clusters
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&h| tree.assigned[h] < self.capacity)
+            .min_by_key(|&h| tree.assigned[h]);
+        let index = match least {
+            Some(index) => index,
+            None => self.grow(&mut tree),
+        };
+        tree.assigned[index] += 1;
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        tree.clients.insert(client_id.clone(), index);
+        self.stats.registrations.inc();
+        let partition = self.hubs()[index].partition;
+        Assignment {
+            client_id,
+            partition,
+        }
+    }
+
+    /// Adds a subscriber to the least-loaded cluster; returns its hub index.
+    fn grow(&self, tree: &mut Tree) -> usize {
+        let cluster = (0..tree.clusters.len())
+            .min_by_key(|&c| {
+                tree.clusters[c]
+                    .iter()
+                    .map(|&h| tree.assigned[h])
+                    .sum::<usize>()
+            })
+            .unwrap_or(0);
+        if tree.clusters.is_empty() {
+            tree.clusters.push(Vec::new());
+        }
+        let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
+        let index = hubs.len();
+        let partition = Partition {
+            cluster: cluster as u32,
+            subscriber: tree.clusters[cluster].len() as u32,
+        };
+        hubs.push(Arc::new(Hub::new(
+            partition,
+            index,
+            self.hub_settings,
+            Arc::clone(&self.stats),
+        )));
+        tree.clusters[cluster].push(index);
+        tree.assigned.push(0);
+        tracing::info!(
+            cluster = partition.cluster,
+            subscriber = partition.subscriber,
+            capacity = self.capacity,
+            "every subscriber is at capacity: added one"
+        );
+        index
+    }
+
+    /// Releases a client; `false` if the id is unknown.
+    pub fn release(&self, client_id: &str) -> bool {
+        let mut tree = self.tree();
+        match tree.clients.remove(client_id) {
+            Some(index) => {
+                tree.assigned[index] -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tree with its loads.
+    pub fn view(&self) -> TreeView {
+        let tree = self.tree();
+        let hubs = self.hubs();
+        let clusters = tree
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(c, members)| ClusterView {
+                cluster: c as u32,
+                clients: members.iter().map(|&h| tree.assigned[h]).sum(),
+                subscribers: members
+                    .iter()
+                    .map(|&h| SubscriberView {
+                        subscriber: hubs[h].partition.subscriber,
+                        clients: tree.assigned[h],
+                        connected: hubs[h].connected(),
+                        events_path: events_path(hubs[h].partition),
+                    })
+                    .collect(),
+            })
+            .collect();
+        TreeView {
+            capacity: self.capacity,
+            clients: tree.clients.len(),
+            clusters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(clusters: u32, subscribers: u32, capacity: usize) -> Registry {
+        Registry::new(
+            Topology {
+                clusters,
+                subscribers,
+            },
+            capacity,
+            HubSettings {
+                retention: 4,
+                client_queue: 4,
+            },
+            Arc::default(),
+        )
+    }
+
+    fn at(cluster: u32, subscriber: u32) -> Partition {
+        Partition {
+            cluster,
+            subscriber,
+        }
+    }
+
+    #[test]
+    fn clients_go_to_the_least_loaded_subscriber_ties_to_the_lowest() {
+        let r = registry(2, 2, 10);
+        let got: Vec<_> = (0..6).map(|_| r.register().partition).collect();
+        assert_eq!(
+            got,
+            [at(0, 0), at(0, 1), at(1, 0), at(1, 1), at(0, 0), at(0, 1)]
+        );
+        // Releasing one of (1, 0)'s... it has 1; (1, 0) and (1, 1) have 1, the others 2.
+        let third = r.register();
+        assert_eq!(third.partition, at(1, 0));
+        assert!(r.release(&third.client_id));
+        assert!(!r.release(&third.client_id), "a released id is unknown");
+        assert_eq!(r.register().partition, at(1, 0));
+    }
+
+    #[test]
+    fn a_full_tree_grows_in_the_least_loaded_cluster() {
+        let r = registry(2, 1, 2);
+        let ids: Vec<_> = (0..4).map(|_| r.register()).collect();
+        // Free one place in cluster 1: cluster 1 becomes the least loaded, but it has room
+        // now, so no growth yet.
+        assert!(r.release(&ids[3].client_id));
+        assert_eq!(r.register().partition, at(1, 0));
+        // Full again: cluster 0 and 1 tie at 2, so cluster 0 grows.
+        assert_eq!(r.register().partition, at(0, 1));
+        assert_eq!(r.register().partition, at(0, 1));
+        // Cluster 1 (2 clients) now has fewer than cluster 0 (4).
+        assert_eq!(r.register().partition, at(1, 1));
+        let view = r.view();
+        let loads: Vec<Vec<usize>> = view
+            .clusters
+            .iter()
+            .map(|c| c.subscribers.iter().map(|s| s.clients).collect())
+            .collect();
+        assert_eq!(loads, [vec![2, 2], vec![2, 1]]);
+        assert_eq!(view.clients, 7);
+        assert!(r.hub(at(1, 1)).is_some());
+        assert!(r.hub(at(1, 2)).is_none());
+    }
+
+    #[test]
+    fn every_hub_has_exactly_one_owner() {
+        let r = registry(3, 3, 1);
+        for _ in 0..12 {
+            r.register();
+        }
+        for peers in 1..=4 {
+            let mut owned = vec![0; 12];
+            for worker in 0..peers {
+                r.for_each_owned(worker, peers, |hub| owned[hub.index] += 1);
+            }
+            assert_eq!(owned, vec![1; 12]);
+        }
+    }
+}

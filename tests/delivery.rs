@@ -1,0 +1,424 @@
+//! SSE delivery end to end, read with a real SSE client (`eventsource-stream`): every client
+//! on every subscriber gets every window, reconnects resume after `Last-Event-ID`, 1,000
+//! clients at once, registration and growth, shutdown with open streams.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{batch, post_batch, start, Seen};
+use dataflows::WindowSummary;
+use emostream::run_cmd::System;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// What one client has received: (event type, id, summary).
+type Received = Arc<Mutex<Vec<(String, u64, WindowSummary)>>>;
+
+struct Client {
+    received: Received,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    fn ids(&self) -> Vec<u64> {
+        self.received.lock().unwrap().iter().map(|r| r.1).collect()
+    }
+    fn windows(&self) -> Vec<WindowSummary> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.2.clone())
+            .collect()
+    }
+}
+
+async fn register(http: &reqwest::Client, system: &System) -> Value {
+    let response = http
+        .post(format!("http://{}/clients", system.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+/// Follows `url` with an SSE client, recording every event.
+async fn follow(http: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> Client {
+    let mut request = http.get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "an SSE stream"
+    );
+    let received: Received = Arc::default();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sink, done) = (Arc::clone(&received), Arc::clone(&ended));
+    let task = tokio::spawn(async move {
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            let summary: WindowSummary = serde_json::from_str(&event.data).unwrap();
+            let id: u64 = event.id.parse().unwrap();
+            assert_eq!(id, summary.window, "the event id is the window index");
+            sink.lock().unwrap().push((event.event, id, summary));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Client {
+        received,
+        ended,
+        task,
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn last_window(seen: &Seen) -> Option<u64> {
+    seen.lock().unwrap().last().map(|w| w.window)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts() {
+    let (system, seen) = start(&["--clusters", "2", "--subscribers", "2"]).await;
+    let http = reqwest::Client::new();
+    let mut clients = Vec::new();
+    let mut places = BTreeMap::<(u64, u64), usize>::new();
+    for _ in 0..8 {
+        let reg = register(&http, &system).await;
+        let place = (
+            reg["cluster"].as_u64().unwrap(),
+            reg["subscriber"].as_u64().unwrap(),
+        );
+        *places.entry(place).or_default() += 1;
+        clients.push(follow(&http, reg["events_url"].as_str().unwrap(), None).await);
+    }
+    assert_eq!(places.values().copied().collect::<Vec<_>>(), [2, 2, 2, 2]);
+
+    let mut reactions = batch("a", "🔥", 500);
+    reactions.extend(batch("b", "😂", 1300));
+    post_batch(&system, &reactions).await;
+    common::wait_for_total(&system, &seen, 1800).await;
+    let last = last_window(&seen).unwrap();
+    wait_until("every client has the last window", || {
+        clients.iter().all(|c| c.ids().last() == Some(&last))
+    })
+    .await;
+    let expected = seen.lock().unwrap().clone();
+    for client in &clients {
+        // No Last-Event-ID: the retained windows (all of them here), then the live ones.
+        assert_eq!(
+            client.windows(),
+            expected,
+            "same windows, same counts, in order"
+        );
+        assert!(client
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.0 == "window"));
+    }
+    let counted: u64 = expected.iter().map(|w| w.total).sum();
+    assert_eq!(counted, 1800);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_last_event_id_receives_exactly_the_missed_windows() {
+    let (system, seen) = start(&[]).await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/clusters/1/subscribers/2/events",
+        system.http_addr
+    );
+    let first = follow(&http, &url, None).await;
+    wait_until("two windows arrived", || first.ids().len() >= 2).await;
+    let had = *first.ids().last().unwrap();
+    first.task.abort();
+    let _ = first.task.await;
+
+    post_batch(&system, &batch("x", "🎉", 25)).await;
+    common::wait_for_total(&system, &seen, 25).await;
+    wait_until("three windows were missed", || {
+        last_window(&seen).is_some_and(|w| w >= had + 3)
+    })
+    .await;
+    let again = follow(&http, &url, Some(had)).await;
+    let target = last_window(&seen).unwrap();
+    wait_until("the reconnected client caught up", || {
+        again.ids().last().is_some_and(|&id| id >= target)
+    })
+    .await;
+    let ids = again.ids();
+    let expected: Vec<u64> = (had + 1..=*ids.last().unwrap()).collect();
+    assert_eq!(ids, expected, "every missed window once, then live, no gap");
+    let by_id: BTreeMap<u64, WindowSummary> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|w| (w.window, w.clone()))
+        .collect();
+    for w in again.windows() {
+        assert_eq!(Some(&w), by_id.get(&w.window));
+    }
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_each_receive_every_window() {
+    let (system, seen) = start(&["--retention", "2"]).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        let reg = register(&http, &system).await;
+        clients.push(follow(&http, reg["events_url"].as_str().unwrap(), None).await);
+    }
+    let tree: Value = http
+        .get(format!("http://{}/clusters", system.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let connected: u64 = tree["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["subscribers"].as_array().unwrap())
+        .map(|s| s["connected"].as_u64().unwrap())
+        .sum();
+    assert_eq!(connected, 1000);
+    let from = last_window(&seen).unwrap() + 1;
+    post_batch(&system, &batch("k", "👏", 40)).await;
+    wait_until("three more windows", || {
+        last_window(&seen).is_some_and(|w| w >= from + 2)
+    })
+    .await;
+    let to = last_window(&seen).unwrap();
+    wait_until("every client has every window", || {
+        clients
+            .iter()
+            .all(|c| c.ids().last().is_some_and(|&id| id >= to))
+    })
+    .await;
+    let expected: Vec<WindowSummary> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| (from..=to).contains(&w.window))
+        .cloned()
+        .collect();
+    for client in &clients {
+        let ids = client.ids();
+        assert!(
+            ids.windows(2).all(|p| p[1] == p[0] + 1),
+            "contiguous, none twice: {ids:?}"
+        );
+        let got: Vec<WindowSummary> = client
+            .windows()
+            .into_iter()
+            .filter(|w| (from..=to).contains(&w.window))
+            .collect();
+        assert_eq!(got, expected);
+    }
+    assert_eq!(
+        expected.iter().map(|w| w.total).sum::<u64>(),
+        40,
+        "the reactions are in those windows"
+    );
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_delay_the_others() {
+    use tokio::io::AsyncWriteExt;
+    let (system, seen) = start(&[]).await;
+    // A client that sends its request and never reads.
+    let mut stalled = tokio::net::TcpStream::connect(system.http_addr)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /clusters/0/subscribers/0/events HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/clusters/0/subscribers/0/events",
+        system.http_addr
+    );
+    let reader = follow(&http, &url, None).await;
+    wait_until("the stalled client is connected", || {
+        system.registry.view().clusters[0].subscribers[0].connected == 2
+    })
+    .await;
+    post_batch(&system, &batch("s", "🙌", 15)).await;
+    common::wait_for_total(&system, &seen, 15).await;
+    let last = last_window(&seen).unwrap();
+    wait_until("the reading client has the last window", || {
+        reader.ids().last() == Some(&last)
+    })
+    .await;
+    assert_eq!(common::sums(&reader.windows())["🙌"], 15);
+    drop(stalled);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_release_tree_and_errors() {
+    let (system, _seen) = start(&[
+        "--clusters",
+        "2",
+        "--subscribers",
+        "1",
+        "--subscriber-capacity",
+        "1",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", system.http_addr);
+    let mut regs = Vec::new();
+    for _ in 0..3 {
+        regs.push(register(&http, &system).await);
+    }
+    let places: Vec<(u64, u64)> = regs
+        .iter()
+        .map(|r| {
+            (
+                r["cluster"].as_u64().unwrap(),
+                r["subscriber"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Full at one client each: the third grows cluster 0 (a tie at 1 client, lowest first).
+    assert_eq!(places, [(0, 0), (1, 0), (0, 1)]);
+    assert_eq!(
+        regs[2]["events_url"],
+        format!("{base}/clusters/0/subscribers/1/events")
+    );
+    let grown = follow(&http, regs[2]["events_url"].as_str().unwrap(), None).await;
+
+    let tree: Value = http
+        .get(format!("{base}/clusters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tree["clients"], 3);
+    let loads: Vec<Vec<u64>> = tree["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["subscribers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["clients"].as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(loads, [vec![1, 1], vec![1]]);
+
+    let id = regs[1]["client_id"].as_str().unwrap();
+    let delete = http
+        .delete(format!("{base}/clients/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204);
+    let again = http
+        .delete(format!("{base}/clients/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "unknown_client"
+    );
+    // The freed place is the least loaded again.
+    assert_eq!(register(&http, &system).await["cluster"], 1);
+
+    let unknown = http
+        .get(format!("{base}/clusters/5/subscribers/0/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.json::<Value>().await.unwrap()["error"],
+        "unknown_subscriber"
+    );
+    let bad_id = http
+        .get(format!("{base}/clusters/0/subscribers/0/events"))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_id.status(), 400);
+    assert_eq!(
+        bad_id.json::<Value>().await.unwrap()["error"],
+        "invalid_last_event_id"
+    );
+
+    // A subscriber added while running receives windows too.
+    wait_until("the added subscriber delivers a window", || {
+        !grown.ids().is_empty()
+    })
+    .await;
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_open_streams_completes() {
+    let (system, _seen) = start(&[]).await;
+    let http = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for s in 0..3 {
+        let url = format!(
+            "http://{}/clusters/0/subscribers/{s}/events",
+            system.http_addr
+        );
+        clients.push(follow(&http, &url, None).await);
+    }
+    wait_until("streams are open", || {
+        system.registry.view().clusters[0]
+            .subscribers
+            .iter()
+            .all(|s| s.connected == 1)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), system.shutdown())
+        .await
+        .expect("shutdown finishes with streams open")
+        .unwrap();
+    wait_until("every stream ended", || {
+        clients
+            .iter()
+            .all(|c| c.ended.load(std::sync::atomic::Ordering::SeqCst))
+    })
+    .await;
+}
