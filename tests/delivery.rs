@@ -183,7 +183,7 @@ async fn reconnecting_with_last_event_id_receives_exactly_the_missed_windows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_each_receive_every_window() {
-    let (system, seen) = start(&["--retention", "2"]).await;
+    let (system, seen) = start(&[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

@@ -142,8 +142,8 @@ impl Hub {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// A client's stream: the retained windows after `last_event_id` (all of them without
-    /// one), then the live windows, with no gap and no duplicate between the two.
+    /// A client's stream: the retained windows after `last_event_id` (the latest one without
+    /// an id), then the live windows, with no gap and no duplicate between the two.
     pub fn subscribe(self: &Arc<Self>, last_event_id: Option<WindowId>) -> ClientStream {
         let (replay, live) = {
             // Subscribing and copying under one lock: a window published after the copy is
@@ -153,12 +153,16 @@ impl Hub {
                 Some(live) => live.subscribe(),
                 None => broadcast::channel(1).1,
             };
-            let replay: VecDeque<Frame> = state
-                .retained
-                .iter()
-                .filter(|f| last_event_id.is_none_or(|last| f.window > last))
-                .cloned()
-                .collect();
+            let replay: VecDeque<Frame> = match last_event_id {
+                Some(last) => state
+                    .retained
+                    .iter()
+                    .filter(|f| f.window > last)
+                    .cloned()
+                    .collect(),
+                // A new client starts from the current state, not five minutes of history.
+                None => state.retained.back().cloned().into_iter().collect(),
+            };
             (replay, live)
         };
         self.connected.fetch_add(1, Ordering::Relaxed);
@@ -339,10 +343,17 @@ mod tests {
         }
         let ids: Vec<_> = got.iter().map(|(_, id)| *id).collect();
         assert_eq!(ids, [4, 5, 6]);
-        // Without an id: everything retained (the last 3).
+        // Without an id: the latest window, then live.
         let mut fresh = hub.subscribe(None);
-        let first = next_event(&mut fresh).await.unwrap();
-        assert_eq!(first, ("window".to_string(), 4));
+        assert_eq!(
+            next_event(&mut fresh).await,
+            Some(("window".to_string(), 6))
+        );
+        hub.publish(frame(7));
+        assert_eq!(
+            next_event(&mut fresh).await,
+            Some(("window".to_string(), 7))
+        );
     }
 
     #[tokio::test]
