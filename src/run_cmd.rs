@@ -26,6 +26,9 @@ use crate::rate_limit::UserRateLimit;
 use crate::server::{self, SystemReadiness};
 use crate::stats::Stats;
 
+/// How long a stop waits for the dataflow's workers.
+const DATAFLOW_STOP: Duration = Duration::from_secs(15);
+
 /// How long start-up waits for the producer to learn the reactions topic.
 const WARM_UP: Duration = Duration::from_secs(10);
 
@@ -251,12 +254,24 @@ impl System {
         }
         let mut result = Ok(());
         if let Some(live) = self.live.take() {
-            let join = tokio::task::spawn_blocking(move || live.stop_and_join());
-            match tokio::time::timeout(Duration::from_secs(15), join).await {
-                Ok(Ok(r)) => result = r,
-                Ok(Err(e)) => result = Err(e.to_string()),
-                Err(_) => result = Err("the dataflow did not finish within 15 s".into()),
-            }
+            // A plain thread, not `spawn_blocking`: if the workers never finish, the runtime
+            // must still be able to shut down without waiting for this join.
+            let (joined, join) = oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("emostream-stop".into())
+                .spawn(move || {
+                    let _ = joined.send(live.stop_and_join());
+                });
+            result = match spawned {
+                Err(e) => Err(format!("cannot start the stop thread: {e}")),
+                Ok(_) => match tokio::time::timeout(DATAFLOW_STOP, join).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err("the dataflow's stop thread failed".into()),
+                    Err(_) => Err(format!(
+                        "the dataflow did not finish within {DATAFLOW_STOP:?}"
+                    )),
+                },
+            };
         }
         if let Some(broker) = self.broker.take() {
             let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
@@ -291,7 +306,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let system = System::start(args, None).await?;
         let base = format!("http://{}", system.http_addr);
         println!("emostream is running");
@@ -316,7 +331,10 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             Some(f) => Err(format!("the dataflow failed: {f}")),
             None => result,
         }
-    })
+    });
+    // A blocking task stuck on the broker must not keep the process from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 async fn shutdown_signal() {

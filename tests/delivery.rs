@@ -120,9 +120,12 @@ async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts
         clients.iter().all(|c| c.ids().last() == Some(&last))
     })
     .await;
-    let expected = seen.lock().unwrap().clone();
+    let seen = seen.lock().unwrap().clone();
     for client in &clients {
-        // No Last-Event-ID: the retained windows (all of them here), then the live ones.
+        // No Last-Event-ID: the latest window at connection, then every window after it.
+        let first = client.ids()[0];
+        let expected: Vec<WindowSummary> =
+            seen.iter().filter(|w| w.window >= first).cloned().collect();
         assert_eq!(
             client.windows(),
             expected,
@@ -134,9 +137,12 @@ async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts
             .unwrap()
             .iter()
             .all(|r| r.0 == "window"));
+        assert_eq!(
+            expected.iter().map(|w| w.total).sum::<u64>(),
+            1800,
+            "connected before the reactions: every one of them is in its windows"
+        );
     }
-    let counted: u64 = expected.iter().map(|w| w.total).sum();
-    assert_eq!(counted, 1800);
     system.shutdown().await.unwrap();
 }
 
@@ -421,4 +427,132 @@ async fn shutdown_with_open_streams_completes() {
             .all(|c| c.ended.load(std::sync::atomic::Ordering::SeqCst))
     })
     .await;
+}
+
+/// Posts one reaction for each of `n` distinct emojis, so the window's summary is large.
+async fn post_many_emojis(system: &System, n: usize) {
+    let ts = common::now_ms();
+    let reactions: Vec<Value> = emojis::iter()
+        .filter(|e| dataflows::Emoji::parse(e.as_str()).is_ok())
+        .take(n)
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"user_id": format!("m{i}"), "emoji_type": e.as_str(), "timestamp": ts}))
+        .collect();
+    post_batch(system, &reactions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
+    let (system, seen) = start(&[
+        "--window-ms",
+        "200",
+        "--lateness-ms",
+        "100",
+        "--client-queue",
+        "2",
+    ])
+    .await;
+    // A client with a small receive buffer that sends its request and then stops reading, so
+    // the server's writes back up after a few large windows.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&system.http_addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = Pausable {
+        inner: stream,
+        paused: Arc::clone(&paused),
+    };
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/clusters/0/subscribers/0/events")
+        .header("host", system.http_addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    paused.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // The hub only notices a lagging client when its stream is polled again, i.e. once the
+    // socket drains: fill the buffers with large windows first.
+    wait_until("a first window", || last_window(&seen).is_some()).await;
+    let until = last_window(&seen).unwrap() + 60;
+    while last_window(&seen).is_none_or(|w| w < until) {
+        post_many_emojis(&system, 5000).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    // Reading again, the client finds the resync in its stream, and live windows after it.
+    use http_body_util::BodyExt;
+    let mut events = response.into_body().into_data_stream().eventsource();
+    let mut kinds = Vec::new();
+    let mut last_id = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kinds.iter().any(|k| k == "resync") || kinds.last().is_some_and(|k| k == "resync") {
+        assert!(Instant::now() < deadline, "events seen: {kinds:?}");
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let id: u64 = event.id.parse().unwrap();
+        assert!(id > last_id, "ids only move forward");
+        last_id = id;
+        let summary: WindowSummary = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(summary.window, id);
+        kinds.push(event.event);
+    }
+    assert!(system.stats.resyncs.get() >= 1);
+    system.shutdown().await.unwrap();
+}
+
+/// A connection whose reads can be paused: while paused, it reads nothing (and is polled
+/// again every 50 ms), as a client that stopped reading would.
+struct Pausable {
+    inner: tokio::net::TcpStream,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Pausable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            let waker = cx.waker().clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                waker.wake();
+            });
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Pausable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

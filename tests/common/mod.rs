@@ -32,7 +32,7 @@ pub fn run_args(extra: &[&str]) -> RunArgs {
     }
     argv.extend_from_slice(extra);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .with_test_writer()
         .try_init();
     match Cli::try_parse_from(argv).unwrap().command {
