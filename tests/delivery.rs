@@ -476,6 +476,16 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A client that reads, on the same subscriber.
+    let reader = follow(
+        &reqwest::Client::new(),
+        &format!(
+            "http://{}/clusters/0/subscribers/0/events",
+            system.http_addr
+        ),
+        None,
+    )
+    .await;
 
     // The hub only notices a lagging client when its stream is polled again, i.e. once the
     // socket drains: fill the buffers with large windows first.
@@ -507,6 +517,20 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
         kinds.push(event.event);
     }
     assert!(system.stats.resyncs.get() >= 1);
+    // Meanwhile the reading client got every window and never a resync.
+    let last = last_window(&seen).unwrap();
+    wait_until("the reader has the last window", || {
+        reader.ids().last() == Some(&last)
+    })
+    .await;
+    let ids = reader.ids();
+    assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
+    assert!(reader
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.0 == "window"));
     system.shutdown().await.unwrap();
 }
 
