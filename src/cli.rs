@@ -105,6 +105,10 @@ pub struct DeliveryArgs {
     #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_SUBSCRIBER_CAPACITY",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub subscriber_capacity: u64,
+    /// A registered client with no open event stream for this long is released.
+    #[arg(long, default_value_t = 60, env = "EMOSTREAM_CLIENT_TTL_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub client_ttl_secs: u64,
     /// Windows each subscriber keeps for clients reconnecting with `Last-Event-ID`.
     #[arg(long, default_value_t = 150, env = "EMOSTREAM_RETENTION",
           value_parser = clap::value_parser!(u64).range(1..=100_000))]

@@ -42,7 +42,7 @@ pub struct System {
     pub stats: Arc<Stats>,
     /// The delivery tree.
     pub registry: Arc<Registry>,
-    keep_alive: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
     producer: ReactionProducer,
     live: Option<Live>,
     http_stop: Option<oneshot::Sender<()>>,
@@ -128,6 +128,7 @@ impl System {
                 subscribers: delivery.subscribers,
             },
             usize::try_from(delivery.subscriber_capacity).unwrap_or(usize::MAX),
+            Duration::from_secs(delivery.client_ttl_secs),
             HubSettings {
                 retention: usize::try_from(delivery.retention).unwrap_or(usize::MAX),
                 client_queue: usize::try_from(delivery.client_queue).unwrap_or(usize::MAX),
@@ -149,6 +150,21 @@ impl System {
             loop {
                 every.tick().await;
                 keep_alive_registry.for_each(|hub| hub.keep_alive());
+            }
+        });
+        let ttl = Duration::from_secs(delivery.client_ttl_secs);
+        let expiring = Arc::clone(&registry);
+        let expire = tokio::spawn(async move {
+            let mut every = tokio::time::interval((ttl / 4).min(Duration::from_secs(10)));
+            loop {
+                every.tick().await;
+                let released = expiring.expire(std::time::Instant::now());
+                if released > 0 {
+                    tracing::info!(
+                        released,
+                        "released clients without an event stream for {ttl:?}"
+                    );
+                }
             }
         });
 
@@ -214,7 +230,7 @@ impl System {
             brokers: kafka.brokers.clone(),
             stats,
             registry,
-            keep_alive,
+            background: vec![keep_alive, expire],
             producer,
             live: Some(live),
             http_stop: Some(http_stop),
@@ -232,7 +248,9 @@ impl System {
     /// watermark has closed (open ones resume in the next run), and stops the broker. Time-boxed: a stuck step is logged and skipped.
     pub async fn shutdown(mut self) -> Result<(), String> {
         // Open event streams would keep the HTTP server's graceful shutdown waiting forever.
-        self.keep_alive.abort();
+        for task in &self.background {
+            task.abort();
+        }
         self.registry.for_each(|hub| hub.close());
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());

@@ -53,6 +53,8 @@ pub struct Stats {
     pub windows_emitted: Counter,
     /// Clients registered with `POST /clients`.
     pub registrations: Counter,
+    /// Registered clients released because they had no event stream for the time to live.
+    pub clients_expired: Counter,
     /// SSE events sent, over every connection.
     pub events_sent: Counter,
     /// Clients that fell behind and were sent the latest window instead.

@@ -320,7 +320,10 @@ async fn registration_release_tree_and_errors() {
     assert_eq!(places, [(0, 0), (1, 0), (0, 1)]);
     assert_eq!(
         regs[2]["events_url"],
-        format!("{base}/clusters/0/subscribers/1/events")
+        format!(
+            "{base}/clusters/0/subscribers/1/events?client_id={}",
+            regs[2]["client_id"].as_str().unwrap()
+        )
     );
     let grown = follow(&http, regs[2]["events_url"].as_str().unwrap(), None).await;
 
@@ -579,4 +582,48 @@ impl tokio::io::AsyncWrite for Pausable {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_without_an_open_stream_expire() {
+    let (system, _seen) = start(&["--client-ttl-secs", "1"]).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", system.http_addr);
+    let clients = || async {
+        let tree: Value = http
+            .get(format!("{base}/clusters"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tree["clients"].as_u64().unwrap()
+    };
+    let ghost = register(&http, &system).await;
+    let viewer = register(&http, &system).await;
+    let stream = follow(&http, viewer["events_url"].as_str().unwrap(), None).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(clients().await, 1, "the viewer with an open stream stays");
+    let gone = http
+        .delete(format!(
+            "{base}/clients/{}",
+            ghost["client_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the ghost was released");
+    stream.task.abort();
+    let _ = stream.task.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clients().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the viewer that left is released too"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(system.stats.clients_expired.get(), 2);
+    system.shutdown().await.unwrap();
 }

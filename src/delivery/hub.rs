@@ -175,6 +175,7 @@ impl Hub {
             since_resync: usize::MAX,
             resyncs_in_a_row: 0,
             done: false,
+            on_close: None,
         }
     }
 }
@@ -189,9 +190,16 @@ pub struct ClientStream {
     since_resync: usize,
     resyncs_in_a_row: u32,
     done: bool,
+    on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl ClientStream {
+    /// Calls `f` when the stream ends or the client goes away.
+    pub fn on_close(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.on_close = Some(Box::new(f));
+        self
+    }
+
     fn send(&mut self, frame: &Frame) -> Bytes {
         self.last_sent = Some(frame.window);
         self.since_resync = self.since_resync.saturating_add(1);
@@ -273,6 +281,9 @@ impl Stream for ClientStream {
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.hub.connected.fetch_sub(1, Ordering::Relaxed);
+        if let Some(f) = self.on_close.take() {
+            f();
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use dataflows::{Partition, Topology};
 use serde::Serialize;
@@ -63,8 +64,17 @@ pub struct Registry {
     hubs: RwLock<Vec<Arc<Hub>>>,
     tree: Mutex<Tree>,
     capacity: usize,
+    client_ttl: Duration,
     hub_settings: HubSettings,
     stats: Arc<Stats>,
+}
+
+struct Client {
+    hub: usize,
+    /// Event streams open with this client's id.
+    streams: usize,
+    /// Since when it has had no stream.
+    idle_since: Instant,
 }
 
 struct Tree {
@@ -72,7 +82,7 @@ struct Tree {
     clusters: Vec<Vec<usize>>,
     /// Assigned clients by hub index.
     assigned: Vec<usize>,
-    clients: HashMap<String, usize>,
+    clients: HashMap<String, Client>,
 }
 
 /// The path of a subscriber's event stream.
@@ -88,6 +98,7 @@ impl Registry {
     pub fn new(
         topology: Topology,
         capacity: usize,
+        client_ttl: Duration,
         hub_settings: HubSettings,
         stats: Arc<Stats>,
     ) -> Registry {
@@ -119,6 +130,7 @@ impl Registry {
                 clients: HashMap::new(),
             }),
             capacity: capacity.max(1),
+            client_ttl,
             hub_settings,
             stats,
         }
@@ -177,7 +189,14 @@ impl Registry {
         };
         tree.assigned[index] += 1;
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        tree.clients.insert(client_id.clone(), index);
+        tree.clients.insert(
+            client_id.clone(),
+            Client {
+                hub: index,
+                streams: 0,
+                idle_since: Instant::now(),
+            },
+        );
         self.stats.registrations.inc();
         let partition = self.hubs()[index].partition;
         Assignment {
@@ -226,12 +245,52 @@ impl Registry {
     pub fn release(&self, client_id: &str) -> bool {
         let mut tree = self.tree();
         match tree.clients.remove(client_id) {
-            Some(index) => {
-                tree.assigned[index] -= 1;
+            Some(client) => {
+                tree.assigned[client.hub] -= 1;
                 true
             }
             None => false,
         }
+    }
+
+    /// Notes an event stream opened by a registered client; `false` if the id is unknown.
+    pub fn attach(&self, client_id: &str) -> bool {
+        match self.tree().clients.get_mut(client_id) {
+            Some(client) => {
+                client.streams += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Notes that one of a client's event streams ended.
+    pub fn detach(&self, client_id: &str) {
+        if let Some(client) = self.tree().clients.get_mut(client_id) {
+            client.streams = client.streams.saturating_sub(1);
+            if client.streams == 0 {
+                client.idle_since = Instant::now();
+            }
+        }
+    }
+
+    /// Releases clients without a stream for longer than the time to live; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut tree = self.tree();
+        let ttl = self.client_ttl;
+        let expired: Vec<String> = tree
+            .clients
+            .iter()
+            .filter(|(_, c)| c.streams == 0 && now.saturating_duration_since(c.idle_since) > ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(client) = tree.clients.remove(id) {
+                tree.assigned[client.hub] -= 1;
+            }
+        }
+        self.stats.clients_expired.add(expired.len() as u64);
+        expired.len()
     }
 
     /// The tree with its loads.
@@ -275,6 +334,7 @@ mod tests {
                 subscribers,
             },
             capacity,
+            Duration::from_secs(60),
             HubSettings {
                 retention: 4,
                 client_queue: 4,
@@ -344,5 +404,25 @@ mod tests {
             }
             assert_eq!(owned, vec![1; 12]);
         }
+    }
+
+    #[test]
+    fn clients_without_a_stream_expire_after_the_ttl() {
+        let r = registry(1, 1, 10);
+        let (ghost, viewer) = (r.register(), r.register());
+        assert!(r.attach(&viewer.client_id));
+        assert!(!r.attach("nobody"));
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(r.expire(later), 1, "the ghost, not the viewer");
+        assert!(!r.release(&ghost.client_id));
+        r.detach(&viewer.client_id);
+        assert_eq!(
+            r.expire(Instant::now()),
+            0,
+            "just left: still within the ttl"
+        );
+        assert_eq!(r.expire(Instant::now() + Duration::from_secs(61)), 1);
+        assert_eq!(r.view().clients, 0);
+        assert_eq!(r.stats.clients_expired.get(), 2);
     }
 }

@@ -24,7 +24,11 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
         .map(move |registry: Arc<Registry>, host: Option<String>| {
             let assignment = registry.register();
             let host = host.unwrap_or_else(|| local.to_string());
-            let path = events_path(assignment.partition);
+            let path = format!(
+                "{}?client_id={}",
+                events_path(assignment.partition),
+                assignment.client_id
+            );
             let body = serde_json::json!({
                 "client_id": assignment.client_id,
                 "cluster": assignment.partition.cluster,
@@ -63,8 +67,13 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
         .and(warp::get())
         .and(with_registry)
         .and(warp::header::optional::<String>("last-event-id"))
+        .and(warp::query::<EventsQuery>())
         .and_then(
-            |cluster: u32, subscriber: u32, registry: Arc<Registry>, last: Option<String>| async move {
+            |cluster: u32,
+             subscriber: u32,
+             registry: Arc<Registry>,
+             last: Option<String>,
+             query: EventsQuery| async move {
                 let partition = Partition {
                     cluster,
                     subscriber,
@@ -79,7 +88,12 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
                     ))
                 })?;
                 let last = parse_last_event_id(last.as_deref()).map_err(warp::reject::custom)?;
-                Ok::<_, warp::Rejection>(sse_response(hub.subscribe(last)))
+                let mut stream = hub.subscribe(last);
+                // A registered client keeps its place while it has a stream open.
+                if let Some(id) = query.client_id.filter(|id| registry.attach(id)) {
+                    stream = stream.on_close(move || registry.detach(&id));
+                }
+                Ok::<_, warp::Rejection>(sse_response(stream))
             },
         );
     register
@@ -90,6 +104,12 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
         .or(events)
         .unify()
         .boxed()
+}
+
+/// The events URL's query: `client_id` ties the stream to a registration.
+#[derive(Debug, serde::Deserialize)]
+struct EventsQuery {
+    client_id: Option<String>,
 }
 
 fn parse_last_event_id(value: Option<&str>) -> Result<Option<WindowId>, ApiError> {
