@@ -49,6 +49,17 @@ async fn register(http: &reqwest::Client, system: &System) -> Value {
     response.json().await.unwrap()
 }
 
+/// `GET /clusters`.
+async fn tree(http: &reqwest::Client, system: &System) -> Value {
+    let response = http
+        .get(format!("http://{}/clusters", system.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 /// Follows `url` with an SSE client, recording every event.
 async fn follow(http: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> Client {
     let mut request = http.get(url);
@@ -199,14 +210,7 @@ async fn a_thousand_clients_each_receive_every_window() {
         let reg = register(&http, &system).await;
         clients.push(follow(&http, reg["events_url"].as_str().unwrap(), None).await);
     }
-    let tree: Value = http
-        .get(format!("http://{}/clusters", system.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = tree(&http, &system).await;
     let connected: u64 = tree["clusters"]
         .as_array()
         .unwrap()
@@ -215,6 +219,7 @@ async fn a_thousand_clients_each_receive_every_window() {
         .map(|s| s["connected"].as_u64().unwrap())
         .sum();
     assert_eq!(connected, 1000);
+    wait_until("a first window", || last_window(&seen).is_some()).await;
     let from = last_window(&seen).unwrap() + 1;
     post_batch(&system, &batch("k", "👏", 40)).await;
     wait_until("three more windows", || {
@@ -327,14 +332,7 @@ async fn registration_release_tree_and_errors() {
     );
     let grown = follow(&http, regs[2]["events_url"].as_str().unwrap(), None).await;
 
-    let tree: Value = http
-        .get(format!("{base}/clusters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = tree(&http, &system).await;
     assert_eq!(tree["clients"], 3);
     let loads: Vec<Vec<u64>> = tree["clusters"]
         .as_array()
@@ -452,7 +450,7 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
         "--lateness-ms",
         "100",
         "--client-queue",
-        "2",
+        "8",
     ])
     .await;
     // A client with a small receive buffer that sends its request and then stops reading, so
@@ -589,17 +587,7 @@ async fn registrations_without_an_open_stream_expire() {
     let (system, _seen) = start(&["--client-ttl-secs", "1"]).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", system.http_addr);
-    let clients = || async {
-        let tree: Value = http
-            .get(format!("{base}/clusters"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tree["clients"].as_u64().unwrap()
-    };
+    let clients = || async { tree(&http, &system).await["clients"].as_u64().unwrap() };
     let ghost = register(&http, &system).await;
     let viewer = register(&http, &system).await;
     let stream = follow(&http, viewer["events_url"].as_str().unwrap(), None).await;
