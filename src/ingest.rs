@@ -198,10 +198,10 @@ impl Ingest {
                 }
             }
         }
-        if !self.producer.has_room_for(reactions.len()) {
+        let Some(_room) = self.producer.reserve(reactions.len()) else {
             self.stats.rejected_queue_full.inc();
             return Err(queue_full(0));
-        }
+        };
         match self.producer.send(reactions).await {
             Ok(()) => {
                 self.stats.accepted.add(reactions.len() as u64);

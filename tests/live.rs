@@ -327,6 +327,33 @@ async fn a_full_producer_queue_answers_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_are_queued_whole_or_refused_whole() {
+    // Room for 1,000 reactions that stay queued: of 20 concurrent batches of 300, three fit.
+    let (system, _) = start(&["--producer-queue", "1000", "--linger-ms", "10000"]).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/emoji/batch", system.http_addr);
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let request = http.post(&url).json(&batch(&format!("c{i}-"), "🔥", 300));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let whole = answers.iter().filter(|(s, _)| *s == 202).count();
+    assert_eq!(whole, 3, "{answers:?}");
+    for (status, body) in &answers {
+        match status {
+            202 => assert_eq!(body["accepted"], json!(300)),
+            _ => assert_eq!((*status, &body["accepted"]), (503, &json!(0)), "never cut"),
+        }
+    }
+    assert_eq!(system.stats.accepted.get(), 900);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let (system, seen) = start(&[]).await;

@@ -3,6 +3,7 @@
 //! librdkafka batches messages for `linger.ms` (500 ms by default here) before sending. A full
 //! local queue is reported at once, so the API can answer 503 instead of blocking.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,10 +47,23 @@ pub enum ProduceError {
     Failed(String),
 }
 
+/// Queue room held for one request; see [`ReactionProducer::reserve`].
+pub struct Reservation {
+    reserved: Arc<AtomicU64>,
+    n: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
 /// The reactions producer. Cheap to clone.
 #[derive(Clone)]
 pub struct ReactionProducer {
     producer: FutureProducer,
+    reserved: Arc<AtomicU64>,
     topic: Arc<str>,
     ack: Ack,
     queue_messages: u64,
@@ -74,6 +88,7 @@ impl ReactionProducer {
             .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
         Ok(ReactionProducer {
             producer,
+            reserved: Arc::default(),
             topic: Arc::from(kafka.reactions_topic.as_str()),
             ack: settings.ack,
             queue_messages: settings.queue_messages,
@@ -81,10 +96,32 @@ impl ReactionProducer {
         })
     }
 
-    /// Whether `n` more reactions are likely to fit in the local queue.
-    pub fn has_room_for(&self, n: usize) -> bool {
-        let in_flight = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
-        in_flight + n as u64 <= self.queue_messages
+    /// Room for `n` reactions in the local queue, held until the reservation is dropped (by
+    /// then they are queued). Concurrent requests reserve atomically, so a batch is queued
+    /// whole or refused whole, never cut by another request filling the queue.
+    pub fn reserve(&self, n: usize) -> Option<Reservation> {
+        let n = n as u64;
+        let mut reserved = self.reserved.load(Ordering::Acquire);
+        loop {
+            let in_flight = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+            if in_flight + reserved + n > self.queue_messages {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                reserved,
+                reserved + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        reserved: Arc::clone(&self.reserved),
+                        n,
+                    })
+                }
+                Err(now) => reserved = now,
+            }
+        }
     }
 
     /// Queues reactions, in order; with [`Ack::Broker`], waits for the broker. Returns how many
