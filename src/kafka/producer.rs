@@ -3,14 +3,17 @@
 //! librdkafka batches messages for `linger.ms` (500 ms by default here) before sending. A full
 //! local queue is reported at once, so the API can answer 503 instead of blocking.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dataflows::Reaction;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use tokio::sync::oneshot;
 
 use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
@@ -59,15 +62,77 @@ impl Drop for Reservation {
     }
 }
 
+/// Counts deliveries, and tells `--ack broker` requests when all of theirs are done.
+///
+/// A message's opaque is 0, or the id of the request waiting for it in `waiting`: most
+/// messages (`--ack queued`) then cost no allocation and no task to learn their fate.
+struct Deliveries {
+    stats: Arc<Stats>,
+    waiting: Mutex<HashMap<usize, Waiter>>,
+}
+
+struct Waiter {
+    remaining: usize,
+    /// Delivered so far: with idempotence on, a request's reactions are written in order, so
+    /// these are its first ones.
+    delivered: usize,
+    failure: Option<String>,
+    done: Option<oneshot::Sender<Result<(), (usize, String)>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, request: usize) {
+        let failure = match result {
+            Ok(_) => {
+                self.stats.produced.inc();
+                None
+            }
+            Err((e, _)) => {
+                self.stats.produce_failed.inc();
+                if request == 0 {
+                    tracing::warn!("a reaction was not delivered to Kafka: {e}");
+                }
+                Some(e.to_string())
+            }
+        };
+        if request == 0 {
+            return;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(waiter) = waiting.get_mut(&request) else {
+            return;
+        };
+        waiter.remaining = waiter.remaining.saturating_sub(1);
+        match failure {
+            None => waiter.delivered += 1,
+            Some(e) => {
+                waiter.failure.get_or_insert(e);
+            }
+        }
+        if waiter.remaining == 0 {
+            if let Some(waiter) = waiting.remove(&request) {
+                if let Some(done) = waiter.done {
+                    let delivered = waiter.delivered;
+                    let _ = done.send(waiter.failure.map_or(Ok(()), |e| Err((delivered, e))));
+                }
+            }
+        }
+    }
+}
+
 /// The reactions producer. Cheap to clone.
 #[derive(Clone)]
 pub struct ReactionProducer {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<Deliveries>>,
     reserved: Arc<AtomicU64>,
+    next_request: Arc<AtomicUsize>,
     topic: Arc<str>,
     ack: Ack,
     queue_messages: u64,
-    stats: Arc<Stats>,
 }
 
 impl ReactionProducer {
@@ -77,22 +142,25 @@ impl ReactionProducer {
         settings: &ProducerSettings,
         stats: Arc<Stats>,
     ) -> Result<Self, String> {
-        let producer: FutureProducer = client_config(kafka)
+        let producer: ThreadedProducer<Deliveries> = client_config(kafka)
             .set("linger.ms", settings.linger_ms.to_string())
             .set(
                 "queue.buffering.max.messages",
                 settings.queue_messages.to_string(),
             )
             .set("enable.idempotence", "true")
-            .create()
+            .create_with_context(Deliveries {
+                stats,
+                waiting: Mutex::default(),
+            })
             .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
         Ok(ReactionProducer {
-            producer,
+            producer: Arc::new(producer),
             reserved: Arc::default(),
+            next_request: Arc::new(AtomicUsize::new(1)),
             topic: Arc::from(kafka.reactions_topic.as_str()),
             ack: settings.ack,
             queue_messages: settings.queue_messages,
-            stats,
         })
     }
 
@@ -127,66 +195,73 @@ impl ReactionProducer {
     /// Queues reactions, in order; with [`Ack::Broker`], waits for the broker. Returns how many
     /// were queued before an error, with the error.
     pub async fn send(&self, reactions: &[Reaction]) -> Result<(), (usize, ProduceError)> {
-        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(reactions.len());
+        let (request, done) = match self.ack {
+            Ack::Queued => (0, None),
+            Ack::Broker => {
+                // Ids wrap after usize::MAX requests; 0 means "nobody waits".
+                let id = self.next_request.fetch_add(1, Ordering::Relaxed).max(1);
+                let (tx, rx) = oneshot::channel();
+                self.waiting().insert(
+                    id,
+                    Waiter {
+                        remaining: reactions.len(),
+                        delivered: 0,
+                        failure: None,
+                        done: Some(tx),
+                    },
+                );
+                (id, Some(rx))
+            }
+        };
         for (i, reaction) in reactions.iter().enumerate() {
             let payload = serde_json::to_string(reaction).unwrap_or_default();
-            let record = FutureRecord::to(&self.topic)
+            let record = BaseRecord::with_opaque_to(&self.topic, request)
                 .key(&reaction.user_id)
                 .payload(&payload);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.watch(deliveries);
-                    return Err((i, ProduceError::QueueFull));
+            if let Err((e, _)) = self.producer.send(record) {
+                if request != 0 {
+                    self.forget(request, reactions.len() - i);
                 }
-                Err((e, _)) => {
-                    self.watch(deliveries);
-                    return Err((i, ProduceError::Failed(e.to_string())));
-                }
+                return Err((
+                    i,
+                    match e {
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                            ProduceError::QueueFull
+                        }
+                        e => ProduceError::Failed(e.to_string()),
+                    },
+                ));
             }
         }
-        match self.ack {
-            Ack::Queued => {
-                self.watch(deliveries);
-                Ok(())
-            }
-            Ack::Broker => {
-                for (i, delivery) in deliveries.into_iter().enumerate() {
-                    match delivery.await {
-                        Ok(Ok(_)) => self.stats.produced.inc(),
-                        Ok(Err((e, _))) => {
-                            self.stats.produce_failed.inc();
-                            return Err((i, ProduceError::Failed(e.to_string())));
-                        }
-                        Err(_) => {
-                            self.stats.produce_failed.inc();
-                            return Err((i, ProduceError::Failed("the producer shut down".into())));
-                        }
-                    }
-                }
-                Ok(())
-            }
+        let Some(done) = done else {
+            return Ok(());
+        };
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((delivered, e))) => Err((delivered, ProduceError::Failed(e))),
+            Err(_) => Err((0, ProduceError::Failed("the producer shut down".into()))),
         }
     }
 
-    /// Counts the outcome of deliveries nobody waits for.
-    fn watch(&self, deliveries: Vec<DeliveryFuture>) {
-        if deliveries.is_empty() {
-            return;
-        }
-        let stats = Arc::clone(&self.stats);
-        tokio::spawn(async move {
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => stats.produced.inc(),
-                    Ok(Err((e, _))) => {
-                        stats.produce_failed.inc();
-                        tracing::warn!("a reaction was not delivered to Kafka: {e}");
-                    }
-                    Err(_) => stats.produce_failed.inc(),
-                }
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Waiter>> {
+        self.producer
+            .context()
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `unsent` reactions of `request` will never be delivered: stop waiting for them (and
+    /// end the wait if the rest are already delivered).
+    fn forget(&self, request: usize, unsent: usize) {
+        let mut waiting = self.waiting();
+        if let Some(waiter) = waiting.get_mut(&request) {
+            waiter.remaining = waiter.remaining.saturating_sub(unsent);
+            waiter.done = None;
+            if waiter.remaining == 0 {
+                waiting.remove(&request);
             }
-        });
+        }
     }
 
     /// Sends everything queued, waiting up to `timeout`.
