@@ -19,7 +19,7 @@ use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::{ProducerSettings, ReactionProducer};
 use crate::kafka::resume::last_emitted_window;
 use crate::kafka::source::{wall_clock_ms, SourceSettings};
-use crate::kafka::topics::ensure_topics;
+use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::KafkaSettings;
 use crate::live::{self, Live, OnWindow};
 use crate::rate_limit::UserRateLimit;
@@ -79,6 +79,22 @@ impl System {
                 Some(broker)
             }
         };
+
+        let probe = kafka.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            reactions_partitions(&probe, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if partitions != kafka.partitions {
+            tracing::info!(
+                partitions,
+                "topic {} exists with {partitions} partitions (not --partitions {}): reading all of them",
+                kafka.reactions_topic,
+                kafka.partitions
+            );
+            kafka.partitions = partitions;
+        }
 
         let settings = args.dataflow.settings();
         let resume_kafka = kafka.clone();

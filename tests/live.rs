@@ -354,6 +354,48 @@ async fn concurrent_batches_are_queued_whole_or_refused_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_partition_of_an_existing_topic_is_read() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    // The topic exists with 6 partitions; --partitions (4 by default) only applies to
+    // topics emostream creates.
+    let topics = [
+        ("emoji-reactions".to_string(), 6),
+        ("emoji-windows".to_string(), 1),
+    ];
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    let (system, seen) = start(&["--brokers", &brokers]).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let ts = common::now_ms();
+    for partition in 0..6 {
+        let payload =
+            json!({"user_id": format!("p{partition}"), "emoji_type": "🎯", "timestamp": ts})
+                .to_string();
+        producer
+            .send(
+                FutureRecord::to("emoji-reactions")
+                    .key("k")
+                    .partition(partition)
+                    .payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    wait_for_total(&system, &seen, 6).await;
+    system.shutdown().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let (system, seen) = start(&[]).await;

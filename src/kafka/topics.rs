@@ -56,3 +56,37 @@ pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<()
     }
     Ok(())
 }
+
+/// The reactions topic's partition count as the brokers report it: an existing topic may
+/// have more (or fewer) partitions than `--partitions`, and every one of them must be read.
+/// Blocks; waits up to `timeout` for a just-created topic to appear in metadata.
+pub fn reactions_partitions(kafka: &KafkaSettings, timeout: Duration) -> Result<i32, String> {
+    let client: AdminClient<DefaultClientContext> = client_config(kafka).create().map_err(|e| {
+        format!(
+            "cannot create a Kafka admin client for {}: {e}",
+            kafka.brokers
+        )
+    })?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let metadata = client
+            .inner()
+            .fetch_metadata(Some(&kafka.reactions_topic), Duration::from_secs(5))
+            .map_err(|e| format!("cannot reach the Kafka brokers at {}: {e}", kafka.brokers))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == kafka.reactions_topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if partitions > 0 {
+            return i32::try_from(partitions).map_err(|e| e.to_string());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "topic {} has no partitions on {} after {timeout:?}",
+                kafka.reactions_topic, kafka.brokers
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
