@@ -615,3 +615,30 @@ async fn registrations_without_an_open_stream_expire() {
     assert_eq!(system.stats.clients_expired.get(), 2);
     system.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_start_with_a_retry_hint_and_carry_keep_alives() {
+    let (system, _seen) = start(&["--keep-alive-secs", "1"]).await;
+    let response = reqwest::get(format!(
+        "http://{}/clusters/2/subscribers/2/events",
+        system.http_addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The comment line of a keep-alive is what an SSE parser skips; read the raw bytes.
+    while !text.contains("\n:\n\n") && !text.starts_with(":\n\n") {
+        assert!(Instant::now() < deadline, "no keep-alive in {text:?}");
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.starts_with("retry: 2000\n\n"), "{text:?}");
+    system.shutdown().await.unwrap();
+}
