@@ -236,6 +236,7 @@ impl System {
             listener,
             ingest,
             delivery_routes,
+            Arc::clone(&registry),
             readiness,
             async move {
                 let _ = stopped.await;

@@ -1,5 +1,6 @@
 //! The HTTP server: every route on one port, errors as JSON, and a shutdown that does not wait
-//! on open streams forever.
+//! on open streams forever. Event streams are served on the socket directly
+//! ([`crate::delivery::lean`]); every other request goes to hyper with the warp routes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,12 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use crate::delivery::{lean, Registry};
 use crate::http_error::recover;
 use crate::ingest::{self, Ingest};
 use crate::kafka::producer::ReactionProducer;
@@ -26,6 +33,7 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     ingest: Ingest,
     delivery: BoxedFilter<(Response,)>,
+    registry: Arc<Registry>,
     readiness: Arc<dyn Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
@@ -64,11 +72,54 @@ pub fn serve(
         .or(healthz)
         .or(readyz)
         .recover(recover);
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
+    async move {
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait for some to close.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let routes = routes.clone();
+            let registry = Arc::clone(&registry);
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let mut socket = socket;
+                let first =
+                    tokio::time::timeout(HEAD_TIMEOUT, lean::classify(&mut socket, &registry));
+                match first.await {
+                    Ok(Ok(lean::Request::Events(events))) => {
+                        lean::serve_events(socket, events).await
+                    }
+                    Ok(Ok(lean::Request::Other(head))) => {
+                        let io = TokioIo::new(lean::Rewound::new(head, socket));
+                        let service = TowerToHyperService::new(warp::service(routes));
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let connection = builder.serve_connection_with_upgrades(io, service);
+                        if let Err(e) = watcher.watch(connection).await {
+                            tracing::debug!("HTTP connection ended: {e}");
+                        }
+                    }
+                    // The client left, or sent no request head in time.
+                    Ok(Err(_)) | Err(_) => {}
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
 }
+
+/// How long a new connection may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Readiness of a running system: the broker answers and the dataflow runs.
 pub struct SystemReadiness {

@@ -8,10 +8,11 @@
 //! - [`frame`]: a window encoded once as SSE bytes, shared by every connection.
 //! - [`hub`]: one (cluster, subscriber) hub and its clients' streams.
 //! - [`registry`]: the tree, least-loaded assignment, growth at capacity.
-//! - [`routes`]: the HTTP side.
+//! - [`routes`]: the HTTP side; [`lean`]: event streams served without hyper's buffers.
 
 pub mod frame;
 pub mod hub;
+pub mod lean;
 pub mod registry;
 pub mod routes;
 

@@ -1,0 +1,245 @@
+//! Event streams served straight on the socket, without hyper.
+//!
+//! A hyper connection keeps an 8 KiB read buffer and an 8 KiB write buffer for its whole
+//! life: that is most of what an open SSE connection costs. Event streams need neither: the
+//! request is read once, then the shared frame bytes are written as they come. So the server
+//! reads each connection's request head first; a valid `GET` of an events path is served
+//! here, and everything else (errors included) goes to hyper with the bytes already read.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use dataflows::{Partition, WindowId};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::hub::ClientStream;
+use super::registry::Registry;
+
+/// The largest request head read before giving the connection to hyper.
+const MAX_HEAD: usize = 8192;
+
+/// What the first bytes of a connection turned out to be.
+pub enum Request {
+    /// An event stream this module serves.
+    Events(ClientStream),
+    /// Anything else, for hyper: the bytes read so far come first.
+    Other(Bytes),
+}
+
+/// Reads the request head and decides who serves it. `Err` means the client went away.
+pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::Result<Request> {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&head) {
+            Ok(httparse::Status::Complete(len)) => {
+                let events = (len == head.len())
+                    .then(|| events_stream(&request, registry))
+                    .flatten();
+                return Ok(match events {
+                    Some(stream) => Request::Events(stream),
+                    None => Request::Other(Bytes::from(head)),
+                });
+            }
+            Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => continue,
+            // Too long or malformed: hyper answers it as it answers any bad request.
+            _ => return Ok(Request::Other(Bytes::from(head))),
+        }
+    }
+}
+
+/// The stream for a valid `GET /clusters/{c}/subscribers/{s}/events` of a known subscriber,
+/// with a valid `Last-Event-ID` if any; `None` leaves the request to the routes (and their
+/// errors).
+fn events_stream(
+    request: &httparse::Request<'_, '_>,
+    registry: &Arc<Registry>,
+) -> Option<ClientStream> {
+    if request.method != Some("GET") {
+        return None;
+    }
+    let (path, query) = match request.path?.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (request.path?, None),
+    };
+    let rest = path.strip_prefix("/clusters/")?;
+    let (cluster, rest) = rest.split_once("/subscribers/")?;
+    let subscriber = rest.strip_suffix("/events")?;
+    let partition = Partition {
+        cluster: cluster.parse().ok()?,
+        subscriber: subscriber.parse().ok()?,
+    };
+    let hub = registry.hub(partition)?;
+    let mut last: Option<WindowId> = None;
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("last-event-id") {
+            let value = std::str::from_utf8(header.value).ok()?.trim();
+            if !value.is_empty() {
+                last = Some(value.parse().ok()?);
+            }
+        }
+    }
+    let mut stream = hub.subscribe(last);
+    let client_id = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("client_id="))
+        .map(str::to_owned);
+    if let Some(id) = client_id.filter(|id| registry.attach(id)) {
+        let registry = Arc::clone(registry);
+        stream = stream.on_close(move || registry.detach(&id));
+    }
+    Some(stream)
+}
+
+/// The response head: the body runs until the connection closes, so no chunked framing.
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+
+/// Writes the stream's events to the socket until the stream ends or the client leaves.
+pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
+    if socket.write_all(HEAD).await.is_err() {
+        return;
+    }
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            next = events.next() => match next {
+                Some(Ok(bytes)) => {
+                    if socket.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            },
+            // A client sends nothing after its request: a read returns only when it leaves.
+            read = socket.read(&mut probe) => match read {
+                Ok(n) if n > 0 => continue,
+                _ => return,
+            },
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+pub struct Rewound {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewound {
+    /// `prefix` then the rest of `inner`.
+    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
+        Rewound { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dataflows::Topology;
+
+    use super::*;
+    use crate::delivery::HubSettings;
+
+    async fn classify_bytes(request: &[u8]) -> Request {
+        let registry = Arc::new(Registry::new(
+            Topology {
+                clusters: 2,
+                subscribers: 2,
+            },
+            10,
+            Duration::from_secs(60),
+            HubSettings {
+                retention: 4,
+                client_queue: 4,
+            },
+            Arc::default(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(request).await.unwrap();
+        classify(&mut server, &registry).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_valid_events_request_is_served_here() {
+        let request = b"GET /clusters/1/subscribers/0/events?client_id=x HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 41\r\n\r\n";
+        assert!(matches!(classify_bytes(request).await, Request::Events(_)));
+    }
+
+    #[tokio::test]
+    async fn everything_else_goes_to_hyper_with_every_byte_read() {
+        for request in [
+            &b"POST /emoji HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"[..],
+            b"GET /clusters/9/subscribers/0/events HTTP/1.1\r\n\r\n",
+            b"GET /clusters/0/subscribers/0/events HTTP/1.1\r\nLast-Event-ID: soon\r\n\r\n",
+            b"HEAD /clusters/0/subscribers/0/events HTTP/1.1\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"nonsense\r\n\r\n",
+        ] {
+            match classify_bytes(request).await {
+                Request::Other(head) => assert_eq!(&head[..], request),
+                Request::Events(_) => panic!("served here: {}", String::from_utf8_lossy(request)),
+            }
+        }
+    }
+}
