@@ -8,11 +8,16 @@ use clap::{Args, Parser, Subcommand};
 use dataflows::{ScaleRule, Settings, Windowing};
 
 use crate::kafka::producer::Ack;
+use crate::logging::LogFormat;
 
 /// Real-time emoji reactions for live events.
 #[derive(Debug, Parser)]
 #[command(name = "emostream", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines on stderr: `text`, or `json` (one object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "EMOSTREAM_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -28,6 +33,11 @@ pub enum Command {
     /// Run everything in one process: a broker (embedded unless --brokers), the ingest API and
     /// the live dataflow. Stops on Ctrl-C or SIGTERM, after emitting the windows read so far.
     Run(RunArgs),
+    /// Load a running system: send reactions over HTTP at a set rate, follow the windows on
+    /// registered SSE clients, and check every window each client receives against a ledger of
+    /// what was sent. Exits non-zero when any window is lost, doubled or wrong. Run it against
+    /// a system no one else is sending to: their reactions would count as wrong.
+    Load(crate::load::LoadArgs),
 }
 
 /// Flags of `emostream run`.

@@ -16,7 +16,7 @@ use crate::http_error::ApiError;
 use crate::kafka::producer::{ProduceError, ReactionProducer};
 use crate::kafka::source::wall_clock_ms;
 use crate::rate_limit::UserRateLimit;
-use crate::stats::Stats;
+use crate::stats::{RejectReason, Stats};
 
 /// Largest body of `POST /emoji`.
 pub const MAX_SINGLE_BYTES: u64 = 16 * 1024;
@@ -105,8 +105,16 @@ fn format_of(content_type: Option<&str>, ndjson_allowed: bool) -> Result<Format,
     }
 }
 
-fn invalid(stats: &Stats, where_: &str, e: dataflows::InvalidReaction) -> ApiError {
-    stats.reject(e.field);
+/// `refused` is the number of reactions the request carried: a batch is refused whole.
+/// The reactions of an NDJSON batch: its lines that are not blank.
+fn lines(body: &[u8]) -> usize {
+    body.split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .count()
+}
+
+fn invalid(stats: &Stats, where_: &str, e: dataflows::InvalidReaction, refused: usize) -> ApiError {
+    stats.reject(e.field, refused as u64);
     ApiError::new(
         StatusCode::BAD_REQUEST,
         e.field.error_code(),
@@ -123,7 +131,7 @@ impl Ingest {
         format_of(content_type.as_deref(), false)?;
         let now = wall_clock_ms();
         let reaction = parse_reaction(&body, now, MissingTimestamp::Use(now))
-            .map_err(|e| invalid(&self.stats, "", e))?
+            .map_err(|e| invalid(&self.stats, "", e, 1))?
             .into_owned();
         self.admit(std::slice::from_ref(&reaction)).await?;
         Ok(accepted(1))
@@ -141,7 +149,7 @@ impl Ingest {
         match format {
             Format::Json => {
                 let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
-                    self.stats.reject(dataflows::Field::Body);
+                    self.stats.reject(dataflows::Field::Body, 1);
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_json",
@@ -150,8 +158,10 @@ impl Ingest {
                 })?;
                 check_batch_size(items.len())?;
                 for (i, item) in items.iter().enumerate() {
-                    let reaction = parse_reaction(item.get().as_bytes(), now, missing)
-                        .map_err(|e| invalid(&self.stats, &format!("reactions[{i}].",), e))?;
+                    let reaction =
+                        parse_reaction(item.get().as_bytes(), now, missing).map_err(|e| {
+                            invalid(&self.stats, &format!("reactions[{i}].",), e, items.len())
+                        })?;
                     reactions.push(reaction.into_owned());
                 }
             }
@@ -161,8 +171,9 @@ impl Ingest {
                         continue;
                     }
                     check_batch_size(reactions.len() + 1)?;
-                    let reaction = parse_reaction(line, now, missing)
-                        .map_err(|e| invalid(&self.stats, &format!("line {}: ", i + 1), e))?;
+                    let reaction = parse_reaction(line, now, missing).map_err(|e| {
+                        invalid(&self.stats, &format!("line {}: ", i + 1), e, lines(&body))
+                    })?;
                     reactions.push(reaction.into_owned());
                 }
             }
@@ -188,7 +199,8 @@ impl Ingest {
             }
             for (user, n) in per_user {
                 if let Err(wait) = limit.check(user, n) {
-                    self.stats.rejected_rate_limited.inc();
+                    self.stats
+                        .reject(RejectReason::RateLimited, reactions.len() as u64);
                     return Err(ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "rate_limited",
@@ -200,6 +212,8 @@ impl Ingest {
         }
         let Some(_room) = self.producer.reserve(reactions.len()) else {
             self.stats.rejected_queue_full.inc();
+            self.stats
+                .reject(RejectReason::QueueFull, reactions.len() as u64);
             return Err(queue_full(0));
         };
         match self.producer.send(reactions).await {
@@ -209,17 +223,22 @@ impl Ingest {
             }
             Err((sent, error)) => {
                 self.stats.accepted.add(sent as u64);
+                let unsent = (reactions.len() - sent) as u64;
                 let mut answer = match error {
                     ProduceError::QueueFull => {
                         self.stats.rejected_queue_full.inc();
+                        self.stats.reject(RejectReason::QueueFull, unsent);
                         queue_full(sent)
                     }
-                    ProduceError::Failed(e) => ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "broker_unavailable",
-                        format!("the reactions could not be written to Kafka: {e}"),
-                    )
-                    .retry_after(1),
+                    ProduceError::Failed(e) => {
+                        self.stats.reject(RejectReason::BrokerUnavailable, unsent);
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "broker_unavailable",
+                            format!("the reactions could not be written to Kafka: {e}"),
+                        )
+                        .retry_after(1)
+                    }
                 };
                 answer.accepted = Some(sent);
                 Err(answer)

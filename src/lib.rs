@@ -7,16 +7,26 @@
 //! - [`ingest`], [`server`], [`http_error`], [`rate_limit`]: the HTTP API.
 //! - [`delivery`]: SSE hubs, registration, the delivery routes.
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
-//! - [`live`]: the live dataflow's assembly; [`stats`]: counters.
+//! - [`live`]: the live dataflow's assembly; [`stats`]: counters; [`metrics`]: their
+//!   Prometheus exposition.
+//! - [`load`]: `emostream load`, the load generator.
 
 pub mod cli;
 pub mod delivery;
+pub mod drop_log;
 pub mod http_error;
 pub mod ingest;
 pub mod kafka;
 pub mod live;
+pub mod load;
+pub mod logging;
+pub mod metrics;
 pub mod rate_limit;
 pub mod replay_cmd;
 pub mod run_cmd;
 pub mod server;
 pub mod stats;
+
+/// The `tracing` target of the one line logged per closed window (debug level; shown by the
+/// default filter, silenced with `EMOSTREAM_LOG=info`).
+pub const WINDOW_LOG: &str = "emostream::windows";

@@ -2,17 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use emostream::cli::{Cli, Command};
-use emostream::{replay_cmd, run_cmd};
+use emostream::{load, logging, replay_cmd, run_cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EMOSTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.log_format);
     match cli.command {
         Command::Replay(args) => {
             let stdout = std::io::stdout();
@@ -28,6 +22,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Load(args) => match load::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("emostream load: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => match run_cmd::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dataflows::{Topology, WindowSummary};
 use tokio::sync::oneshot;
+use warp::Filter;
 
 use crate::cli::RunArgs;
 use crate::delivery::{self, HubSettings, Registry};
@@ -22,6 +23,7 @@ use crate::kafka::source::{wall_clock_ms, SourceSettings};
 use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::KafkaSettings;
 use crate::live::{self, Live, OnWindow};
+use crate::metrics::{self, Metrics};
 use crate::rate_limit::UserRateLimit;
 use crate::server::{self, SystemReadiness};
 use crate::stats::Stats;
@@ -53,7 +55,6 @@ pub struct System {
 impl System {
     /// Starts everything; `on_window` also sees each durable window (tests use it).
     pub async fn start(args: &RunArgs, on_window: Option<OnWindow>) -> Result<System, String> {
-        let stats = Arc::new(Stats::default());
         let mut kafka = KafkaSettings {
             brokers: String::new(),
             reactions_topic: args.reactions_topic.clone(),
@@ -96,6 +97,11 @@ impl System {
             kafka.partitions = partitions;
         }
 
+        let workers = usize::from(args.dataflow.workers);
+        let stats = Arc::new(Stats::new(
+            usize::try_from(kafka.partitions).unwrap_or(0),
+            workers,
+        ));
         let settings = args.dataflow.settings();
         let resume_kafka = kafka.clone();
         let last = tokio::task::spawn_blocking(move || {
@@ -125,8 +131,14 @@ impl System {
             failure: Arc::new(Mutex::new(None)),
             stopped: Arc::new(AtomicUsize::new(0)),
         };
+        let delay_stats = Arc::clone(&stats);
         let log_window: OnWindow = Arc::new(move |summary: &WindowSummary| {
-            tracing::info!(
+            let delay_ms = wall_clock_ms().saturating_sub(summary.end_ms);
+            delay_stats
+                .window_close_delay
+                .observe(delay_ms as f64 / 1000.0);
+            tracing::debug!(
+                target: crate::WINDOW_LOG,
                 window = summary.window,
                 total = summary.total,
                 "window closed: {}",
@@ -151,13 +163,7 @@ impl System {
             },
             Arc::clone(&stats),
         ));
-        let live = live::start(
-            usize::from(args.dataflow.workers),
-            settings,
-            source,
-            log_window,
-            Arc::clone(&registry),
-        )?;
+        let live = live::start(workers, settings, source, log_window, Arc::clone(&registry))?;
         let keep_alive_every = Duration::from_secs(delivery.keep_alive_secs);
         let keep_alive_registry = Arc::clone(&registry);
         let keep_alive = tokio::spawn(async move {
@@ -231,23 +237,28 @@ impl System {
         let listener = server::bind(args.http).await?;
         let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let delivery_routes = delivery::routes::routes(Arc::clone(&registry), http_addr);
+        let metrics = Metrics::new(Arc::clone(&stats), Arc::clone(&registry));
+        let more_routes = delivery::routes::routes(Arc::clone(&registry), http_addr)
+            .or(metrics::route(metrics))
+            .unify()
+            .boxed();
         let http_task = tokio::spawn(server::serve(
             listener,
             ingest,
-            delivery_routes,
+            more_routes,
             Arc::clone(&registry),
             readiness,
             async move {
                 let _ = stopped.await;
             },
         ));
+        let drops = tokio::spawn(crate::drop_log::warn_on_drops(Arc::clone(&stats)));
         Ok(System {
             http_addr,
             brokers: kafka.brokers.clone(),
             stats,
             registry,
-            background: vec![keep_alive, expire],
+            background: vec![keep_alive, expire, drops],
             producer,
             live: Some(live),
             http_stop: Some(http_stop),
@@ -350,7 +361,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         println!("  register:  curl -X POST {base}/clients   (answers with your events_url)");
         println!("  events:    curl -N {base}/clusters/0/subscribers/0/events");
         println!("  tree:      {base}/clusters");
-        println!("  health:    {base}/healthz  {base}/readyz");
+        println!("  health:    {base}/healthz  {base}/readyz  metrics: {base}/metrics");
         println!("  windows:   logged here as they close, and written to topic {}", args.windows_topic);
         let failed = loop {
             tokio::select! {

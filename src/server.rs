@@ -28,11 +28,12 @@ pub trait Readiness: Send + Sync + 'static {
     fn not_ready(&self) -> Option<String>;
 }
 
-/// Serves the routes on `listener` until `shutdown` resolves.
+/// Serves the ingest and health routes, and `more` (delivery, metrics, the dashboard), on
+/// `listener` until `shutdown` resolves.
 pub fn serve(
     listener: tokio::net::TcpListener,
     ingest: Ingest,
-    delivery: BoxedFilter<(Response,)>,
+    more: BoxedFilter<(Response,)>,
     registry: Arc<Registry>,
     readiness: Arc<dyn Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -68,7 +69,7 @@ pub fn serve(
         }
     });
     let routes = ingest::routes(ingest)
-        .or(delivery)
+        .or(more)
         .or(healthz)
         .or(readyz)
         .recover(recover);

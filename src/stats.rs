@@ -3,9 +3,10 @@
 //! One `Stats` value is created per running system and passed down (never a global), so tests
 //! can run several systems side by side. Prometheus exposition reads these counters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use dataflows::Field;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -26,17 +27,108 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down.
+#[derive(Debug)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// A gauge holding `value`.
+    pub fn new(value: i64) -> Gauge {
+        Gauge(AtomicI64::new(value))
+    }
+    /// Sets the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the HTTP API refused reactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum RejectReason {
+    /// The body is not JSON of the right shape.
+    Body,
+    /// A bad `user_id`.
+    UserId,
+    /// A bad `emoji_type`.
+    EmojiType,
+    /// A bad `timestamp`.
+    Timestamp,
+    /// Over the per-user rate limit.
+    RateLimited,
+    /// The producer queue was full.
+    QueueFull,
+    /// The broker failed the write.
+    BrokerUnavailable,
+}
+
+impl RejectReason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::Body,
+        RejectReason::UserId,
+        RejectReason::EmojiType,
+        RejectReason::Timestamp,
+        RejectReason::RateLimited,
+        RejectReason::QueueFull,
+        RejectReason::BrokerUnavailable,
+    ];
+
+    /// The reason as a metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Body => "body",
+            RejectReason::UserId => "user_id",
+            RejectReason::EmojiType => "emoji_type",
+            RejectReason::Timestamp => "timestamp",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::BrokerUnavailable => "broker_unavailable",
+        }
+    }
+}
+
+impl From<Field> for RejectReason {
+    fn from(field: Field) -> RejectReason {
+        match field {
+            Field::Body => RejectReason::Body,
+            Field::UserId => RejectReason::UserId,
+            Field::EmojiType => RejectReason::EmojiType,
+            Field::Timestamp => RejectReason::Timestamp,
+        }
+    }
+}
+
+/// Counters of one partition of the reactions topic.
+#[derive(Debug)]
+pub struct PartitionStats {
+    /// Messages read from it.
+    pub consumed: Counter,
+    /// Messages on the broker that this process has not read yet; -1 until the consumer's
+    /// statistics first report it.
+    pub lag: Gauge,
+}
+
+/// Window close delays are seconds after the window's end: the lateness and idleness waits
+/// (1.5 s by default) sit in the middle of these buckets.
+const CLOSE_DELAY_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0,
+];
+
 /// Every count the service keeps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Reactions accepted by the HTTP API.
     pub accepted: Counter,
-    /// Reactions refused by the HTTP API, by field (body, user_id, emoji_type, timestamp).
-    pub rejected_invalid: [Counter; 4],
-    /// Requests refused because the producer queue was full.
+    /// Reactions refused by the HTTP API, by [`RejectReason`] (a batch refused whole counts
+    /// each of its reactions).
+    pub rejected: [Counter; 7],
+    /// Requests answered 503 because the producer queue was full.
     pub rejected_queue_full: Counter,
-    /// Requests refused by the per-user rate limit.
-    pub rejected_rate_limited: Counter,
     /// Reactions the broker acknowledged.
     pub produced: Counter,
     /// Reactions the producer failed to deliver after its retries.
@@ -61,11 +153,65 @@ pub struct Stats {
     pub resyncs: Counter,
     /// Clients closed because they kept falling behind.
     pub slow_clients_closed: Counter,
+    /// Per partition of the reactions topic, indexed by partition id.
+    pub partitions: Vec<PartitionStats>,
+    /// Per worker of this process: event time (ms since the Unix epoch) below which its
+    /// windows are closed; `i64::MIN` until the worker starts.
+    pub watermarks: Vec<Gauge>,
+    /// Seconds from a window's end to its emission.
+    pub window_close_delay: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new(0, 0)
+    }
 }
 
 impl Stats {
-    /// Counts a refused reaction.
-    pub fn reject(&self, field: Field) {
-        self.rejected_invalid[field as usize].inc();
+    /// Counters for a reactions topic of `partitions` partitions read by `workers` workers.
+    pub fn new(partitions: usize, workers: usize) -> Stats {
+        Stats {
+            accepted: Counter::default(),
+            rejected: Default::default(),
+            rejected_queue_full: Counter::default(),
+            produced: Counter::default(),
+            produce_failed: Counter::default(),
+            consumed: Counter::default(),
+            invalid_on_topic: Counter::default(),
+            late: Counter::default(),
+            lost: Counter::default(),
+            windows_emitted: Counter::default(),
+            registrations: Counter::default(),
+            clients_expired: Counter::default(),
+            events_sent: Counter::default(),
+            resyncs: Counter::default(),
+            slow_clients_closed: Counter::default(),
+            partitions: (0..partitions)
+                .map(|_| PartitionStats {
+                    consumed: Counter::default(),
+                    lag: Gauge::new(-1),
+                })
+                .collect(),
+            watermarks: (0..workers).map(|_| Gauge::new(i64::MIN)).collect(),
+            window_close_delay: Histogram::new(CLOSE_DELAY_BUCKETS),
+        }
+    }
+
+    /// Counts `n` reactions refused for `reason`.
+    pub fn reject(&self, reason: impl Into<RejectReason>, n: u64) {
+        self.rejected[reason.into() as usize].add(n);
+    }
+
+    /// Reactions refused for `reason` so far.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize].get()
+    }
+
+    /// The partition's counters, if it is one of the topic's.
+    pub fn partition(&self, partition: i32) -> Option<&PartitionStats> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.partitions.get(p))
     }
 }

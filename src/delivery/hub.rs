@@ -217,7 +217,7 @@ impl ClientStream {
         }
         if self.resyncs_in_a_row >= MAX_RESYNCS_IN_A_ROW {
             self.hub.stats.slow_clients_closed.inc();
-            tracing::warn!(
+            tracing::debug!(
                 cluster = self.hub.partition.cluster,
                 subscriber = self.hub.partition.subscriber,
                 "closing a client that fell behind {MAX_RESYNCS_IN_A_ROW} times in a row"

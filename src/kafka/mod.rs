@@ -2,6 +2,7 @@
 //! runs.
 
 pub mod embedded;
+pub mod lag;
 pub mod offsets;
 pub mod producer;
 pub mod resume;

@@ -94,7 +94,7 @@ impl ProducerContext for Deliveries {
             Err((e, _)) => {
                 self.stats.produce_failed.inc();
                 if request == 0 {
-                    tracing::warn!("a reaction was not delivered to Kafka: {e}");
+                    tracing::debug!("a reaction was not delivered to Kafka: {e}");
                 }
                 Some(e.to_string())
             }

@@ -28,6 +28,7 @@ use timely::dataflow::operators::generic::source;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
 use super::offsets::PartitionProgress;
 use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
@@ -172,6 +173,9 @@ pub fn kafka_source<'scope>(
                         Some(Ok(message)) => message,
                     };
                     settings.stats.consumed.inc();
+                    if let Some(counters) = settings.stats.partition(message.partition()) {
+                        counters.consumed.inc();
+                    }
                     let Some(partition) = partitions.get_mut(&message.partition()) else {
                         continue;
                     };
@@ -233,6 +237,9 @@ pub fn kafka_source<'scope>(
                 if hold > *held.time() {
                     held.downgrade(&hold);
                 }
+                if let Some(watermark) = settings.stats.watermarks.get(index) {
+                    watermark.set(windowing.start_ms(*held.time()));
+                }
             }
 
             // Commit what is durable.
@@ -270,8 +277,10 @@ pub fn kafka_source<'scope>(
     })
 }
 
+type ReactionConsumer = BaseConsumer<LagContext>;
+
 fn commit(
-    consumer: &BaseConsumer,
+    consumer: &ReactionConsumer,
     topic: &str,
     partitions: &mut BTreeMap<i32, Partition>,
     durable_below: Option<WindowId>,
@@ -310,14 +319,22 @@ fn commit(
     }
 }
 
-fn open_consumer(settings: &SourceSettings, partitions: &[i32]) -> Result<BaseConsumer, String> {
-    let consumer: BaseConsumer = client_config(&settings.kafka)
+fn open_consumer(
+    settings: &SourceSettings,
+    partitions: &[i32],
+) -> Result<ReactionConsumer, String> {
+    let context = LagContext {
+        stats: Arc::clone(&settings.stats),
+        topic: settings.kafka.reactions_topic.clone(),
+    };
+    let consumer: ReactionConsumer = client_config(&settings.kafka)
         .set("group.id", &settings.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        .create()
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(context)
         .map_err(|e| {
             format!(
                 "cannot create a Kafka consumer for {}: {e}",

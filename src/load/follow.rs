@@ -1,0 +1,182 @@
+//! The load generator's SSE clients: each registers with `POST /clients`, follows its events
+//! URL with an SSE parser, reconnects with `Last-Event-ID` when the stream ends, and keeps
+//! every window it receives.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::ledger::Receipt;
+use crate::kafka::source::wall_clock_ms;
+
+/// What `POST /clients` answered.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    /// The client's id.
+    pub client_id: String,
+    /// Its cluster.
+    pub cluster: u32,
+    /// Its subscriber.
+    pub subscriber: u32,
+    /// Where its events are.
+    pub events_url: String,
+}
+
+/// Registers one client.
+pub async fn register(client: &reqwest::Client, target: &str) -> Result<Registration, String> {
+    let response = client
+        .post(format!("{target}/clients"))
+        .send()
+        .await
+        .map_err(|e| format!("POST {target}/clients: {e}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("POST {target}/clients: {e}"))?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!(
+            "POST {target}/clients answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("POST {target}/clients answered with an unexpected body: {e}"))
+}
+
+/// Releases a client; a failure only leaves it to expire on the server.
+pub async fn release(client: &reqwest::Client, target: &str, registration: &Registration) {
+    let _ = client
+        .delete(format!("{target}/clients/{}", registration.client_id))
+        .send()
+        .await;
+}
+
+/// Counts over every follower.
+#[derive(Debug, Default)]
+pub struct FollowStats {
+    /// Windows received (resyncs included).
+    pub windows: AtomicU64,
+    /// `event: resync` received.
+    pub resyncs: AtomicU64,
+    /// Streams that ended or failed and were reopened.
+    pub reconnects: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct WindowData {
+    window: i64,
+    start_ms: i64,
+    end_ms: i64,
+    total: u64,
+    emojis: Vec<EmojiData>,
+}
+
+#[derive(Deserialize)]
+struct EmojiData {
+    emoji: String,
+    count: u64,
+}
+
+/// Follows `registration`'s events until `stop` turns true; sends `()` on `connected` when
+/// the first stream opens.
+pub async fn follow(
+    client: reqwest::Client,
+    registration: Registration,
+    receipts: Arc<Mutex<Vec<Receipt>>>,
+    stats: Arc<FollowStats>,
+    connected: tokio::sync::mpsc::Sender<Result<(), String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_id: Option<String> = None;
+    let mut first = true;
+    loop {
+        let mut request = client
+            .get(&registration.events_url)
+            .header("accept", "text/event-stream");
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let opened = tokio::select! {
+            r = request.send() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match opened {
+            Ok(response) if response.status().is_success() => {
+                if first {
+                    first = false;
+                    let _ = connected.send(Ok(())).await;
+                }
+                let mut events = response.bytes_stream().eventsource();
+                loop {
+                    let event = tokio::select! {
+                        e = events.next() => e,
+                        _ = stop.wait_for(|s| *s) => return,
+                    };
+                    let Some(Ok(event)) = event else { break };
+                    let resync = event.event == "resync";
+                    if event.event != "window" && !resync {
+                        continue;
+                    }
+                    let Ok(data) = serde_json::from_str::<WindowData>(&event.data) else {
+                        continue;
+                    };
+                    if !event.id.is_empty() {
+                        last_id = Some(event.id.clone());
+                    }
+                    stats.windows.fetch_add(1, Ordering::Relaxed);
+                    if resync {
+                        stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let receipt = Receipt {
+                        window: data.window,
+                        start_ms: data.start_ms,
+                        end_ms: data.end_ms,
+                        total: data.total,
+                        counts: data
+                            .emojis
+                            .into_iter()
+                            .map(|e| (e.emoji, e.count))
+                            .collect(),
+                        at_ms: wall_clock_ms(),
+                        resync,
+                    };
+                    receipts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(receipt);
+                }
+            }
+            Ok(response) => {
+                if first {
+                    let _ = connected
+                        .send(Err(format!(
+                            "GET {} answered {}",
+                            registration.events_url,
+                            response.status()
+                        )))
+                        .await;
+                    return;
+                }
+            }
+            Err(e) => {
+                if first {
+                    let _ = connected
+                        .send(Err(format!("GET {}: {e}", registration.events_url)))
+                        .await;
+                    return;
+                }
+            }
+        }
+        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! `emostream load`: a load generator that proves nothing was lost.
+//!
+//! It registers SSE clients and waits for their streams to open, sends reactions at the asked
+//! rate from several connections (each reaction stamped with its send time), keeps a ledger of
+//! what the system accepted, waits until every client has the window of the last reaction,
+//! and checks every window on every client against the ledger.
+
+mod follow;
+mod ledger;
+mod report;
+mod send;
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::sync::watch;
+
+pub use ledger::{check, Check, Ledger, Receipt, EMOJIS};
+pub use report::Report;
+
+use follow::{FollowStats, Registration};
+use send::{Plan, Progress, Sent};
+
+/// Flags of `emostream load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// The system's HTTP address.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "EMOSTREAM_LOAD_TARGET"
+    )]
+    pub target: String,
+    /// Reactions per second to send.
+    #[arg(long, default_value_t = 1000.0, env = "EMOSTREAM_LOAD_RATE",
+          value_parser = positive)]
+    pub rate: f64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10.0, env = "EMOSTREAM_LOAD_DURATION",
+          value_parser = positive)]
+    pub duration: f64,
+    /// Distinct users the reactions come from.
+    #[arg(long, default_value_t = 1000, env = "EMOSTREAM_LOAD_USERS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+    /// SSE clients that register and follow the windows (each checked against the ledger).
+    #[arg(long, default_value_t = 10, env = "EMOSTREAM_LOAD_SSE_CLIENTS",
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub sse_clients: u64,
+    /// Reactions per request: 1 posts each to `/emoji`, more post batches to `/emoji/batch`.
+    #[arg(long, default_value_t = 1, env = "EMOSTREAM_LOAD_BATCH",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch: u64,
+    /// HTTP connections sending at once.
+    #[arg(long, default_value_t = 16, env = "EMOSTREAM_LOAD_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub connections: u64,
+    /// Longest wait, after sending, for every client to receive the last window.
+    #[arg(long, default_value_t = 30.0, env = "EMOSTREAM_LOAD_SETTLE_SECS",
+          value_parser = positive)]
+    pub settle_secs: f64,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a number above 0")),
+    }
+}
+
+/// Runs the load; `Ok(true)` when every window was exact.
+pub fn run(args: &LoadArgs) -> Result<bool, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let report = runtime.block_on(load(args))?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("cannot encode the report: {e}"))?;
+        println!("{json}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.exact)
+}
+
+/// Runs the load and returns its report.
+pub async fn load(args: &LoadArgs) -> Result<Report, String> {
+    let target = args.target.trim_end_matches('/').to_owned();
+    if !target.starts_with("http://") && !target.starts_with("https://") {
+        return Err(format!(
+            "--target {target:?} must be an http:// URL, e.g. http://127.0.0.1:8080"
+        ));
+    }
+    let api = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(args.connections as usize)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    // Event streams stay open for the whole run: no overall timeout.
+    let sse = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+
+    let registrations = register_all(&api, &target, args.sse_clients as usize).await?;
+    let (stop, stopped) = watch::channel(false);
+    let follow_stats = Arc::new(FollowStats::default());
+    let receipts: Vec<Arc<Mutex<Vec<Receipt>>>> = registrations
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Vec::new())))
+        .collect();
+    let (connected, mut connections) = tokio::sync::mpsc::channel(registrations.len().max(1));
+    let mut followers = Vec::new();
+    for (registration, receipts) in registrations.iter().zip(&receipts) {
+        followers.push(tokio::spawn(follow::follow(
+            sse.clone(),
+            registration.clone(),
+            Arc::clone(receipts),
+            Arc::clone(&follow_stats),
+            connected.clone(),
+            stopped.clone(),
+        )));
+    }
+    drop(connected);
+    let opened = tokio::time::timeout(Duration::from_secs(15), async {
+        for _ in 0..registrations.len() {
+            match connections.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err("an SSE client stopped before connecting".to_owned()),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match opened {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = stop.send(true);
+            release_all(&api, &target, &registrations).await;
+            return Err(format!("an SSE client could not open its stream: {e}"));
+        }
+        Err(_) => {
+            let _ = stop.send(true);
+            release_all(&api, &target, &registrations).await;
+            return Err("the SSE clients' streams did not all open within 15 s".to_owned());
+        }
+    }
+
+    let progress = Arc::new(Progress::default());
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.duration);
+    let batch = args.batch as usize;
+    let requests_per_s = args.rate / batch as f64;
+    let senders = (args.connections as f64)
+        .min(requests_per_s.ceil())
+        .max(1.0) as u64;
+    let every = Duration::from_secs_f64(senders as f64 / requests_per_s);
+    let mut tasks = Vec::new();
+    for index in 0..senders {
+        let plan = Plan {
+            target: target.clone(),
+            batch,
+            every,
+            // Spread the senders' ticks over one period.
+            first_at: started + every.mul_f64(index as f64 / senders as f64),
+            until,
+            users: args.users,
+            index,
+        };
+        tasks.push(tokio::spawn(send::send(
+            api.clone(),
+            plan,
+            Arc::clone(&progress),
+        )));
+    }
+    let ticker = tokio::spawn(show_progress(
+        Arc::clone(&progress),
+        Arc::clone(&follow_stats),
+        started,
+        args.duration,
+    ));
+    let mut sent = Sent::empty();
+    for task in tasks {
+        match task.await {
+            Ok(part) => sent.absorb(part),
+            Err(e) => return Err(format!("a sender failed: {e}")),
+        }
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+
+    settle(
+        &sent.ledger,
+        &receipts,
+        Duration::from_secs_f64(args.settle_secs),
+    )
+    .await;
+    ticker.abort();
+    let _ = stop.send(true);
+    for follower in followers {
+        let _ = follower.await;
+    }
+    release_all(&api, &target, &registrations).await;
+    eprintln!();
+
+    let received: Vec<Vec<Receipt>> = receipts
+        .iter()
+        .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .collect();
+    let window_ms = window_ms_of(&received);
+    let check = match window_ms {
+        Some(ms) => check(&sent.ledger, ms, &received),
+        None => Check::default(),
+    };
+    let window_latency = window_latency(&sent.ledger, window_ms, &received);
+    let accepted = sent.ledger.reactions();
+    Ok(Report {
+        target,
+        duration_s,
+        rate_asked: args.rate,
+        batch,
+        users: args.users,
+        sse_clients: registrations.len(),
+        sse_subscribers: registrations
+            .iter()
+            .map(|r| (r.cluster, r.subscriber))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        sent: sent.sent,
+        sent_per_s: sent.sent as f64 / duration_s,
+        accepted,
+        accepted_per_s: accepted as f64 / duration_s,
+        refused: sent.refused,
+        transport_errors: sent.transport_errors,
+        first_transport_error: sent.first_error,
+        http_latency_ms: report::Percentiles::of_us(&sent.latency_us),
+        window_latency_ms: window_latency,
+        windows_received: follow_stats.windows.load(Ordering::Relaxed),
+        resyncs: follow_stats.resyncs.load(Ordering::Relaxed),
+        reconnects: follow_stats.reconnects.load(Ordering::Relaxed),
+        exact: check.is_exact(),
+        check,
+    })
+}
+
+async fn register_all(
+    api: &reqwest::Client,
+    target: &str,
+    clients: usize,
+) -> Result<Vec<Registration>, String> {
+    let mut registrations = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        match follow::register(api, target).await {
+            Ok(r) => registrations.push(r),
+            Err(e) => {
+                release_all(api, target, &registrations).await;
+                return Err(format!("cannot register an SSE client: {e}"));
+            }
+        }
+    }
+    Ok(registrations)
+}
+
+async fn release_all(api: &reqwest::Client, target: &str, registrations: &[Registration]) {
+    for r in registrations {
+        follow::release(api, target, r).await;
+    }
+}
+
+/// The window length, from any window received.
+fn window_ms_of(received: &[Vec<Receipt>]) -> Option<i64> {
+    received
+        .iter()
+        .flatten()
+        .map(|r| r.end_ms - r.start_ms)
+        .find(|ms| *ms > 0)
+}
+
+/// Waits until every client holds the window of the last accepted reaction, or `longest`.
+async fn settle(ledger: &Ledger, receipts: &[Arc<Mutex<Vec<Receipt>>>], longest: Duration) {
+    let deadline = Instant::now() + longest;
+    while Instant::now() < deadline {
+        let done = receipts.iter().all(|r| {
+            let r = r.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(last) = r.last() else { return false };
+            match ledger.span() {
+                // The stream is past the last reaction's window.
+                Some((_, last_ms)) => last.end_ms > last_ms,
+                None => true,
+            }
+        });
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// For every reaction and every client that received its window once: receipt time less send
+/// time.
+fn window_latency(
+    ledger: &Ledger,
+    window_ms: Option<i64>,
+    received: &[Vec<Receipt>],
+) -> report::Percentiles {
+    let mut h = send::latency_histogram();
+    if let (Some(window_ms), Some((first, last))) = (window_ms, ledger.span()) {
+        let (first, last) = (first.div_euclid(window_ms), last.div_euclid(window_ms));
+        for receipts in received {
+            for r in receipts
+                .iter()
+                .filter(|r| (first..=last).contains(&r.window))
+            {
+                for (ts, n) in ledger.times(r.start_ms, r.end_ms) {
+                    let us = (r.at_ms - ts).max(0) as u64 * 1000;
+                    let _ = h.record_n(us.max(1), n);
+                }
+            }
+        }
+    }
+    report::Percentiles::of_us(&h)
+}
+
+/// A live line on stderr: in place on a terminal, every 5 s otherwise.
+async fn show_progress(
+    progress: Arc<Progress>,
+    follow: Arc<FollowStats>,
+    started: Instant,
+    duration: f64,
+) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = 0u64;
+    loop {
+        every.tick().await;
+        tick += 1;
+        let elapsed = started.elapsed().as_secs_f64();
+        let sent = progress.sent.load(Ordering::Relaxed);
+        let line = format!(
+            "{:>5.1}/{duration:.0} s  sent {sent} ({:.0}/s)  accepted {}  failed requests {}  windows received {}",
+            elapsed.min(duration),
+            sent as f64 / elapsed.clamp(0.001, duration),
+            progress.accepted.load(Ordering::Relaxed),
+            progress.failed.load(Ordering::Relaxed),
+            follow.windows.load(Ordering::Relaxed),
+        );
+        if terminal {
+            eprint!("\r{line}   ");
+        } else if tick % 5 == 0 {
+            eprintln!("{line}");
+        }
+    }
+}

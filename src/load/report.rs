@@ -1,0 +1,154 @@
+//! The load generator's report, as text for people and as JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::ledger::Check;
+
+/// Percentiles of a latency, in ms.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Samples.
+    pub samples: u64,
+}
+
+impl Percentiles {
+    /// From a histogram of µs.
+    pub fn of_us(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+        Percentiles {
+            p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+            p999: h.value_at_quantile(0.999) as f64 / 1000.0,
+            samples: h.len(),
+        }
+    }
+}
+
+/// Everything a load run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The system loaded.
+    pub target: String,
+    /// Seconds spent sending.
+    pub duration_s: f64,
+    /// Reactions per second asked for.
+    pub rate_asked: f64,
+    /// Reactions per request.
+    pub batch: usize,
+    /// Users the reactions came from.
+    pub users: u64,
+    /// SSE clients that followed the windows.
+    pub sse_clients: usize,
+    /// Subscribers those clients were assigned to.
+    pub sse_subscribers: usize,
+    /// Reactions sent.
+    pub sent: u64,
+    /// Reactions sent per second.
+    pub sent_per_s: f64,
+    /// Reactions accepted (202).
+    pub accepted: u64,
+    /// Reactions accepted per second.
+    pub accepted_per_s: f64,
+    /// Reactions refused, by HTTP status.
+    pub refused: BTreeMap<u16, u64>,
+    /// Requests that got no answer.
+    pub transport_errors: u64,
+    /// The first of those errors.
+    pub first_transport_error: Option<String>,
+    /// Latency of the reaction requests.
+    pub http_latency_ms: Percentiles,
+    /// From a reaction's send to the receipt of its window, over every client.
+    pub window_latency_ms: Percentiles,
+    /// Windows received by the clients, resyncs included.
+    pub windows_received: u64,
+    /// `event: resync` received.
+    pub resyncs: u64,
+    /// Streams reopened.
+    pub reconnects: u64,
+    /// The check of every window against the ledger.
+    pub check: Check,
+    /// Every client received every window with the ledger's counts.
+    pub exact: bool,
+}
+
+impl Report {
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let mut t = String::new();
+        let c = &self.check;
+        let _ = writeln!(
+            t,
+            "emostream load: {} for {:.1} s, {} reactions/s asked, {} per request, {} users, {} SSE clients on {} subscribers",
+            self.target, self.duration_s, self.rate_asked, self.batch, self.users, self.sse_clients,
+            self.sse_subscribers
+        );
+        let refused: u64 = self.refused.values().sum();
+        let _ = writeln!(
+            t,
+            "  sent       {} reactions ({:.0}/s); accepted {} ({:.0}/s); refused {}{}; no answer {}",
+            self.sent,
+            self.sent_per_s,
+            self.accepted,
+            self.accepted_per_s,
+            refused,
+            if self.refused.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    self.refused
+                        .iter()
+                        .map(|(s, n)| format!("{s}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            self.transport_errors
+        );
+        if let Some(e) = &self.first_transport_error {
+            let _ = writeln!(t, "             first error: {e}");
+        }
+        let h = &self.http_latency_ms;
+        let _ = writeln!(
+            t,
+            "  HTTP       p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms ({} requests)",
+            h.p50, h.p99, h.p999, h.samples
+        );
+        let w = &self.window_latency_ms;
+        let _ = writeln!(
+            t,
+            "  delivery   reaction sent → its window received: p50 {:.0} ms, p99 {:.0} ms",
+            w.p50, w.p99
+        );
+        let _ = writeln!(
+            t,
+            "  windows    {} windows × {} clients: {} exact, {} lost, {} doubled, {} wrong ({} received, {} resyncs, {} reconnects)",
+            c.windows, self.sse_clients, c.exact, c.lost, c.doubled, c.wrong,
+            self.windows_received, self.resyncs, self.reconnects
+        );
+        for f in &c.findings {
+            let _ = writeln!(
+                t,
+                "             window {} client {}: {:?}",
+                f.window, f.client, f.problem
+            );
+        }
+        let verdict = if self.exact {
+            "EXACT: every client received every window with the counts sent"
+        } else if c.deliveries == 0 {
+            "NOTHING CHECKED: no reaction was accepted or no client was following"
+        } else {
+            "MISMATCH: windows were lost, doubled or wrong"
+        };
+        let _ = writeln!(t, "  verdict    {verdict}");
+        t
+    }
+}

@@ -1,0 +1,289 @@
+//! `GET /metrics`: every metric's name and help text, in Prometheus' text format.
+//!
+//! The service counts in plain atomics ([`Stats`]) and the delivery tree knows its own loads;
+//! this collector reads both at scrape time, so the hot paths never touch a metrics registry.
+//! The text is encoded by `prometheus-client` (OpenMetrics: counters end in `_total`); times
+//! are in seconds, named `_seconds`.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry as MetricRegistry;
+use warp::filters::BoxedFilter;
+use warp::http::header::CONTENT_TYPE;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::delivery::Registry;
+use crate::stats::{Counter, RejectReason, Stats};
+
+/// The content type of OpenMetrics text, which Prometheus scrapes.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reads the service's counters and the delivery tree at each scrape.
+#[derive(Clone)]
+pub struct Metrics {
+    stats: Arc<Stats>,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Metrics of a running system.
+    pub fn new(stats: Arc<Stats>, registry: Arc<Registry>) -> Metrics {
+        Metrics { stats, registry }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = MetricRegistry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
+/// `GET /metrics`.
+pub fn route(metrics: Metrics) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics")
+        .and(warp::get())
+        .map(move || match metrics.render() {
+            Ok(text) => warp::reply::with_header(text, CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)
+                .into_response(),
+            Err(_) => crate::http_error::ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics_unavailable",
+                "the metrics could not be encoded",
+            )
+            .into_response(),
+        })
+        .boxed()
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: &Counter) -> Fmt {
+    let metric = ConstCounter::new(value.get());
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Fmt {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+        let s = &self.stats;
+        let e = &mut encoder;
+
+        // Ingest.
+        counter(
+            e,
+            "emostream_reactions_accepted",
+            "Reactions accepted by the HTTP API (202).",
+            &s.accepted,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "emostream_reactions_rejected",
+                "Reactions refused by the HTTP API, by reason; a batch refused whole counts each of its reactions.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for reason in RejectReason::ALL {
+                let labels = [("reason", reason.label())];
+                ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            e,
+            "emostream_producer_queue_full",
+            "Requests answered 503 because the producer queue was full.",
+            &s.rejected_queue_full,
+        )?;
+        counter(
+            e,
+            "emostream_reactions_produced",
+            "Reactions the Kafka broker acknowledged.",
+            &s.produced,
+        )?;
+        counter(
+            e,
+            "emostream_reactions_produce_failed",
+            "Reactions the producer could not deliver after its retries.",
+            &s.produce_failed,
+        )?;
+
+        // The dataflow.
+        {
+            let mut family = e.encode_descriptor(
+                "emostream_reactions_consumed",
+                "Messages read from the reactions topic, by partition.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (p, partition) in s.partitions.iter().enumerate() {
+                let labels = [("partition", p.to_string())];
+                ConstCounter::new(partition.consumed.get())
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        // Families with no sample yet (before librdkafka's first statistics, before the
+        // workers start) are left out rather than sent empty.
+        let lags: Vec<(String, i64)> = s
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.lag.get() >= 0)
+            .map(|(p, partition)| (p.to_string(), partition.lag.get()))
+            .collect();
+        if !lags.is_empty() {
+            let mut family = e.encode_descriptor(
+                "emostream_consumer_lag",
+                "Messages of a partition on the broker not yet read by this process (from librdkafka's statistics, every second).",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (p, lag) in lags {
+                let labels = [("partition", p)];
+                ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            e,
+            "emostream_invalid_messages",
+            "Messages on the reactions topic that were not valid reactions (skipped).",
+            &s.invalid_on_topic,
+        )?;
+        counter(
+            e,
+            "emostream_late_reactions",
+            "Reactions dropped because their window had closed.",
+            &s.late,
+        )?;
+        counter(
+            e,
+            "emostream_lost_messages",
+            "Offsets of the reactions topic never read (the broker dropped them).",
+            &s.lost,
+        )?;
+        let watermarks: Vec<(String, f64)> = s
+            .watermarks
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.get() != i64::MIN)
+            .map(|(w, watermark)| (w.to_string(), watermark.get() as f64 / 1000.0))
+            .collect();
+        if !watermarks.is_empty() {
+            let mut family = e.encode_descriptor(
+                "emostream_watermark_seconds",
+                "Event time below which a worker's windows are closed, in seconds since the Unix epoch.",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (w, seconds) in watermarks {
+                let labels = [("worker", w)];
+                ConstGauge::new(seconds).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            e,
+            "emostream_windows_emitted",
+            "Windows written to the windows topic.",
+            &s.windows_emitted,
+        )?;
+        s.window_close_delay.encode(e.encode_descriptor(
+            "emostream_window_close_delay_seconds",
+            "Time from a window's end to its emission (lateness and idleness waits included).",
+            None,
+            s.window_close_delay.metric_type(),
+        )?)?;
+
+        // Delivery.
+        let tree = self.registry.view();
+        for (name, help, connected) in [
+            (
+                "emostream_sse_clients",
+                "Event streams open on a subscriber.",
+                true,
+            ),
+            (
+                "emostream_assigned_clients",
+                "Registered clients assigned to a subscriber.",
+                false,
+            ),
+        ] {
+            let mut family = e.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for cluster in &tree.clusters {
+                for subscriber in &cluster.subscribers {
+                    let labels = [
+                        ("cluster", cluster.cluster.to_string()),
+                        ("subscriber", subscriber.subscriber.to_string()),
+                    ];
+                    let value = if connected {
+                        subscriber.connected
+                    } else {
+                        subscriber.clients
+                    };
+                    ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        counter(
+            e,
+            "emostream_registrations",
+            "Clients registered with POST /clients.",
+            &s.registrations,
+        )?;
+        counter(
+            e,
+            "emostream_clients_expired",
+            "Registered clients released for having no event stream for the time to live.",
+            &s.clients_expired,
+        )?;
+        counter(
+            e,
+            "emostream_sse_events_sent",
+            "SSE events sent, over every connection.",
+            &s.events_sent,
+        )?;
+        counter(
+            e,
+            "emostream_sse_resyncs",
+            "Clients that fell behind and were sent the latest window instead.",
+            &s.resyncs,
+        )?;
+        counter(
+            e,
+            "emostream_sse_slow_clients_closed",
+            "Clients closed because they kept falling behind.",
+            &s.slow_clients_closed,
+        )?;
+        gauge(
+            e,
+            "emostream_subscribers",
+            "Subscribers (SSE hubs) in the delivery tree.",
+            tree.clusters
+                .iter()
+                .map(|c| c.subscribers.len() as i64)
+                .sum(),
+        )
+    }
+}

@@ -1,0 +1,385 @@
+//! Seeing it work: `/metrics` read with an OpenMetrics parser, `emostream load`'s ledger
+//! check end to end, and JSON logs.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::{batch, now_ms, post_batch, start};
+use emostream::cli::{Cli, Command as Sub};
+use emostream::load::LoadArgs;
+use openmetrics_parser::{MetricNumber, OpenMetricsValue};
+use serde_json::{json, Value};
+
+type Exposition =
+    openmetrics_parser::MetricsExposition<openmetrics_parser::OpenMetricsType, OpenMetricsValue>;
+
+async fn scrape(addr: std::net::SocketAddr) -> Exposition {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("not valid OpenMetrics text ({e:?}):\n{text}"))
+}
+
+/// The sum of `family`'s samples whose labels include `labels`; `None` if it has none.
+fn value(metrics: &Exposition, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let family = metrics
+        .families
+        .get(family)
+        .unwrap_or_else(|| panic!("no metric family {family}"));
+    let mut sum = None;
+    for sample in family.iter_samples() {
+        let set = sample.get_labelset().unwrap();
+        if labels
+            .iter()
+            .all(|(k, v)| set.get_label_value(k) == Some(*v))
+        {
+            let v = match &sample.value {
+                OpenMetricsValue::Counter(c) => number(&c.value),
+                OpenMetricsValue::Gauge(g) => number(g),
+                OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
+                other => panic!("unexpected value {other:?}"),
+            };
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+fn number(n: &MetricNumber) -> f64 {
+    n.as_f64()
+}
+
+fn counter(metrics: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let kind = &metrics.families[family].family_type;
+    assert_eq!(
+        *kind,
+        openmetrics_parser::OpenMetricsType::Counter,
+        "{family} is a counter"
+    );
+    value(metrics, family, labels).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_reactions_flow() {
+    let (system, seen) =
+        start(&["--partitions", "4", "--clusters", "2", "--subscribers", "2"]).await;
+    let addr = system.http_addr;
+    let before = scrape(addr).await;
+    assert_eq!(counter(&before, "emostream_reactions_accepted", &[]), 0.0);
+    for family in [
+        "emostream_reactions_rejected",
+        "emostream_producer_queue_full",
+        "emostream_reactions_produced",
+        "emostream_reactions_consumed",
+        "emostream_invalid_messages",
+        "emostream_late_reactions",
+        "emostream_windows_emitted",
+        "emostream_registrations",
+        "emostream_sse_events_sent",
+        "emostream_sse_resyncs",
+        "emostream_sse_slow_clients_closed",
+    ] {
+        assert!(before.families.contains_key(family), "{family} missing");
+        assert!(
+            !before.families[family].help.is_empty(),
+            "{family} has no help"
+        );
+    }
+    assert_eq!(
+        before.families["emostream_window_close_delay_seconds"].family_type,
+        openmetrics_parser::OpenMetricsType::Histogram
+    );
+    assert_eq!(
+        value(
+            &before,
+            "emostream_sse_clients",
+            &[("cluster", "1"), ("subscriber", "1")]
+        ),
+        Some(0.0)
+    );
+
+    // A client on its stream, 30 reactions, and refusals of two kinds.
+    let http = reqwest::Client::new();
+    let client: Value = http
+        .post(format!("http://{addr}/clients"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (c, s) = (
+        client["cluster"].to_string(),
+        client["subscriber"].to_string(),
+    );
+    let stream = http
+        .get(client["events_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    post_batch(&system, &batch("ana", "🔥", 30)).await;
+    let bad = http
+        .post(format!("http://{addr}/emoji"))
+        .json(&json!({"user_id": "bo", "emoji_type": "not an emoji"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad_batch = http
+        .post(format!("http://{addr}/emoji/batch"))
+        .json(&json!([
+            {"user_id": "bo", "emoji_type": "🔥", "timestamp": now_ms()},
+            {"user_id": "", "emoji_type": "🔥", "timestamp": now_ms()},
+            {"user_id": "bo", "emoji_type": "🔥", "timestamp": now_ms()},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_batch.status(), 400);
+    common::wait_for_total(&system, &seen, 30).await;
+
+    // Lag comes from librdkafka's statistics, once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let m = scrape(addr).await;
+        let lag = value(&m, "emostream_consumer_lag", &[]);
+        if lag == Some(0.0) || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(counter(&after, "emostream_reactions_accepted", &[]), 30.0);
+    assert_eq!(
+        counter(
+            &after,
+            "emostream_reactions_rejected",
+            &[("reason", "emoji_type")]
+        ),
+        1.0
+    );
+    // The batch is refused whole: its three reactions.
+    assert_eq!(
+        counter(
+            &after,
+            "emostream_reactions_rejected",
+            &[("reason", "user_id")]
+        ),
+        3.0
+    );
+    assert_eq!(counter(&after, "emostream_reactions_consumed", &[]), 30.0);
+    let partitions = after.families["emostream_reactions_consumed"]
+        .iter_samples()
+        .count();
+    assert_eq!(partitions, 4, "one consumed counter per partition");
+    assert_eq!(value(&after, "emostream_consumer_lag", &[]), Some(0.0));
+    assert_eq!(counter(&after, "emostream_reactions_produced", &[]), 30.0);
+    let emitted = counter(&after, "emostream_windows_emitted", &[]);
+    assert!(emitted >= 1.0);
+    assert!(value(&after, "emostream_window_close_delay_seconds", &[]).unwrap() >= 1.0);
+    for worker in ["0", "1"] {
+        let watermark =
+            value(&after, "emostream_watermark_seconds", &[("worker", worker)]).unwrap();
+        let age = now_ms() as f64 / 1000.0 - watermark;
+        assert!(
+            (0.0..30.0).contains(&age),
+            "worker {worker} watermark {age} s behind"
+        );
+    }
+    assert_eq!(counter(&after, "emostream_registrations", &[]), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "emostream_sse_clients",
+            &[("cluster", &c), ("subscriber", &s)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&after, "emostream_sse_clients", &[]), Some(1.0));
+    assert_eq!(value(&after, "emostream_assigned_clients", &[]), Some(1.0));
+    assert!(counter(&after, "emostream_sse_events_sent", &[]) >= 1.0);
+    assert_eq!(value(&after, "emostream_subscribers", &[]), Some(4.0));
+    drop(stream);
+    system.shutdown().await.unwrap();
+}
+
+fn load_args(target: &str, extra: &[&str]) -> LoadArgs {
+    let mut argv = vec!["emostream", "load", "--target", target];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Sub::Load(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_finds_every_window_exact_and_reports_as_json() {
+    let (system, _seen) = start(&[]).await;
+    let target = format!("http://{}", system.http_addr);
+    // The binary, as scripts run it: single reactions, JSON report, exit status 0.
+    let output = Command::new(env!("CARGO_BIN_EXE_emostream"))
+        .args([
+            "load",
+            "--target",
+            &target,
+            "--rate",
+            "300",
+            "--duration",
+            "3",
+            "--users",
+            "50",
+            "--sse-clients",
+            "3",
+            "--json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["exact"], true);
+    assert!(
+        report["check"]["windows"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
+    assert_eq!(report["check"]["deliveries"], report["check"]["exact"]);
+    assert_eq!(report["check"]["lost"], 0);
+    assert_eq!(report["sent"], report["accepted"]);
+    assert!(report["accepted"].as_u64().unwrap() >= 600, "{report:#}");
+    assert!(report["http_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["window_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    // Batches, in process.
+    let report = emostream::load::load(&load_args(
+        &target,
+        &[
+            "--rate",
+            "2000",
+            "--duration",
+            "3",
+            "--batch",
+            "50",
+            "--sse-clients",
+            "2",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert!(report.exact, "{}", report.to_text());
+    assert_eq!(report.accepted, report.sent);
+    assert_eq!(report.check.deliveries, report.check.windows * 2);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reports_windows_that_disagree_with_its_ledger() {
+    let (system, _seen) = start(&[]).await;
+    let target = format!("http://{}", system.http_addr);
+    // Someone else reacts during the run: those windows carry more than the ledger.
+    let intruder = {
+        let target = target.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for _ in 0..5 {
+                let r = http
+                    .post(format!("{target}/emoji"))
+                    .json(&json!({"user_id": "intruder", "emoji_type": "🦄"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let report = emostream::load::load(&load_args(
+        &target,
+        &["--rate", "200", "--duration", "3", "--sse-clients", "2"],
+    ))
+    .await
+    .unwrap();
+    intruder.await.unwrap();
+    assert!(!report.exact);
+    assert!(report.check.wrong >= 2, "{}", report.to_text());
+    assert_eq!(report.check.lost, 0);
+    assert!(report.to_text().contains("MISMATCH"));
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_names_an_unreachable_target() {
+    let args = load_args(
+        "http://127.0.0.1:9",
+        &["--duration", "1", "--sse-clients", "1"],
+    );
+    let e = emostream::load::load(&args).await.unwrap_err();
+    assert!(e.contains("127.0.0.1:9"), "{e}");
+    let args = load_args("localhost:8080", &["--duration", "1"]);
+    let e = emostream::load::load(&args).await.unwrap_err();
+    assert!(e.contains("--target"), "{e}");
+}
+
+#[test]
+fn json_logs_carry_one_line_per_window() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emostream"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--idle-ms",
+            "300",
+            "--window-ms",
+            "500",
+            "--lateness-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut windows = 0;
+    let mut lines = 0;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let entry: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        lines += 1;
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+        if entry["target"] == "emostream::windows" {
+            assert_eq!(entry["level"], "DEBUG");
+            assert!(entry["window"].is_u64(), "{line}");
+            windows += 1;
+            if windows == 2 {
+                break;
+            }
+        }
+        assert!(lines < 200, "no window logged");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(windows, 2);
+}
