@@ -9,9 +9,10 @@
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
 //! - [`live`]: the live dataflow's assembly; [`stats`]: counters; [`metrics`]: their
 //!   Prometheus exposition.
-//! - [`load`]: `emostream load`, the load generator.
+//! - [`dashboard`]: the live page at `/`; [`load`]: `emostream load`, the load generator.
 
 pub mod cli;
+pub mod dashboard;
 pub mod delivery;
 pub mod drop_log;
 pub mod http_error;

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use warp::Filter;
 
 use crate::cli::RunArgs;
+use crate::dashboard;
 use crate::delivery::{self, HubSettings, Registry};
 use crate::ingest::Ingest;
 use crate::kafka::embedded::EmbeddedBroker;
@@ -241,6 +242,8 @@ impl System {
         let more_routes = delivery::routes::routes(Arc::clone(&registry), http_addr)
             .or(metrics::route(metrics))
             .unify()
+            .or(dashboard::routes())
+            .unify()
             .boxed();
         let http_task = tokio::spawn(server::serve(
             listener,
@@ -356,6 +359,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         let system = System::start(args, None).await?;
         let base = format!("http://{}", system.http_addr);
         println!("emostream is running");
+        println!("  dashboard: {base}/");
         println!("  brokers:   {}{}", system.brokers, if args.brokers.is_none() { " (embedded)" } else { "" });
         println!("  send:      curl -X POST {base}/emoji -H 'content-type: application/json' -d '{{\"user_id\":\"me\",\"emoji_type\":\"🔥\"}}'");
         println!("  register:  curl -X POST {base}/clients   (answers with your events_url)");

@@ -1,5 +1,5 @@
 //! Seeing it work: `/metrics` read with an OpenMetrics parser, `emostream load`'s ledger
-//! check end to end, and JSON logs.
+//! check end to end, the dashboard's assets, and JSON logs.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 mod common;
@@ -335,6 +335,75 @@ async fn load_names_an_unreachable_target() {
     let args = load_args("localhost:8080", &["--duration", "1"]);
     let e = emostream::load::load(&args).await.unwrap_err();
     assert!(e.contains("--target"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_from_the_binary() {
+    let (system, _seen) = start(&[]).await;
+    let base = format!("http://{}", system.http_addr);
+    for (path, kind, needle) in [
+        ("/", "text/html", "/dashboard/app.js"),
+        ("/dashboard/app.js", "text/javascript", "EventSource"),
+        ("/dashboard/style.css", "text/css", "{"),
+    ] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(response.text().await.unwrap().contains(needle), "{path}");
+    }
+    system.shutdown().await.unwrap();
+}
+
+/// `tests/browser/dashboard.mjs` drives the page in headless Chromium: it clicks 🔥 and waits
+/// for a window with its count. Needs node, `npm ci` in `tests/browser` and Chromium; skipped
+/// without them unless `EMOSTREAM_REQUIRE_BROWSER=1` (CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_clicked_emoji_in_a_real_browser() {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        (
+            Command::new("node").arg("--version").output().is_err(),
+            "node",
+        ),
+        (
+            !browser_dir.join("node_modules/playwright-core").exists(),
+            "tests/browser/node_modules (npm ci --prefix tests/browser)",
+        ),
+        (!std::path::Path::new(&chromium).exists(), "chromium"),
+    ];
+    let missing: Vec<&str> = missing
+        .iter()
+        .filter(|(m, _)| *m)
+        .map(|(_, w)| *w)
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("EMOSTREAM_REQUIRE_BROWSER").is_err(),
+            "EMOSTREAM_REQUIRE_BROWSER is set but {missing:?} missing"
+        );
+        eprintln!("skipping the browser test: {missing:?} missing");
+        return;
+    }
+    let (system, _seen) = start(&[]).await;
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let mut node = Command::new("node");
+    node.arg(browser_dir.join("dashboard.mjs"))
+        .arg(format!("http://{}/", system.http_addr))
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium);
+    let status = tokio::task::spawn_blocking(move || node.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the browser test failed: {status}");
+    assert!(screenshot.exists());
+    eprintln!("dashboard screenshot: {}", screenshot.display());
+    system.shutdown().await.unwrap();
 }
 
 #[test]

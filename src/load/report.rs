@@ -80,6 +80,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// The run passes: every window exact, or, with no SSE client to check, reactions accepted.
+    pub fn passed(&self) -> bool {
+        self.exact || (self.sse_clients == 0 && self.accepted > 0)
+    }
+
     /// The report for people.
     pub fn to_text(&self) -> String {
         let mut t = String::new();
@@ -143,6 +148,8 @@ impl Report {
         }
         let verdict = if self.exact {
             "EXACT: every client received every window with the counts sent"
+        } else if self.sse_clients == 0 {
+            "NOT CHECKED: no SSE clients (--sse-clients 0)"
         } else if c.deliveries == 0 {
             "NOTHING CHECKED: no reaction was accepted or no client was following"
         } else {
