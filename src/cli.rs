@@ -5,8 +5,10 @@ use std::num::NonZeroU64;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use dataflows::cluster::Deployment;
 use dataflows::{ScaleRule, Settings, Windowing};
 
+use crate::hostfile::Host;
 use crate::kafka::producer::Ack;
 use crate::logging::LogFormat;
 
@@ -160,9 +162,70 @@ pub struct DataflowArgs {
     /// Reactions per displayed emoji: `scaled = ceil(count / scale-per)`.
     #[arg(long, default_value = "1000", env = "EMOSTREAM_SCALE_PER")]
     pub scale_per: NonZeroU64,
+    /// Processes of the cluster (timely's cluster mode); each runs --workers threads.
+    #[arg(long, default_value_t = 1, env = "EMOSTREAM_PROCESSES",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub processes: u16,
+    /// This process's index in the cluster, 0 to --processes - 1.
+    #[arg(long, default_value_t = 0, env = "EMOSTREAM_PROCESS")]
+    pub process: u16,
+    /// The cluster's hostfile: one `host:port` per process, in process order, where timely's
+    /// connections go, optionally followed by the process's advertised HTTP address
+    /// (`http://host:port`). Needed with --processes above 1.
+    #[arg(long, env = "EMOSTREAM_HOSTFILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Seconds to wait for every other process of the cluster to connect.
+    #[arg(long, default_value_t = 30, env = "EMOSTREAM_CONNECT_TIMEOUT_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout_secs: u64,
+}
+
+/// Where the workers run, as the flags describe it.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Threads and processes for timely.
+    pub deployment: Deployment,
+    /// Each process's hostfile entry (empty for one process).
+    pub hosts: Vec<Host>,
 }
 
 impl DataflowArgs {
+    /// Checks the cluster flags and reads the hostfile.
+    pub fn placement(&self) -> Result<Placement, String> {
+        let processes = usize::from(self.processes);
+        let process = usize::from(self.process);
+        let mut deployment = Deployment::single(usize::from(self.workers));
+        deployment.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
+        if process >= processes {
+            return Err(format!(
+                "--process {process} is out of range: with --processes {processes} it is 0 to {}",
+                processes - 1
+            ));
+        }
+        let hosts = match (&self.hostfile, processes) {
+            (None, 1) => Vec::new(),
+            (None, _) => return Err(format!(
+                "--processes {processes} needs --hostfile: a file with one host:port per process"
+            )),
+            (Some(path), _) => {
+                let hosts = crate::hostfile::read(path)?;
+                if hosts.len() != processes {
+                    return Err(format!(
+                        "--hostfile {} lists {} processes but --processes is {processes}",
+                        path.display(),
+                        hosts.len()
+                    ));
+                }
+                hosts
+            }
+        };
+        if processes > 1 {
+            deployment.process = process;
+            deployment.addresses = hosts.iter().map(|h| h.timely.clone()).collect();
+        }
+        Ok(Placement { deployment, hosts })
+    }
+
     /// The dataflow settings these flags describe.
     pub fn settings(&self) -> Settings {
         Settings {

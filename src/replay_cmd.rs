@@ -11,6 +11,13 @@ use crate::cli::ReplayArgs;
 
 /// Runs a replay, writing summaries to `out`. Returns what was read.
 pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayReport> {
+    let placement = args.dataflow.placement().map_err(anyhow::Error::msg)?;
+    if placement.deployment.processes() > 1 {
+        crate::peer_loss::exit_on_peer_loss(placement.deployment.addresses.clone());
+    }
+    if placement.deployment.processes() > 1 && args.file.as_os_str() == "-" {
+        anyhow::bail!("a cluster replay reads a file that every process can open, not stdin (-)");
+    }
     let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
@@ -24,7 +31,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
     };
     let config = ReplayConfig {
         settings: args.dataflow.settings(),
-        workers: usize::from(args.dataflow.workers),
+        deployment: placement.deployment,
         block_bytes: DEFAULT_BLOCK_BYTES,
         now_ms: now_ms(),
     };

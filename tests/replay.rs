@@ -116,6 +116,134 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     );
 }
 
+fn free_ports(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// Runs a replay on `processes` processes of `workers` threads; returns process 0's output
+/// and checks the others printed no window.
+fn cluster_replay(file: &Path, processes: usize, workers: u32, dir: &Path) -> Output {
+    let hostfile = dir.join(format!("hosts-{processes}-{workers}"));
+    std::fs::write(&hostfile, free_ports(processes).join("\n")).unwrap();
+    let children: Vec<_> = (0..processes)
+        .map(|p| {
+            emostream()
+                .arg("replay")
+                .arg(file)
+                .args(["--workers", &workers.to_string()])
+                .args(["--processes", &processes.to_string()])
+                .args(["--process", &p.to_string()])
+                .arg("--hostfile")
+                .arg(&hostfile)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (p, out) in outputs.iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "process {p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if p > 0 {
+            assert!(out.stdout.is_empty(), "process {p} printed windows");
+        }
+    }
+    outputs.swap_remove(0)
+}
+
+#[test]
+fn a_cluster_replay_is_byte_identical_to_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reactions.ndjson");
+    std::fs::write(&file, generated(30_000)).unwrap();
+    let one = replay(&file, 1);
+    for (processes, workers) in [(1, 2), (2, 1), (2, 2)] {
+        let other = if processes == 1 {
+            replay(&file, workers)
+        } else {
+            cluster_replay(&file, processes, workers, dir.path())
+        };
+        assert!(
+            one.stdout == other.stdout,
+            "stdout differs on {processes} processes × {workers} workers"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&one.stderr),
+            String::from_utf8_lossy(&other.stderr),
+            "summary differs on {processes} processes × {workers} workers"
+        );
+    }
+}
+
+#[test]
+fn cluster_flags_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.ndjson");
+    std::fs::write(&file, generated(10)).unwrap();
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
+    let unused = free_ports(1).pop().unwrap();
+    let lonely = dir.path().join("lonely");
+    std::fs::write(&lonely, format!("{unused}\n127.0.0.1:9\n")).unwrap();
+    for (args, says) in [
+        (vec!["--processes", "2"], "--hostfile"),
+        (
+            vec![
+                "--processes",
+                "2",
+                "--process",
+                "2",
+                "--hostfile",
+                hostfile.to_str().unwrap(),
+            ],
+            "--process 2",
+        ),
+        (
+            vec!["--processes", "3", "--hostfile", hostfile.to_str().unwrap()],
+            "lists 2 processes",
+        ),
+        (
+            vec!["--processes", "2", "--hostfile", "/nonexistent/hosts"],
+            "cannot read",
+        ),
+        (
+            vec![
+                "--processes",
+                "2",
+                "--hostfile",
+                lonely.to_str().unwrap(),
+                "--connect-timeout-secs",
+                "1",
+            ],
+            "process 1 (127.0.0.1:9) did not connect",
+        ),
+    ] {
+        let out = emostream()
+            .arg("replay")
+            .arg(&file)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
 #[test]
 fn reads_stdin() {
     let mut child = emostream()

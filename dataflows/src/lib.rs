@@ -16,9 +16,11 @@
 //! - [`emoji`], [`window`], [`scale`], [`summary`], [`route`]: the domain, as plain functions.
 //! - [`operators`]: the timely operators, one verb each; [`dataflow`] assembles them.
 //! - [`blocks`], [`replay`]: parallel parsing of an ordered input, and the replay driver.
+//! - [`cluster`]: where the workers run: threads of one process, or timely's cluster mode.
 //!
 //! # Example
 //! ```
+//! use dataflows::cluster::Deployment;
 //! use dataflows::replay::{replay, ReplayConfig};
 //! use dataflows::Settings;
 //!
@@ -27,7 +29,12 @@
 //!     r#"{"user_id":"b","emoji_type":"🔥","timestamp":1999}"#, "\n",
 //!     r#"{"user_id":"c","emoji_type":"😂","timestamp":6000}"#, "\n",
 //! );
-//! let config = ReplayConfig { settings: Settings::default(), workers: 2, block_bytes: 64, now_ms: 10_000 };
+//! let config = ReplayConfig {
+//!     settings: Settings::default(),
+//!     deployment: Deployment::single(2),
+//!     block_bytes: 64,
+//!     now_ms: 10_000,
+//! };
 //! let mut lines = Vec::new();
 //! let report = replay(input.as_bytes(), &config, |w| Ok(lines.push(w.to_json()))).unwrap();
 //! assert_eq!(lines, [
@@ -41,6 +48,7 @@
 #![forbid(missing_docs)]
 
 pub mod blocks;
+pub mod cluster;
 pub mod dataflow;
 pub mod emoji;
 pub mod operators;

@@ -27,6 +27,7 @@ use timely::dataflow::operators::{Capability, Inspect, Operator};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
+use crate::cluster::{self, Deployment};
 use crate::dataflow::{window_summaries, Settings};
 use crate::emoji::Emoji;
 use crate::operators::{give_partial_counts, EmptyWindows};
@@ -43,8 +44,9 @@ pub const DEFAULT_BLOCK_BYTES: usize = 256 * 1024;
 pub struct ReplayConfig {
     /// Windows, lateness and scaling.
     pub settings: Settings,
-    /// Worker threads.
-    pub workers: usize,
+    /// Worker threads, and the processes of a cluster. In a cluster every process reads the
+    /// same input and parses its share of the blocks; process 0 gets the windows and the report.
+    pub deployment: Deployment,
     /// Approximate bytes per block.
     pub block_bytes: usize,
     /// The validating clock: timestamps more than 10 s past it are invalid.
@@ -91,6 +93,9 @@ pub enum ReplayError {
 struct SharedInput<R> {
     reader: BlockReader<R>,
     error: Option<io::Error>,
+    /// This process parses block `b` when `b mod processes = process`.
+    process: u64,
+    processes: u64,
 }
 
 /// An ordered input that the workers of one process read from together. Clone it into each
@@ -108,12 +113,20 @@ impl<R> Clone for ReplayInput<R> {
 }
 
 impl<R: Read> ReplayInput<R> {
-    /// Wraps a reader, to be cut into blocks of about `block_bytes`.
+    /// Wraps a reader, to be cut into blocks of about `block_bytes`, all parsed here.
     pub fn new(input: R, block_bytes: usize) -> Self {
+        Self::share(input, block_bytes, 0, 1)
+    }
+
+    /// Wraps a reader of the cluster's input, of which process `process` of `processes`
+    /// parses every `processes`-th block. Every process must read the same input.
+    pub fn share(input: R, block_bytes: usize, process: usize, processes: usize) -> Self {
         ReplayInput {
             shared: Arc::new(Mutex::new(SharedInput {
                 reader: BlockReader::new(input, block_bytes),
                 error: None,
+                process: process as u64,
+                processes: processes.max(1) as u64,
             })),
         }
     }
@@ -149,7 +162,13 @@ where
     R: Read + Send + 'static,
     F: FnMut(&WindowSummary) -> io::Result<()>,
 {
-    let input = ReplayInput::new(input, config.block_bytes);
+    let deployment = &config.deployment;
+    let input = ReplayInput::share(
+        input,
+        config.block_bytes,
+        deployment.process,
+        deployment.processes(),
+    );
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let (tx, rx) = mpsc::channel::<WindowSummary>();
     let tx = Mutex::new(tx);
@@ -157,8 +176,7 @@ where
     let now_ms = config.now_ms;
     let worker_input = input.clone();
     let worker_report = Arc::clone(&report);
-    let timely_config = timely::Config::process(config.workers.max(1));
-    let guards = timely::execute(timely_config, move |worker| {
+    let guards = cluster::execute(deployment, move |worker| {
         let tx = lock(&tx).clone();
         let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
@@ -217,10 +235,16 @@ fn read_blocks<'scope, R: Read + 'static>(
             for _ in 0..BLOCKS_PER_ACTIVATION {
                 let next = {
                     let mut shared = lock(&input);
-                    if shared.error.is_some() {
-                        Ok(None)
-                    } else {
-                        shared.reader.next_block()
+                    loop {
+                        if shared.error.is_some() {
+                            break Ok(None);
+                        }
+                        match shared.reader.next_block() {
+                            // Another process parses it.
+                            Ok(Some(block)) if block.index % shared.processes != shared.process => {
+                            }
+                            other => break other,
+                        }
                     }
                 };
                 match next {
