@@ -34,7 +34,7 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run everything in one process: a broker (embedded unless --brokers), the ingest API and
     /// the live dataflow. Stops on Ctrl-C or SIGTERM, after emitting the windows read so far.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Load a running system: send reactions over HTTP at a set rate, follow the windows on
     /// registered SSE clients, and check every window each client receives against a ledger of
     /// what was sent. Exits non-zero when any window is lost, doubled or wrong. Run it against
@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// when nobody reacts.
     #[arg(long, default_value_t = 1000, env = "EMOSTREAM_IDLE_MS")]
     pub idle_ms: u64,
+    /// This process's HTTP address as clients and the other processes of a cluster reach it
+    /// (`http://host:port`); by default the hostfile's second column, else --http.
+    #[arg(long, env = "EMOSTREAM_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
     /// Delivery settings.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
@@ -204,9 +208,11 @@ impl DataflowArgs {
         }
         let hosts = match (&self.hostfile, processes) {
             (None, 1) => Vec::new(),
-            (None, _) => return Err(format!(
+            (None, _) => {
+                return Err(format!(
                 "--processes {processes} needs --hostfile: a file with one host:port per process"
-            )),
+            ))
+            }
             (Some(path), _) => {
                 let hosts = crate::hostfile::read(path)?;
                 if hosts.len() != processes {

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dataflows::cluster::{self, Deployment};
 use dataflows::operators::EmptyWindows;
 use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
-use timely::WorkerConfig;
 
 use crate::delivery::{Frame, Registry};
 use crate::kafka::source::{kafka_source, SourceSettings};
@@ -35,9 +35,10 @@ pub struct Live {
     failure: Arc<Mutex<Option<String>>>,
 }
 
-/// Starts `workers` worker threads running the live dataflow from window `first_window` on.
+/// Starts this process's workers (of `deployment`) running the live dataflow from window
+/// `first_window` on.
 pub fn start(
-    workers: usize,
+    deployment: &Deployment,
     settings: Settings,
     mut source: SourceSettings,
     on_window: OnWindow,
@@ -47,11 +48,8 @@ pub fn start(
     let failure = Arc::clone(&source.failure);
     source.windowing = settings.windowing;
     let first_window = source.first_window;
-    let config = timely::Config {
-        communication: timely::CommunicationConfig::Process(workers.max(1)),
-        worker: WorkerConfig::default(),
-    };
-    let guards = timely::execute(config, move |worker| {
+    let local_workers = deployment.threads;
+    let guards = cluster::execute(deployment, move |worker| {
         let source = source.clone();
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);
@@ -76,7 +74,7 @@ pub fn start(
         // Run until every source has stopped, then drop the dataflow rather than complete it:
         // completing would flush windows that are still open, and those belong to the next
         // run (their reactions are uncommitted).
-        while stopped.load(Ordering::SeqCst) < peers {
+        while stopped.load(Ordering::SeqCst) < local_workers {
             if !worker.step_or_park(Some(Duration::from_millis(100))) {
                 break;
             }

@@ -15,6 +15,7 @@ use warp::Filter;
 
 use crate::cli::RunArgs;
 use crate::dashboard;
+use crate::delivery::registry::Membership;
 use crate::delivery::{self, HubSettings, Registry};
 use crate::ingest::Ingest;
 use crate::kafka::embedded::EmbeddedBroker;
@@ -56,6 +57,23 @@ pub struct System {
 impl System {
     /// Starts everything; `on_window` also sees each durable window (tests use it).
     pub async fn start(args: &RunArgs, on_window: Option<OnWindow>) -> Result<System, String> {
+        let placement = args.dataflow.placement()?;
+        let deployment = placement.deployment.clone();
+        let clustered = deployment.processes() > 1;
+        if clustered && args.brokers.is_none() {
+            return Err(
+                "a cluster (--processes above 1) needs --brokers: the embedded broker lives inside one process"
+                    .into(),
+            );
+        }
+        let advertised = if clustered {
+            Some(advertised_http(&placement, args.advertise_http.as_deref())?)
+        } else {
+            None
+        };
+        if clustered {
+            crate::peer_loss::exit_on_peer_loss(deployment.addresses.clone());
+        }
         let mut kafka = KafkaSettings {
             brokers: String::new(),
             reactions_topic: args.reactions_topic.clone(),
@@ -98,10 +116,9 @@ impl System {
             kafka.partitions = partitions;
         }
 
-        let workers = usize::from(args.dataflow.workers);
         let stats = Arc::new(Stats::new(
             usize::try_from(kafka.partitions).unwrap_or(0),
-            workers,
+            deployment.peers(),
         ));
         let settings = args.dataflow.settings();
         let resume_kafka = kafka.clone();
@@ -164,7 +181,21 @@ impl System {
             },
             Arc::clone(&stats),
         ));
-        let live = live::start(workers, settings, source, log_window, Arc::clone(&registry))?;
+        registry.set_membership(match &advertised {
+            Some(http) => Membership {
+                process: deployment.process,
+                threads: deployment.threads,
+                http: http.clone(),
+            },
+            None => Membership::single(deployment.threads, String::new()),
+        });
+        let live = live::start(
+            &deployment,
+            settings,
+            source,
+            log_window,
+            Arc::clone(&registry),
+        )?;
         let keep_alive_every = Duration::from_secs(delivery.keep_alive_secs);
         let keep_alive_registry = Arc::clone(&registry);
         let keep_alive = tokio::spawn(async move {
@@ -177,7 +208,12 @@ impl System {
         });
         let ttl = Duration::from_secs(delivery.client_ttl_secs);
         let expiring = Arc::clone(&registry);
+        let leader = deployment.process == 0;
         let expire = tokio::spawn(async move {
+            if !leader {
+                follow_the_leader(expiring, ttl).await;
+                return;
+            }
             let mut every = tokio::time::interval((ttl / 4).min(Duration::from_secs(10)));
             loop {
                 every.tick().await;
@@ -326,6 +362,54 @@ impl System {
             let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
         }
         result
+    }
+}
+
+/// Each process's advertised HTTP base URL: the hostfile's second column, this process's from
+/// `--advertise-http` when given.
+fn advertised_http(
+    placement: &crate::cli::Placement,
+    mine: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let me = placement.deployment.process;
+    placement
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(p, host)| {
+            let given = if p == me { mine.or(host.http.as_deref()) } else { host.http.as_deref() };
+            given.map(|h| h.trim_end_matches('/').to_owned()).ok_or_else(|| {
+                format!(
+                    "the hostfile gives no HTTP address for process {p}: add it as a second column (e.g. `{} http://host:8080`) so the processes can send clients to each other",
+                    host.timely
+                )
+            })
+        })
+        .collect()
+}
+
+/// On a process that is not the leader: adopt the hubs the leader's tree grows, and tell the
+/// leader which clients have streams open here, so it does not release them.
+async fn follow_the_leader(registry: Arc<Registry>, ttl: Duration) {
+    let leader = delivery::routes::Leader::client();
+    let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut last_beat = std::time::Instant::now() - beat_every;
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        leader.sync(&registry).await;
+        if last_beat.elapsed() >= beat_every {
+            last_beat = std::time::Instant::now();
+            match leader.heartbeat(&registry).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot reach process 0, which holds the registrations: {e}");
+                }
+                Err(_) => {}
+            }
+        }
     }
 }
 

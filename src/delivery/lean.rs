@@ -81,7 +81,8 @@ fn events_stream(
         cluster: cluster.parse().ok()?,
         subscriber: subscriber.parse().ok()?,
     };
-    let hub = registry.hub(partition)?;
+    // Hubs of other processes get their redirect from the warp route.
+    let hub = registry.local_hub(partition)?;
     let mut last: Option<WindowId> = None;
     for header in request.headers.iter() {
         if header.name.eq_ignore_ascii_case("last-event-id") {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use dataflows::{Partition, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::hub::{Hub, HubSettings};
 use crate::stats::Stats;
@@ -25,7 +25,7 @@ pub struct Assignment {
 }
 
 /// The tree as `GET /clusters` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TreeView {
     /// Clients one subscriber takes before the tree grows.
     pub capacity: usize,
@@ -36,7 +36,7 @@ pub struct TreeView {
 }
 
 /// One cluster in [`TreeView`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ClusterView {
     /// Its index.
     pub cluster: u32,
@@ -47,16 +47,57 @@ pub struct ClusterView {
 }
 
 /// One subscriber in [`TreeView`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SubscriberView {
     /// Its index in its cluster.
     pub subscriber: u32,
     /// Clients assigned to it.
     pub clients: usize,
-    /// Event streams open on it now.
+    /// Event streams open on it now (on every process).
     pub connected: usize,
-    /// Where its events are (a path on this server).
+    /// Where its events are (a path on the owning process).
     pub events_path: String,
+    /// Its index in the delivery tree; the worker `hub mod workers` owns it.
+    pub hub: usize,
+    /// The process of that worker, which serves its events.
+    pub process: usize,
+}
+
+/// The processes of a cluster, as delivery sees them.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    /// This process.
+    pub process: usize,
+    /// Worker threads per process.
+    pub threads: usize,
+    /// Each process's advertised HTTP base URL (`http://host:port`), in process order.
+    pub http: Vec<String>,
+}
+
+impl Membership {
+    /// One process of `threads` workers, reached at `http`.
+    pub fn single(threads: usize, http: String) -> Membership {
+        Membership {
+            process: 0,
+            threads: threads.max(1),
+            http: vec![http],
+        }
+    }
+
+    /// Processes in the cluster.
+    pub fn processes(&self) -> usize {
+        self.http.len().max(1)
+    }
+
+    /// The process whose worker owns hub `index`.
+    pub fn owner(&self, index: usize) -> usize {
+        (index % (self.threads * self.processes())) / self.threads
+    }
+
+    /// This process holds the registrations (process 0); the others forward to it.
+    pub fn is_leader(&self) -> bool {
+        self.process == 0
+    }
 }
 
 /// Every hub, and who is assigned where.
@@ -67,6 +108,12 @@ pub struct Registry {
     client_ttl: Duration,
     hub_settings: HubSettings,
     stats: Arc<Stats>,
+    membership: RwLock<Membership>,
+    /// On a process that is not the leader: streams open here by client id (the registrations
+    /// live on the leader, which hears of these in heartbeats).
+    attached_here: Mutex<HashMap<String, usize>>,
+    /// On the leader: event streams open on each other process, by hub index.
+    connected_elsewhere: Mutex<HashMap<usize, HashMap<usize, usize>>>,
 }
 
 struct Client {
@@ -133,7 +180,107 @@ impl Registry {
             client_ttl,
             hub_settings,
             stats,
+            membership: RwLock::new(Membership::single(1, String::new())),
+            attached_here: Mutex::new(HashMap::new()),
+            connected_elsewhere: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets who owns which hub and where each process is reached.
+    pub fn set_membership(&self, membership: Membership) {
+        *self.membership.write().unwrap_or_else(|e| e.into_inner()) = membership;
+    }
+
+    /// The cluster as delivery sees it.
+    pub fn membership(&self) -> Membership {
+        self.membership
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The hub of `partition` if this process serves its events.
+    pub fn local_hub(&self, partition: Partition) -> Option<Arc<Hub>> {
+        let hub = self.hub(partition)?;
+        let membership = self.membership();
+        (membership.owner(hub.index) == membership.process).then_some(hub)
+    }
+
+    /// Adds the hubs of the leader's tree that this process does not have yet (the tree grows
+    /// on the leader).
+    pub fn adopt(&self, view: &TreeView) {
+        let mut tree = self.tree();
+        let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
+        let mut new: Vec<(u32, &SubscriberView)> = view
+            .clusters
+            .iter()
+            .flat_map(|c| c.subscribers.iter().map(move |s| (c.cluster, s)))
+            .filter(|(_, s)| s.hub >= hubs.len())
+            .collect();
+        new.sort_by_key(|(_, s)| s.hub);
+        for (cluster, subscriber) in new {
+            // Added in index order, so the indexes agree with the leader's.
+            if subscriber.hub != hubs.len() {
+                break;
+            }
+            let partition = Partition {
+                cluster,
+                subscriber: subscriber.subscriber,
+            };
+            hubs.push(Arc::new(Hub::new(
+                partition,
+                subscriber.hub,
+                self.hub_settings,
+                Arc::clone(&self.stats),
+            )));
+            while tree.clusters.len() <= cluster as usize {
+                tree.clusters.push(Vec::new());
+            }
+            tree.clusters[cluster as usize].push(subscriber.hub);
+            tree.assigned.push(0);
+        }
+    }
+
+    /// On the leader: keeps alive the clients with streams open on another process, and
+    /// records that process's open streams per hub.
+    pub fn heartbeat(&self, from: usize, attached: &[String], connected: &[(usize, usize)]) {
+        let now = Instant::now();
+        let mut tree = self.tree();
+        for id in attached {
+            if let Some(client) = tree.clients.get_mut(id) {
+                client.idle_since = now;
+            }
+        }
+        drop(tree);
+        let mut elsewhere = self
+            .connected_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for per_process in elsewhere.values_mut() {
+            per_process.remove(&from);
+        }
+        for (hub, n) in connected {
+            elsewhere.entry(*hub).or_default().insert(from, *n);
+        }
+    }
+
+    /// On a process that is not the leader: the clients with streams open here, and the open
+    /// streams per hub, for the heartbeat to the leader.
+    pub fn attached_here(&self) -> (Vec<String>, Vec<(usize, usize)>) {
+        let ids = self
+            .attached_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let connected = self
+            .hubs()
+            .iter()
+            .filter(|h| h.connected() > 0)
+            .map(|h| (h.index, h.connected()))
+            .collect();
+        (ids, connected)
     }
 
     fn tree(&self) -> MutexGuard<'_, Tree> {
@@ -254,7 +401,17 @@ impl Registry {
     }
 
     /// Notes an event stream opened by a registered client; `false` if the id is unknown.
+    /// On a process that is not the leader every id is taken: the leader checks them.
     pub fn attach(&self, client_id: &str) -> bool {
+        if !self.membership().is_leader() {
+            *self
+                .attached_here
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(client_id.to_owned())
+                .or_default() += 1;
+            return true;
+        }
         match self.tree().clients.get_mut(client_id) {
             Some(client) => {
                 client.streams += 1;
@@ -266,6 +423,16 @@ impl Registry {
 
     /// Notes that one of a client's event streams ended.
     pub fn detach(&self, client_id: &str) {
+        if !self.membership().is_leader() {
+            let mut here = self.attached_here.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = here.get_mut(client_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    here.remove(client_id);
+                }
+            }
+            return;
+        }
         if let Some(client) = self.tree().clients.get_mut(client_id) {
             client.streams = client.streams.saturating_sub(1);
             if client.streams == 0 {
@@ -295,6 +462,17 @@ impl Registry {
 
     /// The tree with its loads.
     pub fn view(&self) -> TreeView {
+        let membership = self.membership();
+        let elsewhere = self
+            .connected_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let connected = |h: usize| -> usize {
+            elsewhere
+                .get(&h)
+                .map_or(0, |per| per.values().sum::<usize>())
+        };
         let tree = self.tree();
         let hubs = self.hubs();
         let clusters = tree
@@ -309,8 +487,10 @@ impl Registry {
                     .map(|&h| SubscriberView {
                         subscriber: hubs[h].partition.subscriber,
                         clients: tree.assigned[h],
-                        connected: hubs[h].connected(),
+                        connected: hubs[h].connected() + connected(h),
                         events_path: events_path(hubs[h].partition),
+                        hub: h,
+                        process: membership.owner(h),
                     })
                     .collect(),
             })

@@ -2,6 +2,8 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,7 @@ pub fn run_args(extra: &[&str]) -> RunArgs {
         .with_test_writer()
         .try_init();
     match Cli::try_parse_from(argv).unwrap().command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         _ => unreachable!(),
     }
 }
@@ -198,4 +200,54 @@ pub async fn end_to_end(extra: &[&str]) {
         .sum();
     assert!(scaled >= 2, "1200 reactions show at least 2 emojis");
     system.shutdown().await.unwrap();
+}
+
+/// Starts tansu, a Kafka-protocol broker emostream does not embed, on a free port; `None`
+/// (the test skips) when it is not installed, unless `EMOSTREAM_REQUIRE_TANSU=1`.
+pub struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_tansu() -> Option<(Broker, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Process::new("tansu")
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(child) => Broker(child),
+        Err(e) => {
+            let required = std::env::var("EMOSTREAM_REQUIRE_TANSU").as_deref() == Ok("1");
+            assert!(
+                !required,
+                "tansu is required (EMOSTREAM_REQUIRE_TANSU=1) but cannot start: {e}"
+            );
+            eprintln!("skipping: tansu is not installed ({e}); cargo install tansu --locked --features dynostore");
+            return None;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((child, format!("127.0.0.1:{port}")))
 }
