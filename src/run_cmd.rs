@@ -395,19 +395,30 @@ async fn follow_the_leader(registry: Arc<Registry>, ttl: Duration) {
     let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut last_beat = std::time::Instant::now() - beat_every;
-    let mut failing = false;
+    // The processes start together and process 0 may not serve HTTP yet: only a silence that
+    // lasts is worth a warning.
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut warned = false;
     loop {
         every.tick().await;
         leader.sync(&registry).await;
         if last_beat.elapsed() >= beat_every {
             last_beat = std::time::Instant::now();
             match leader.heartbeat(&registry).await {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!("cannot reach process 0, which holds the registrations: {e}");
+                Ok(()) => {
+                    failing_since = None;
+                    warned = false;
                 }
-                Err(_) => {}
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if !warned && since.elapsed() >= Duration::from_secs(10) {
+                        warned = true;
+                        tracing::warn!(
+                            "cannot reach process 0, which holds the registrations, for {:?}: {e}",
+                            since.elapsed()
+                        );
+                    }
+                }
             }
         }
     }
