@@ -288,4 +288,39 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         stderr.contains(&format!("lost process 1 (127.0.0.1:{t1})")),
         "{stderr}"
     );
+    drop(p0);
+
+    // The restarted cluster resumes after the last window written: nothing lost or repeated.
+    let _p0 = spawn(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers);
+    let _p1 = spawn(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers);
+    for base in &bases {
+        wait_ready(&http, base).await;
+    }
+    let r = http
+        .post(format!("{}/emoji/batch", bases[1]))
+        .json(&reactions("🎉", 7, "again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let expected: BTreeMap<String, u64> = [
+        ("🔥".to_owned(), 20),
+        ("😂".to_owned(), 30),
+        ("🎉".to_owned(), 7),
+    ]
+    .into();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let written = common::windows_topic(&brokers);
+        if common::sums(&written) == expected {
+            common::assert_contiguous(&written);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart the windows topic holds {:?}",
+            common::sums(&written)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
