@@ -19,8 +19,8 @@ best() { sort -n | head -1; }
 one() { # workers
   "$bin" replay "$file" --workers "$1" >"$work/out-1x$1" 2>/dev/null
 }
+printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(port)" "$(port)" >"$work/hosts"
 two() { # 2 processes × 1 worker
-  printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(port)" "$(port)" >"$work/hosts"
   "$bin" replay "$file" --workers 1 --processes 2 --process 1 --hostfile "$work/hosts" >/dev/null 2>&1 &
   local other=$!
   "$bin" replay "$file" --workers 1 --processes 2 --process 0 --hostfile "$work/hosts" >"$work/out-2x1" 2>/dev/null

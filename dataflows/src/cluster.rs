@@ -150,7 +150,7 @@ fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
                         deployment.connect_timeout.as_secs()
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(format!("cannot accept on {my_address}: {e}")),
         }
@@ -174,7 +174,7 @@ fn connect_until(address: &str, deadline: Instant) -> std::io::Result<TcpStream>
         match attempt {
             Ok(stream) => return Ok(stream),
             Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
