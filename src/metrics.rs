@@ -83,6 +83,34 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// A gauge per `label` value. A family with no sample yet (before librdkafka's first
+/// statistics, before the workers start) is left out rather than sent empty.
+fn gauge_family<N>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    samples: Vec<(String, N)>,
+) -> Fmt
+where
+    N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug,
+{
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (value, n) in samples {
+        let labels = [(label, value)];
+        ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
         let s = &self.stats;
@@ -140,8 +168,6 @@ impl Collector for Metrics {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
-        // Families with no sample yet (before librdkafka's first statistics, before the
-        // workers start) are left out rather than sent empty.
         let lags: Vec<(String, i64)> = s
             .partitions
             .iter()
@@ -149,18 +175,13 @@ impl Collector for Metrics {
             .filter(|(_, p)| p.lag.get() >= 0)
             .map(|(p, partition)| (p.to_string(), partition.lag.get()))
             .collect();
-        if !lags.is_empty() {
-            let mut family = e.encode_descriptor(
-                "emostream_consumer_lag",
-                "Messages of a partition on the broker not yet read by this process (from librdkafka's statistics, every second).",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for (p, lag) in lags {
-                let labels = [("partition", p)];
-                ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        gauge_family(
+            e,
+            "emostream_consumer_lag",
+            "Messages of a partition on the broker not yet read by this process (from librdkafka's statistics, every second).",
+            "partition",
+            lags,
+        )?;
         counter(
             e,
             "emostream_invalid_messages",
@@ -186,18 +207,13 @@ impl Collector for Metrics {
             .filter(|(_, w)| w.get() != i64::MIN)
             .map(|(w, watermark)| (w.to_string(), watermark.get() as f64 / 1000.0))
             .collect();
-        if !watermarks.is_empty() {
-            let mut family = e.encode_descriptor(
-                "emostream_watermark_seconds",
-                "Event time below which a worker's windows are closed, in seconds since the Unix epoch.",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for (w, seconds) in watermarks {
-                let labels = [("worker", w)];
-                ConstGauge::new(seconds).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        gauge_family(
+            e,
+            "emostream_watermark_seconds",
+            "Event time below which a worker's windows are closed, in seconds since the Unix epoch.",
+            "worker",
+            watermarks,
+        )?;
         counter(
             e,
             "emostream_windows_emitted",

@@ -72,6 +72,12 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.json().await.unwrap()
+}
+
 type Received = Arc<Mutex<Vec<Value>>>;
 
 fn follow(url: String) -> Received {
@@ -147,14 +153,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         assert_eq!(r.status(), 201);
         clients.push(r.json::<Value>().await.unwrap());
     }
-    let tree: Value = http
-        .get(format!("{}/clusters", bases[1]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = get_json(&http, &format!("{}/clusters", bases[1])).await;
     let mut owners = BTreeMap::new();
     for c in tree["clusters"].as_array().unwrap() {
         for s in c["subscribers"].as_array().unwrap() {
@@ -170,14 +169,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     }
     assert_eq!(owners.values().filter(|p| **p == 0).count(), 2, "{tree}");
     assert_eq!(owners.values().filter(|p| **p == 1).count(), 2, "{tree}");
-    let same: Value = http
-        .get(format!("{}/clusters", bases[0]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let same = get_json(&http, &format!("{}/clusters", bases[0])).await;
     assert_eq!(tree["clients"], same["clients"]);
     let mut assigned = std::collections::BTreeSet::new();
     for c in &clients {
