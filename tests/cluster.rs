@@ -51,7 +51,7 @@ fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process 
             "--linger-ms",
             "20",
         ])
-        .args(["--group-id", "cluster-test"])
+        .args(["--group-id", "cluster-test", "--client-ttl-secs", "3"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -203,7 +203,33 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         .iter()
         .map(|c| follow(c["events_url"].as_str().unwrap().to_owned()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Process 0 counts the streams served by both processes (heartbeats) and, past the time to
+    // live, still holds every client, those on process 1's hubs included.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let tree = get_json(&http, &format!("{}/clusters", bases[0])).await;
+        let connected: Vec<u64> = tree["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["subscribers"].as_array().unwrap().iter())
+            .map(|s| s["connected"].as_u64().unwrap())
+            .collect();
+        if connected == [1, 1, 1, 1] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connected per hub: {connected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tree = get_json(&http, &format!("{}/clusters", bases[1])).await;
+    assert_eq!(
+        tree["clients"], 4,
+        "no client with an open stream expired: {tree}"
+    );
     let started = now_ms();
     let reactions = |emoji: &str, n: usize, user: &str| -> Vec<Value> {
         (0..n)
