@@ -189,13 +189,20 @@ impl System {
             },
             None => Membership::single(deployment.threads, String::new()),
         });
-        let live = live::start(
-            &deployment,
-            settings,
-            source,
-            log_window,
-            Arc::clone(&registry),
-        )?;
+        // In a cluster this waits for the other processes to connect: off the async threads.
+        let live_deployment = deployment.clone();
+        let live_registry = Arc::clone(&registry);
+        let live = tokio::task::spawn_blocking(move || {
+            live::start(
+                &live_deployment,
+                settings,
+                source,
+                log_window,
+                live_registry,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let keep_alive_every = Duration::from_secs(delivery.keep_alive_secs);
         let keep_alive_registry = Arc::clone(&registry);
         let keep_alive = tokio::spawn(async move {

@@ -86,6 +86,8 @@ fn follow(url: String) -> Received {
     tokio::spawn(async move {
         let response = reqwest::get(&url).await.unwrap();
         assert_eq!(response.status(), 200, "{url}");
+        // A page from one process may follow events served by another.
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let mut events = response.bytes_stream().eventsource();
         while let Some(Ok(event)) = events.next().await {
             if event.event == "window" {

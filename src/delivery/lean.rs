@@ -106,7 +106,9 @@ fn events_stream(
 }
 
 /// The response head: the body runs until the connection closes, so no chunked framing.
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+// Any origin may read the stream: in a cluster a page served by one process follows events
+// served by another.
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\naccess-control-allow-origin: *\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
 
 /// Writes the stream's events to the socket until the stream ends or the client leaves.
 pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
