@@ -228,7 +228,7 @@ fn cluster_flags_say_what_to_fix() {
                 "--connect-timeout-secs",
                 "1",
             ],
-            "process 1 (127.0.0.1:9) did not connect",
+            "within 1s (--connect-timeout-secs)",
         ),
     ] {
         let out = emostream()

@@ -105,7 +105,7 @@ fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
     for (peer, address) in addresses.iter().enumerate().take(me) {
         let mut stream = connect_until(address, deadline).map_err(|e| {
             format!(
-                "process {peer} at {address} did not accept a connection within {}s ({e}): is it running, with the same hostfile?",
+                "process {peer} at {address} did not accept a connection within {}s (--connect-timeout-secs) ({e}): is it running, with the same hostfile?",
                 deployment.connect_timeout.as_secs()
             )
         })?;
@@ -145,7 +145,7 @@ fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
                         .map(|(p, _)| format!("process {p} ({})", addresses[p]))
                         .collect();
                     return Err(format!(
-                        "{} did not connect to {my_address} within {}s: is it running, with the same hostfile?",
+                        "{} did not connect to {my_address} within {}s (--connect-timeout-secs): is it running, with the same hostfile?",
                         missing.join(", "),
                         deployment.connect_timeout.as_secs()
                     ));
