@@ -184,6 +184,11 @@ pub struct DataflowArgs {
     pub connect_timeout_secs: u64,
 }
 
+/// A flag, variable or file that must be fixed; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 /// Where the workers run, as the flags describe it.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -195,32 +200,32 @@ pub struct Placement {
 
 impl DataflowArgs {
     /// Checks the cluster flags and reads the hostfile.
-    pub fn placement(&self) -> Result<Placement, String> {
+    pub fn placement(&self) -> Result<Placement, ConfigError> {
         let processes = usize::from(self.processes);
         let process = usize::from(self.process);
         let mut deployment = Deployment::single(usize::from(self.workers));
         deployment.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
         if process >= processes {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--process {process} is out of range: with --processes {processes} it is 0 to {}",
                 processes - 1
-            ));
+            )));
         }
         let hosts = match (&self.hostfile, processes) {
             (None, 1) => Vec::new(),
             (None, _) => {
-                return Err(format!(
+                return Err(ConfigError(format!(
                 "--processes {processes} needs --hostfile: a file with one host:port per process"
-            ))
+            )))
             }
             (Some(path), _) => {
-                let hosts = crate::hostfile::read(path)?;
+                let hosts = crate::hostfile::read(path).map_err(ConfigError)?;
                 if hosts.len() != processes {
-                    return Err(format!(
+                    return Err(ConfigError(format!(
                         "--hostfile {} lists {} processes but --processes is {processes}",
                         path.display(),
                         hosts.len()
-                    ));
+                    )));
                 }
                 hosts
             }

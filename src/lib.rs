@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`cli`]: flags, each with its `EMOSTREAM_*` variable.
 //! - [`replay_cmd`], [`run_cmd`]: the commands; `main.rs` only dispatches.
+//! - [`system`]: the lifecycle of `run` (start steps, tasks, faults, ordered stop);
+//!   [`error`]: failures classified, and their exit statuses.
 //! - [`ingest`], [`server`], [`http_error`], [`rate_limit`]: the HTTP API.
 //! - [`delivery`]: SSE hubs, registration, the delivery routes.
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod dashboard;
 pub mod delivery;
 pub mod drop_log;
+pub mod error;
 pub mod hostfile;
 pub mod http_error;
 pub mod ingest;
@@ -29,6 +32,7 @@ pub mod replay_cmd;
 pub mod run_cmd;
 pub mod server;
 pub mod stats;
+pub mod system;
 
 /// The `tracing` target of the one line logged per closed window (debug level; shown by the
 /// default filter, silenced with `EMOSTREAM_LOG=info`).

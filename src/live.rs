@@ -8,7 +8,7 @@
 //! Timely workers are plain threads; nothing here runs on tokio.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dataflows::cluster::{self, Deployment};
@@ -32,7 +32,6 @@ pub type OnWindow = Arc<dyn Fn(&WindowSummary) + Send + Sync>;
 pub struct Live {
     guards: Option<timely::communication::WorkerGuards<()>>,
     stop: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
 }
 
 /// Starts this process's workers (of `deployment`) running the live dataflow from window
@@ -45,7 +44,6 @@ pub fn start(
     registry: Arc<Registry>,
 ) -> Result<Live, String> {
     let stop = Arc::clone(&source.stop);
-    let failure = Arc::clone(&source.failure);
     source.windowing = settings.windowing;
     let first_window = source.first_window;
     let local_workers = deployment.threads;
@@ -55,6 +53,7 @@ pub fn start(
         let on_window = Arc::clone(&on_window);
         let stats = Arc::clone(&source.stats);
         let kafka = source.kafka.clone();
+        let faults = source.faults.clone();
         let registry = Arc::clone(&registry);
         let (index, peers) = (worker.index(), worker.peers());
         let dataflow = worker.next_dataflow_index();
@@ -62,7 +61,7 @@ pub fn start(
             let durable = ProbeHandle::new();
             let counts = kafka_source(scope, source, durable.clone());
             let summaries = window_summaries(counts, &settings, EmptyWindows::From(first_window));
-            write_windows(summaries, kafka, stats)
+            write_windows(summaries, kafka, stats, faults)
                 .inspect(move |summary| on_window(summary))
                 .broadcast()
                 .inspect(move |summary| {
@@ -84,22 +83,18 @@ pub fn start(
     Ok(Live {
         guards: Some(guards),
         stop,
-        failure,
     })
 }
 
 impl Live {
-    /// A shared view of the failure, for readiness checks.
-    pub fn failure_handle(&self) -> Arc<Mutex<Option<String>>> {
-        Arc::clone(&self.failure)
-    }
-
-    /// Why the dataflow cannot run, if it cannot.
-    pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Leaves the workers behind without waiting: after a lost peer they wait forever, and
+    /// the process is about to exit.
+    pub fn abandon(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(guards) = self.guards.take() {
+            // Dropping the guards would join the workers, which never finish.
+            std::mem::forget(guards);
+        }
     }
 
     /// Stops reading, lets the windows the watermark has closed be written, commits, and waits

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("emostream run: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(e.exit_code())
             }
         },
     }

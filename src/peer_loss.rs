@@ -1,13 +1,32 @@
-//! A cluster cannot go on without one of its processes: timely's network threads panic when a
+//! Several processes cannot go on without one of them: timely's network threads panic when a
 //! connection to a peer fails, and the workers then wait forever. This hook turns that panic
-//! into a clear message naming the lost peer and an exit with [`EXIT_PEER_LOST`], so
-//! supervisors see the failure within seconds and restart the cluster.
+//! into a clear message naming the lost peer and, for `run`, a fault that stops the system
+//! with [`EXIT_PEER_LOST`], so supervisors see the failure within seconds and restart every
+//! process.
 
 /// The exit status of a process that lost a peer.
-pub const EXIT_PEER_LOST: i32 = 3;
+pub const EXIT_PEER_LOST: i32 = crate::error::exit::PEER as i32;
 
-/// Installs the hook; `addresses` are the processes' timely addresses, in process order.
+/// For `run`: a lost peer becomes a [`Fault`](crate::system::Fault) of the deployment's
+/// processes, so the system stops through its ordered shutdown and exits with
+/// [`EXIT_PEER_LOST`]. `addresses` are the processes' timely addresses, in process order.
+pub fn report_peer_loss(addresses: Vec<String>, faults: crate::system::Faults) {
+    on_peer_loss(addresses, move |message| {
+        faults.report(crate::system::Component::Peers, message);
+    });
+}
+
+/// For `replay`, which has nothing to drain: a lost peer ends the process at once.
 pub fn exit_on_peer_loss(addresses: Vec<String>) {
+    on_peer_loss(addresses, |message| {
+        eprintln!("emostream: {message}");
+        std::process::exit(EXIT_PEER_LOST);
+    });
+}
+
+/// Installs the hook: panics of timely's network threads go to `lost` with a message naming
+/// the peer; every other panic goes to the default hook.
+fn on_peer_loss(addresses: Vec<String>, lost: impl Fn(String) + Send + Sync + 'static) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info
@@ -21,16 +40,14 @@ pub fn exit_on_peer_loss(addresses: Vec<String>) {
         match lost_peer(name, message) {
             Some(peer) => {
                 let address = addresses.get(peer).map_or("?", String::as_str);
-                tracing::error!(
-                    peer,
-                    "lost process {peer} ({address}): {message}; the cluster cannot continue without it, exiting (restart every process: they resume from the committed offsets)"
-                );
-                eprintln!("emostream: lost process {peer} ({address}): {message}");
-                std::process::exit(EXIT_PEER_LOST);
+                lost(format!(
+                    "lost process {peer} ({address}): {message}; the processes cannot continue without it (restart every process: they resume from the committed offsets)"
+                ));
             }
             None if message.contains("timely communication error") => {
-                eprintln!("emostream: the cluster's connections failed: {message}");
-                std::process::exit(EXIT_PEER_LOST);
+                lost(format!(
+                    "the connections between the processes failed: {message}"
+                ));
             }
             None => default(info),
         }

@@ -3,7 +3,6 @@
 //! ([`crate::delivery::lean`]); every other request goes to hyper with the warp routes.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::delivery::{lean, Registry};
 use crate::http_error::recover;
 use crate::ingest::{self, Ingest};
 use crate::kafka::producer::ReactionProducer;
+use crate::system::Faults;
 
 /// What `/readyz` checks.
 pub trait Readiness: Send + Sync + 'static {
@@ -122,29 +122,24 @@ pub fn serve(
 /// How long a new connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Readiness of a running system: the broker answers and the dataflow runs.
+/// Readiness of a running system: nothing has stopped windows from flowing, and the broker
+/// answers.
 pub struct SystemReadiness {
     /// Used to ask the broker for metadata.
     pub producer: ReactionProducer,
-    /// Reports a dataflow that cannot run.
-    pub dataflow_failure: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    /// Any fault that stopped windows from flowing (the dataflow, the windows producer, a
+    /// peer).
+    pub faults: Faults,
 }
 
 impl Readiness for SystemReadiness {
     fn not_ready(&self) -> Option<String> {
-        if let Some(failure) = (self.dataflow_failure)() {
-            return Some(format!("the dataflow is not running: {failure}"));
+        if let Some(fault) = self.faults.first() {
+            return Some(format!("windows are not flowing: {fault}"));
         }
         if !self.producer.broker_reachable(Duration::from_secs(2)) {
             return Some("the Kafka broker does not answer".into());
         }
         None
     }
-}
-
-/// Binds `addr`, with a message that says what to do when the port is taken.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}; choose another address with --http"))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{batch, post_batch, start, Seen};
 use dataflows::WindowSummary;
-use emostream::run_cmd::System;
+use emostream::system::System;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{assert_contiguous, batch, post_batch, start, sums, wait_for_total, windows_topic};
 use emostream::kafka::embedded::EmbeddedBroker;
-use emostream::run_cmd::System;
+use emostream::system::System;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
 
+use super::BrokerError;
+
 /// A running embedded broker. Dropping it shuts the broker down.
 pub struct EmbeddedBroker {
     bootstrap: String,
@@ -19,7 +21,7 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with `topics` (name, partitions) created.
-    pub fn start(topics: &[(String, i32)]) -> Result<Self, String> {
+    pub fn start(topics: &[(String, i32)]) -> Result<Self, BrokerError> {
         let topics = topics.to_vec();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();

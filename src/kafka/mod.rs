@@ -31,3 +31,14 @@ pub fn client_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
     config.set("bootstrap.servers", &settings.brokers);
     config
 }
+
+/// The brokers could not be reached or used; the message says which and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokerError(pub String);
+
+impl From<String> for BrokerError {
+    fn from(message: String) -> Self {
+        BrokerError(message)
+    }
+}

@@ -15,7 +15,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
-use super::{client_config, KafkaSettings};
+use super::{client_config, BrokerError, KafkaSettings};
 use crate::stats::Stats;
 
 /// When a 202 is sent.
@@ -141,7 +141,7 @@ impl ReactionProducer {
         kafka: &KafkaSettings,
         settings: &ProducerSettings,
         stats: Arc<Stats>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BrokerError> {
         let producer: ThreadedProducer<Deliveries> = client_config(kafka)
             .set("linger.ms", settings.linger_ms.to_string())
             .set(
@@ -265,10 +265,10 @@ impl ReactionProducer {
     }
 
     /// Sends everything queued, waiting up to `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), BrokerError> {
         self.producer
             .flush(Timeout::After(timeout))
-            .map_err(|e| e.to_string())
+            .map_err(|e| BrokerError(e.to_string()))
     }
 
     /// Whether the brokers answer a metadata request within `timeout`.

@@ -6,13 +6,13 @@ use dataflows::WindowId;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::{client_config, KafkaSettings};
+use super::{client_config, BrokerError, KafkaSettings};
 
 /// The last window written to the windows topic, if any.
 pub fn last_emitted_window(
     kafka: &KafkaSettings,
     timeout: Duration,
-) -> Result<Option<WindowId>, String> {
+) -> Result<Option<WindowId>, BrokerError> {
     let consumer: BaseConsumer = client_config(kafka)
         .set("group.id", format!("{}-resume", kafka.group_id))
         .set("enable.auto.commit", "false")
@@ -26,8 +26,10 @@ pub fn last_emitted_window(
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&kafka.windows_topic, 0, Offset::Offset(high - 1))
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        .map_err(|e| BrokerError(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| BrokerError(e.to_string()))?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
@@ -37,18 +39,23 @@ pub fn last_emitted_window(
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .unwrap_or_default();
                 return key.parse::<WindowId>().map(Some).map_err(|_| {
-                    format!(
+                    BrokerError(format!(
                         "the last message of {} has key {key:?}, not a window index",
                         kafka.windows_topic
-                    )
+                    ))
                 });
             }
-            Some(Err(e)) => return Err(format!("cannot read {}: {e}", kafka.windows_topic)),
+            Some(Err(e)) => {
+                return Err(BrokerError(format!(
+                    "cannot read {}: {e}",
+                    kafka.windows_topic
+                )))
+            }
             None => {}
         }
     }
-    Err(format!(
+    Err(BrokerError(format!(
         "timed out reading the last message of {}",
         kafka.windows_topic
-    ))
+    )))
 }

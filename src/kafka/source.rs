@@ -32,6 +32,7 @@ use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
 use super::offsets::PartitionProgress;
 use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
+use crate::system::{Component, Faults};
 
 /// Settings of the Kafka source.
 #[derive(Clone)]
@@ -48,8 +49,8 @@ pub struct SourceSettings {
     pub stats: Arc<Stats>,
     /// Set to stop reading and drain.
     pub stop: Arc<AtomicBool>,
-    /// Set by a source that cannot go on (e.g. its consumer could not be created).
-    pub failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where a source that cannot go on (e.g. its consumer could not be created) says so.
+    pub faults: Faults,
     /// Sources that have stopped (committed after a stop, or never started): the workers drop
     /// the dataflow once every source has.
     pub stopped: Arc<AtomicUsize>,
@@ -101,12 +102,10 @@ pub fn kafka_source<'scope>(
                     Some(consumer)
                 }
                 Err(e) => {
-                    tracing::error!(worker = index, "Kafka source cannot start: {e}");
-                    settings
-                        .failure
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
+                    settings.faults.report(
+                        Component::Dataflow,
+                        format!("the Kafka source of worker {index} cannot start: {e}"),
+                    );
                     cap = None;
                     None
                 }

@@ -6,11 +6,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::{client_config, KafkaSettings};
+use super::{client_config, BrokerError, KafkaSettings};
 
 /// Creates the reactions topic (`partitions` partitions) and the windows topic (one
 /// partition, so windows stay in order), leaving existing ones as they are.
-pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<(), String> {
+pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<(), BrokerError> {
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().map_err(|e| {
         format!(
             "cannot create a Kafka admin client for {}: {e}",
@@ -51,7 +51,9 @@ pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<()
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, e)) => return Err(format!("cannot create topic {topic}: {e}")),
+            Err((topic, e)) => {
+                return Err(BrokerError(format!("cannot create topic {topic}: {e}")))
+            }
         }
     }
     Ok(())
@@ -60,7 +62,7 @@ pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<()
 /// The reactions topic's partition count as the brokers report it: an existing topic may
 /// have more (or fewer) partitions than `--partitions`, and every one of them must be read.
 /// Blocks; waits up to `timeout` for a just-created topic to appear in metadata.
-pub fn reactions_partitions(kafka: &KafkaSettings, timeout: Duration) -> Result<i32, String> {
+pub fn reactions_partitions(kafka: &KafkaSettings, timeout: Duration) -> Result<i32, BrokerError> {
     let client: AdminClient<DefaultClientContext> = client_config(kafka).create().map_err(|e| {
         format!(
             "cannot create a Kafka admin client for {}: {e}",
@@ -79,13 +81,13 @@ pub fn reactions_partitions(kafka: &KafkaSettings, timeout: Duration) -> Result<
             .find(|t| t.name() == kafka.reactions_topic && t.error().is_none())
             .map_or(0, |t| t.partitions().len());
         if partitions > 0 {
-            return i32::try_from(partitions).map_err(|e| e.to_string());
+            return i32::try_from(partitions).map_err(|e| BrokerError(e.to_string()));
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!(
+            return Err(BrokerError(format!(
                 "topic {} has no partitions on {} after {timeout:?}",
                 kafka.reactions_topic, kafka.brokers
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

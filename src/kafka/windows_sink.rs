@@ -20,6 +20,7 @@ use timely::scheduling::SyncActivator;
 
 use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
+use crate::system::{Component, Faults};
 
 struct Delivered {
     tx: mpsc::Sender<(WindowId, Result<(), String>)>,
@@ -46,10 +47,12 @@ enum State {
 
 /// Writes summaries (which arrive on worker 0) to the windows topic and emits them, in window
 /// order, once durable.
+/// A producer that cannot be created is a fault: no window could ever be written.
 pub fn write_windows<'scope>(
     summaries: StreamVec<'scope, WindowId, WindowSummary>,
     kafka: KafkaSettings,
     stats: Arc<Stats>,
+    faults: Faults,
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
     let scope = summaries.scope();
     summaries.unary_frontier(Pipeline, "WriteWindows", move |_cap, info| {
@@ -66,7 +69,10 @@ pub fn write_windows<'scope>(
         {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::error!("cannot create the windows producer: {e}");
+                faults.report(
+                    Component::WindowsProducer,
+                    format!("cannot create it for {}: {e}", kafka.brokers),
+                );
                 None
             }
         };

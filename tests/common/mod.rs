@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use dataflows::WindowSummary;
 use emostream::cli::{Cli, Command, RunArgs};
-use emostream::run_cmd::System;
+use emostream::system::System;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::Parser;
 use emostream::cli::{Cli as EmostreamCli, Command};
-use emostream::run_cmd::System;
+use emostream::system::System;
 use emostream_bench::{ms, percentile};
 
 #[derive(Parser)]

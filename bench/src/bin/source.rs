@@ -15,7 +15,7 @@ use clap::Parser;
 use emostream::cli::{Cli as EmostreamCli, Command};
 use emostream::kafka::embedded::EmbeddedBroker;
 use emostream::kafka::source::wall_clock_ms;
-use emostream::run_cmd::System;
+use emostream::system::System;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 

@@ -1,0 +1,131 @@
+//! The one configuration value of a running system, translated once from the flags.
+//!
+//! Everything `start` needs is here, checked: a bad combination of flags fails before
+//! anything is started, with a [`ConfigError`] that names the flag to fix.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use dataflows::{Settings, Topology};
+
+use crate::cli::{ConfigError, Placement, RunArgs};
+use crate::delivery::HubSettings;
+use crate::kafka::producer::ProducerSettings;
+use crate::kafka::KafkaSettings;
+
+/// What a system runs with.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Where the HTTP API listens.
+    pub http: SocketAddr,
+    /// Where the workers run (threads, processes, hostfile).
+    pub placement: Placement,
+    /// Each process's advertised HTTP base URL, when there are several processes.
+    pub advertised: Option<Vec<String>>,
+    /// External brokers (`--brokers`); `None` starts the embedded one.
+    pub external_brokers: Option<String>,
+    /// Replication factor of topics created on external brokers.
+    pub replication: i32,
+    /// Topics, group and (once connected) the brokers.
+    pub kafka: KafkaSettings,
+    /// Windows, lateness, scaling.
+    pub settings: Settings,
+    /// A partition with no message for this long follows the wall clock.
+    pub idle_ms: u64,
+    /// The reactions producer.
+    pub producer: ProducerSettings,
+    /// Per-user rate limit (reactions per second, burst).
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+    /// The initial delivery tree.
+    pub topology: Topology,
+    /// Clients a subscriber takes before the tree grows.
+    pub subscriber_capacity: usize,
+    /// A registered client without an event stream for this long is released.
+    pub client_ttl: Duration,
+    /// Retention and queueing of each hub.
+    pub hubs: HubSettings,
+    /// Between keep-alive comments on idle streams.
+    pub keep_alive: Duration,
+}
+
+impl RunConfig {
+    /// Checks the flags and reads the hostfile.
+    pub fn from_args(args: &RunArgs) -> Result<RunConfig, ConfigError> {
+        let placement = args.dataflow.placement()?;
+        let several = placement.deployment.processes() > 1;
+        if several && args.brokers.is_none() {
+            return Err(ConfigError(
+                "several processes (--processes above 1) need --brokers: the embedded broker lives inside one process"
+                    .into(),
+            ));
+        }
+        let advertised = if several {
+            Some(advertised_http(&placement, args.advertise_http.as_deref())?)
+        } else {
+            None
+        };
+        let delivery = &args.delivery;
+        let saturating = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(RunConfig {
+            http: args.http,
+            advertised,
+            external_brokers: args.brokers.clone(),
+            replication: i32::from(args.replication),
+            kafka: KafkaSettings {
+                brokers: args.brokers.clone().unwrap_or_default(),
+                reactions_topic: args.reactions_topic.clone(),
+                windows_topic: args.windows_topic.clone(),
+                partitions: i32::from(args.partitions),
+                group_id: args.group_id.clone(),
+            },
+            settings: args.dataflow.settings(),
+            idle_ms: args.idle_ms,
+            producer: ProducerSettings {
+                linger_ms: args.linger_ms,
+                queue_messages: args.producer_queue,
+                ack: args.ack,
+            },
+            rate_limit: args
+                .rate_limit
+                .map(|per_second| (per_second, args.rate_limit_burst.unwrap_or(per_second))),
+            topology: Topology {
+                clusters: delivery.clusters,
+                subscribers: delivery.subscribers,
+            },
+            subscriber_capacity: saturating(delivery.subscriber_capacity),
+            client_ttl: Duration::from_secs(delivery.client_ttl_secs),
+            hubs: HubSettings {
+                retention: saturating(delivery.retention),
+                client_queue: saturating(delivery.client_queue),
+            },
+            keep_alive: Duration::from_secs(delivery.keep_alive_secs),
+            placement,
+        })
+    }
+
+    /// Whether this is one process of several.
+    pub fn several_processes(&self) -> bool {
+        self.placement.deployment.processes() > 1
+    }
+}
+
+/// Each process's advertised HTTP base URL: the hostfile's second column, this process's from
+/// `--advertise-http` when given.
+fn advertised_http(placement: &Placement, mine: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let me = placement.deployment.process;
+    placement
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(p, host)| {
+            let given = if p == me { mine.or(host.http.as_deref()) } else { host.http.as_deref() };
+            given.map(|h| h.trim_end_matches('/').to_owned()).ok_or_else(|| {
+                ConfigError(format!(
+                    "the hostfile gives no HTTP address for process {p}: add it as a second column (e.g. `{} http://host:8080`) so the processes can send clients to each other",
+                    host.timely
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,118 @@
+//! Faults: what stops windows from flowing, reported from any thread (timely workers, tokio
+//! tasks, the panic hook of timely's network threads), seen by `/readyz` and by the run loop.
+//!
+//! The first fault wins: it is the reason `/readyz` gives and the exit status of the run.
+//! Reporting also cancels [`Faults::failed`], which the run loop waits on instead of polling.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+/// The part of the system that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// The live dataflow (a source could not start, a worker failed).
+    Dataflow,
+    /// The producer that writes windows to the windows topic.
+    WindowsProducer,
+    /// The Kafka brokers.
+    Broker,
+    /// Another process of the deployment.
+    Peers,
+    /// A named background task.
+    Task(&'static str),
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Component::Dataflow => f.write_str("the dataflow"),
+            Component::WindowsProducer => f.write_str("the windows producer"),
+            Component::Broker => f.write_str("the Kafka brokers"),
+            Component::Peers => f.write_str("the deployment's processes"),
+            Component::Task(name) => write!(f, "task {name}"),
+        }
+    }
+}
+
+/// One fault: where, and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What failed.
+    pub component: Component,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.component, self.message)
+    }
+}
+
+/// A shared record of the first fault. Cheap to clone; `Send + Sync`.
+#[derive(Clone, Default)]
+pub struct Faults {
+    first: Arc<Mutex<Option<Fault>>>,
+    failed: CancellationToken,
+}
+
+impl Faults {
+    /// No fault yet.
+    pub fn new() -> Faults {
+        Faults::default()
+    }
+
+    /// Records a fault (the first one is kept), logs it, and wakes whoever waits on
+    /// [`Faults::failed`].
+    pub fn report(&self, component: Component, message: impl Into<String>) {
+        let fault = Fault {
+            component,
+            message: message.into(),
+        };
+        tracing::error!("{fault}");
+        // A panic while holding this lock cannot leave the Option half-written.
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(fault);
+        self.failed.cancel();
+    }
+
+    /// The first fault, if any.
+    pub fn first(&self) -> Option<Fault> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Cancelled once a fault is reported.
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_fault_is_kept_and_wakes_the_waiter() {
+        let faults = Faults::new();
+        assert_eq!(faults.first(), None);
+        let waiter = {
+            let faults = faults.clone();
+            tokio::spawn(async move { faults.failed().cancelled().await })
+        };
+        let reporter = faults.clone();
+        std::thread::spawn(move || {
+            reporter.report(Component::WindowsProducer, "cannot create it");
+            reporter.report(Component::Dataflow, "later");
+        })
+        .join()
+        .unwrap();
+        waiter.await.unwrap();
+        let first = faults.first().unwrap();
+        assert_eq!(first.component, Component::WindowsProducer);
+        assert_eq!(first.to_string(), "the windows producer: cannot create it");
+    }
+}

@@ -1,0 +1,433 @@
+//! The lifecycle of `emostream run`: what runs, and how it stops, in one place.
+//!
+//! [`System::start`] is a sequence of named steps over one [`RunConfig`]:
+//!
+//! 1. **config**: the flags, checked ([`RunConfig::from_args`]);
+//! 2. **broker**: the embedded broker, or the external brokers with their topics
+//!    ([`broker::connect`]);
+//! 3. **resume**: the first window to emit, after the last one in the windows topic;
+//! 4. **delivery**: the tree of hubs and who serves them;
+//! 5. **dataflow**: this process's timely workers ([`crate::live`]); with several processes
+//!    this waits for the others;
+//! 6. **producer**: the reactions producer, warmed up;
+//! 7. **tasks**: keep-alives, client expiry (or following the leader), rate-limit cleanup,
+//!    drop warnings, each a named task under one token ([`Tasks`]);
+//! 8. **http**: the listener, then the server.
+//!
+//! Every failure that stops windows from flowing is a [`Fault`]: `/readyz` answers 503 with
+//! it, and [`run_until`] stops the system and returns it as the exit status.
+//! [`System::shutdown`] stops in order, each step time-boxed: stop accepting requests, flush the
+//! producer, stop the sources and let the closed windows be written and delivered, end the
+//! event streams, stop the tasks, stop the broker.
+
+mod broker;
+mod config;
+mod faults;
+mod tasks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::kafka::source::wall_clock_ms;
+use dataflows::WindowSummary;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+pub use config::RunConfig;
+pub use faults::{Component, Fault, Faults};
+pub use tasks::Tasks;
+
+use crate::error::RunError;
+use crate::ingest::Ingest;
+use crate::kafka::embedded::EmbeddedBroker;
+use crate::kafka::producer::ReactionProducer;
+use crate::kafka::KafkaSettings;
+use crate::live::{Live, OnWindow};
+use crate::rate_limit::UserRateLimit;
+use crate::stats::Stats;
+use crate::{dashboard, delivery, live, metrics, server};
+
+/// How long a stop waits for the HTTP server to finish the requests in progress.
+const HTTP_STOP: Duration = Duration::from_secs(5);
+/// How long a stop waits for the producer to deliver what is queued.
+const FLUSH: Duration = Duration::from_secs(5);
+/// How long a stop waits for the dataflow's workers.
+const DATAFLOW_STOP: Duration = Duration::from_secs(15);
+/// How long a stop waits for the background tasks.
+const TASKS_STOP: Duration = Duration::from_secs(2);
+/// How long start-up waits for the producer to learn the reactions topic.
+const WARM_UP: Duration = Duration::from_secs(10);
+
+/// A running system.
+pub struct System {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The Kafka bootstrap servers in use.
+    pub brokers: String,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// The delivery tree.
+    pub registry: Arc<delivery::Registry>,
+    /// What has failed, if anything.
+    faults: Faults,
+    tasks: Tasks,
+    http: Option<HttpServer>,
+    producer: ReactionProducer,
+    live: Option<Live>,
+    broker: Option<EmbeddedBroker>,
+}
+
+/// The HTTP server task and the token that stops it accepting.
+struct HttpServer {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl System {
+    /// Starts everything; `on_window` also sees each durable window (tests use it).
+    pub async fn start(
+        args: &crate::cli::RunArgs,
+        on_window: Option<OnWindow>,
+    ) -> Result<System, RunError> {
+        let config = RunConfig::from_args(args)?;
+        let faults = Faults::new();
+        if config.several_processes() {
+            crate::peer_loss::report_peer_loss(
+                config.placement.deployment.addresses.clone(),
+                faults.clone(),
+            );
+        }
+        let (kafka, broker) = broker::connect(&config).await?;
+        let stats = Arc::new(Stats::new(
+            usize::try_from(kafka.partitions).unwrap_or(0),
+            config.placement.deployment.peers(),
+        ));
+        let first_window = broker::resume_point(&kafka, &config).await?;
+        let registry = delivery_tree(&config, &stats);
+        raise_open_files_limit();
+        let live = start_dataflow(
+            &config,
+            &kafka,
+            first_window,
+            &stats,
+            &registry,
+            &faults,
+            on_window,
+        )
+        .await?;
+        let producer = broker::start_producer(&config, &kafka, &stats).await?;
+        let tasks = Tasks::new(faults.clone());
+        let rate_limit = spawn_tasks(&tasks, &config, &registry, &stats);
+        let ingest = Ingest {
+            producer: producer.clone(),
+            rate_limit,
+            stats: Arc::clone(&stats),
+        };
+        let (http_addr, http) =
+            open_http(&config, ingest, &registry, &stats, &faults, &producer).await?;
+        Ok(System {
+            http_addr,
+            brokers: kafka.brokers.clone(),
+            stats,
+            registry,
+            faults,
+            tasks,
+            http: Some(http),
+            producer,
+            live: Some(live),
+            broker,
+        })
+    }
+
+    /// The first fault, if something stopped windows from flowing.
+    pub fn fault(&self) -> Option<Fault> {
+        self.faults.first()
+    }
+
+    /// Where faults are reported; a clone reports into this system.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Resolves once a fault is reported.
+    pub fn failed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.faults.failed().clone().cancelled_owned()
+    }
+
+    /// Stops in order, each step time-boxed (a stuck step is logged and skipped): stops
+    /// accepting requests, flushes the producer, lets the dataflow write the windows its
+    /// watermark has closed (open ones resume in the next run) and deliver them, ends the event
+    /// streams, stops the background tasks and the broker.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
+        if let Some(http) = self.http.take() {
+            http.stop.cancel();
+            if tokio::time::timeout(HTTP_STOP, http.task).await.is_err() {
+                tracing::warn!(
+                    "HTTP requests still in progress after {HTTP_STOP:?}; closing anyway"
+                );
+            }
+        }
+        let producer = self.producer.clone();
+        match tokio::task::spawn_blocking(move || producer.flush(FLUSH)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("reactions still queued at shutdown may be lost: {e}"),
+            Err(e) => tracing::warn!("the producer flush failed: {e}"),
+        }
+        let mut result = Ok(());
+        if let Some(live) = self.live.take() {
+            result = stop_dataflow(live, &self.faults).await;
+        }
+        // The last windows are in the hubs: now the streams may end.
+        self.registry.for_each(|hub| hub.close());
+        self.tasks.stop(TASKS_STOP).await;
+        if let Some(broker) = self.broker.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
+        }
+        match self.faults.first() {
+            Some(fault) => Err(fault.into()),
+            None => result,
+        }
+    }
+}
+
+/// Starts the system, runs until `shutdown` resolves or a fault stops it, then stops it in
+/// order. Returns the fault, if one stopped it. `main` passes Ctrl-C and SIGTERM; tests pass
+/// their own future.
+pub async fn run_until(
+    args: &crate::cli::RunArgs,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&System),
+) -> Result<(), RunError> {
+    let system = System::start(args, None).await?;
+    started(&system);
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        () = system.failed() => tracing::info!("stopping after a fault"),
+    }
+    system.shutdown().await
+}
+
+/// Step 4: the delivery tree, and which process serves which hub.
+fn delivery_tree(config: &RunConfig, stats: &Arc<Stats>) -> Arc<delivery::Registry> {
+    let registry = Arc::new(delivery::Registry::new(
+        config.topology,
+        config.subscriber_capacity,
+        config.client_ttl,
+        config.hubs,
+        Arc::clone(stats),
+    ));
+    let deployment = &config.placement.deployment;
+    registry.set_membership(match &config.advertised {
+        Some(http) => delivery::registry::Membership {
+            process: deployment.process,
+            threads: deployment.threads,
+            http: http.clone(),
+        },
+        None => delivery::registry::Membership::single(deployment.threads, String::new()),
+    });
+    registry
+}
+
+/// Step 5: this process's workers, reading from `first_window` on. With several processes this
+/// waits for the others to connect, so it runs off the async threads.
+async fn start_dataflow(
+    config: &RunConfig,
+    kafka: &KafkaSettings,
+    first_window: dataflows::WindowId,
+    stats: &Arc<Stats>,
+    registry: &Arc<delivery::Registry>,
+    faults: &Faults,
+    on_window: Option<OnWindow>,
+) -> Result<Live, RunError> {
+    let source = crate::kafka::source::SourceSettings {
+        kafka: kafka.clone(),
+        windowing: config.settings.windowing,
+        idle_ms: config.idle_ms,
+        first_window,
+        stats: Arc::clone(stats),
+        stop: Arc::default(),
+        faults: faults.clone(),
+        stopped: Arc::default(),
+    };
+    let deployment = config.placement.deployment.clone();
+    let settings = config.settings;
+    let observe = observe_windows(Arc::clone(stats), on_window);
+    let registry = Arc::clone(registry);
+    let several = config.several_processes();
+    tokio::task::spawn_blocking(move || {
+        live::start(&deployment, settings, source, observe, registry)
+    })
+    .await
+    .map_err(|e| RunError::Internal(format!("the dataflow's start failed: {e}")))?
+    .map_err(|e| {
+        if several {
+            RunError::Peer(e)
+        } else {
+            RunError::Dataflow(e)
+        }
+    })
+}
+
+/// What every durable window passes through: its close delay, its log line, the test hook.
+fn observe_windows(stats: Arc<Stats>, on_window: Option<OnWindow>) -> OnWindow {
+    Arc::new(move |summary: &WindowSummary| {
+        let delay_ms = wall_clock_ms().saturating_sub(summary.end_ms);
+        stats.window_close_delay.observe(delay_ms as f64 / 1000.0);
+        tracing::debug!(
+            target: crate::WINDOW_LOG,
+            window = summary.window,
+            total = summary.total,
+            "window closed: {}",
+            summary.to_json()
+        );
+        if let Some(f) = &on_window {
+            f(summary);
+        }
+    })
+}
+
+/// Step 7: the background tasks. Returns the rate limit the ingest uses.
+fn spawn_tasks(
+    tasks: &Tasks,
+    config: &RunConfig,
+    registry: &Arc<delivery::Registry>,
+    stats: &Arc<Stats>,
+) -> Option<Arc<UserRateLimit>> {
+    let keep_alive = config.keep_alive;
+    let hubs = Arc::clone(registry);
+    tasks.spawn("keep-alive", async move {
+        let mut every = tokio::time::interval(keep_alive);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            hubs.for_each(|hub| hub.keep_alive());
+        }
+    });
+    let ttl = config.client_ttl;
+    let clients = Arc::clone(registry);
+    if config.placement.deployment.process == 0 {
+        tasks.spawn("expire-clients", async move {
+            let mut every = tokio::time::interval((ttl / 4).min(Duration::from_secs(10)));
+            loop {
+                every.tick().await;
+                let released = clients.expire(std::time::Instant::now());
+                if released > 0 {
+                    tracing::info!(
+                        released,
+                        "released clients without an event stream for {ttl:?}"
+                    );
+                }
+            }
+        });
+    } else {
+        tasks.spawn("follow-the-leader", async move {
+            crate::run_cmd::follow_the_leader(clients, ttl).await;
+            Ok(())
+        });
+    }
+    let drops = Arc::clone(stats);
+    tasks.spawn("drop-warnings", async move {
+        crate::drop_log::warn_on_drops(drops).await;
+        Ok(())
+    });
+    let (per_second, burst) = config.rate_limit?;
+    let limit = Arc::new(UserRateLimit::new(per_second, burst));
+    let idle = Arc::clone(&limit);
+    tasks.spawn("rate-limit-cleanup", async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            idle.forget_idle();
+        }
+    });
+    Some(limit)
+}
+
+/// Step 8: binds the HTTP address and starts serving every route.
+async fn open_http(
+    config: &RunConfig,
+    ingest: Ingest,
+    registry: &Arc<delivery::Registry>,
+    stats: &Arc<Stats>,
+    faults: &Faults,
+    producer: &ReactionProducer,
+) -> Result<(SocketAddr, HttpServer), RunError> {
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.http,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: config.http,
+        source,
+    })?;
+    let readiness = Arc::new(server::SystemReadiness {
+        producer: producer.clone(),
+        faults: faults.clone(),
+    });
+    let metrics = metrics::Metrics::new(Arc::clone(stats), Arc::clone(registry));
+    let more_routes = delivery::routes::routes(Arc::clone(registry), http_addr)
+        .or(metrics::route(metrics))
+        .unify()
+        .or(dashboard::routes())
+        .unify()
+        .boxed();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server::serve(
+        listener,
+        ingest,
+        more_routes,
+        Arc::clone(registry),
+        readiness,
+        stop.clone().cancelled_owned(),
+    ));
+    Ok((http_addr, HttpServer { stop, task }))
+}
+
+/// Stops the workers: the sources stop reading, the closed windows are written, the workers
+/// end. Joined on a plain thread, time-boxed: after a lost peer they can never finish, and
+/// the runtime must still be able to shut down without waiting for this join.
+async fn stop_dataflow(live: Live, faults: &Faults) -> Result<(), RunError> {
+    if faults
+        .first()
+        .is_some_and(|f| f.component == Component::Peers)
+    {
+        live.abandon();
+        return Ok(());
+    }
+    let (joined, join) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("emostream-stop".into())
+        .spawn(move || {
+            let _ = joined.send(live.stop_and_join());
+        })
+        .map_err(|e| RunError::Internal(format!("cannot start the stop thread: {e}")))?;
+    match tokio::time::timeout(DATAFLOW_STOP, join).await {
+        Ok(Ok(r)) => r.map_err(RunError::Dataflow),
+        Ok(Err(_)) => Err(RunError::Internal(
+            "the dataflow's stop thread failed".into(),
+        )),
+        Err(_) => Err(RunError::Dataflow(format!(
+            "the dataflow did not finish within {DATAFLOW_STOP:?}"
+        ))),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: each SSE client holds a socket.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            "open-file limit {limit}: room for about {} concurrent connections",
+            limit.saturating_sub(FILES_KEPT_FOR_THE_REST)
+        ),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Files the process needs besides client connections (broker sockets, logs, timely).
+const FILES_KEPT_FOR_THE_REST: u64 = 200;

@@ -1,0 +1,112 @@
+//! The lifecycle of `emostream run`: a fault stops windows from flowing and says so on
+//! `/readyz`, a shutdown future handed in stops the system, and each class of failure exits
+//! with its own status.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use emostream::error::{exit, RunError};
+use emostream::system::{run_until, Component};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_turns_readyz_to_503_with_its_reason_and_stops_the_run() {
+    let (system, _seen) = common::start(&[]).await;
+    let readyz = format!("http://{}/readyz", system.http_addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
+
+    // What the windows sink does when its producer cannot be created.
+    system
+        .faults()
+        .report(Component::WindowsProducer, "cannot create it for test:1");
+    tokio::time::timeout(Duration::from_secs(5), system.failed())
+        .await
+        .expect("waiters hear of the fault at once");
+    let answer = http.get(&readyz).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "not_ready");
+    assert_eq!(
+        body["message"],
+        "windows are not flowing: the windows producer: cannot create it for test:1"
+    );
+
+    let stopped = system.shutdown().await.unwrap_err();
+    assert!(matches!(stopped, RunError::Dataflow(_)), "{stopped:?}");
+    assert_eq!(stopped.exit_code(), exit::INTERNAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_handed_in_stops_the_system_cleanly() {
+    let args = common::run_args(&[]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(async move {
+        run_until(
+            &args,
+            async move {
+                let _ = stopped.await;
+            },
+            |system| {
+                let _ = addr_tx.send(system.http_addr);
+            },
+        )
+        .await
+    });
+    let addr = addr_rx.await.expect("the system started");
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the stop is time-boxed")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}
+
+fn emostream(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_emostream"))
+        .arg("run")
+        .args(args)
+        .env("EMOSTREAM_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn each_failure_class_exits_with_its_own_status() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let out = emostream(&["--http", &taken_addr]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::BIND.into()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken_addr}")) && stderr.contains("--http"),
+        "{stderr}"
+    );
+
+    let out = emostream(&["--processes", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
+    assert!(stderr.contains("--hostfile"), "{stderr}");
+
+    // Nothing listens on a port just released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap().to_string();
+    drop(free);
+    let out = emostream(&["--http", "127.0.0.1:0", "--brokers", &nobody]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::BROKER.into()), "{stderr}");
+    assert!(stderr.contains(&nobody), "{stderr}");
+}
