@@ -2,6 +2,8 @@
 //! `/readyz`, a shutdown future handed in stops the system, and each class of failure exits
 //! with its own status.
 
+#![allow(clippy::unwrap_used)] // a failure is the test failing
+
 mod common;
 
 use std::process::Command;
