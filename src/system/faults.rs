@@ -16,8 +16,6 @@ pub enum Component {
     Dataflow,
     /// The producer that writes windows to the windows topic.
     WindowsProducer,
-    /// The Kafka brokers.
-    Broker,
     /// Another process of the deployment.
     Peers,
     /// A named background task.
@@ -29,7 +27,6 @@ impl fmt::Display for Component {
         match self {
             Component::Dataflow => f.write_str("the dataflow"),
             Component::WindowsProducer => f.write_str("the windows producer"),
-            Component::Broker => f.write_str("the Kafka brokers"),
             Component::Peers => f.write_str("the deployment's processes"),
             Component::Task(name) => write!(f, "task {name}"),
         }
