@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dataflows::{Topology, WindowSummary};
+use dataflows::{wall_clock_ms, Topology, WindowSummary};
 use tokio::sync::oneshot;
 use warp::Filter;
 
@@ -21,7 +21,7 @@ use crate::ingest::Ingest;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::{ProducerSettings, ReactionProducer};
 use crate::kafka::resume::last_emitted_window;
-use crate::kafka::source::{wall_clock_ms, SourceSettings};
+use crate::kafka::source::SourceSettings;
 use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::KafkaSettings;
 use crate::live::{self, Live, OnWindow};
