@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dataflows::reaction::{parse_reaction, MissingTimestamp};
-use dataflows::Reaction;
+use dataflows::{wall_clock_ms, Reaction};
 use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::http_error::ApiError;
 use crate::kafka::producer::{ProduceError, ReactionProducer};
-use crate::kafka::source::wall_clock_ms;
 use crate::rate_limit::UserRateLimit;
 use crate::stats::{RejectReason, Stats};
 

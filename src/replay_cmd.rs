@@ -2,10 +2,10 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dataflows::reaction::Field;
 use dataflows::replay::{replay, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
+use dataflows::wall_clock_ms;
 
 use crate::cli::ReplayArgs;
 
@@ -33,7 +33,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
         settings: args.dataflow.settings(),
         deployment: placement.deployment,
         block_bytes: DEFAULT_BLOCK_BYTES,
-        now_ms: now_ms(),
+        now_ms: wall_clock_ms(),
     };
     let mut out = BufWriter::new(out);
     let report = replay(input, &config, |summary| {
@@ -69,10 +69,4 @@ pub fn describe(report: &ReplayReport) -> String {
         report.windows
     ));
     text
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

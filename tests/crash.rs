@@ -77,7 +77,7 @@ fn ureq_get(port: u16, path: &str) -> Result<u16, reqwest::Error> {
 }
 
 fn post(port: u16, emoji: &str, n: usize, ahead_ms: i64) {
-    let ts = emostream::kafka::source::wall_clock_ms() + ahead_ms;
+    let ts = dataflows::wall_clock_ms() + ahead_ms;
     let body: Vec<Value> = (0..n)
         .map(|i| json!({"user_id": format!("u{i}"), "emoji_type": emoji, "timestamp": ts}))
         .collect();

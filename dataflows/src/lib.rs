@@ -4,7 +4,9 @@
 //! the timely epoch its data travels in. Sources hold their timely capability at their watermark
 //! (the greatest event time read, less the allowed lateness), so a window closes once every
 //! worker's watermark has passed it; reactions for a closed window are late, counted, and
-//! dropped. Each closed window becomes a [`WindowSummary`]: counts per emoji, scaled by a
+//! dropped. The live rule (a watermark per partition, idle partitions following the wall clock,
+//! the hold at the least of them) is [`watermark`]; the Kafka source that applies it only reads
+//! and commits. Replay's rule (one ordered input) is in [`replay`]. Each closed window becomes a [`WindowSummary`]: counts per emoji, scaled by a
 //! [`ScaleRule`], sorted by count. Summaries can then be routed to every (cluster, subscriber)
 //! partition of the delivery tree.
 //!
@@ -14,6 +16,8 @@
 //! # Layout
 //! - [`reaction`]: the reaction type and its validation, shared by every entry point.
 //! - [`emoji`], [`window`], [`scale`], [`summary`], [`route`]: the domain, as plain functions.
+//! - [`watermark`]: the live windowing rule, as a value fed with the time; [`clock`]: the one
+//!   wall clock.
 //! - [`operators`]: the timely operators, one verb each; [`dataflow`] assembles them.
 //! - [`blocks`], [`replay`]: parallel parsing of an ordered input, and the replay driver.
 //! - [`cluster`]: where the workers run: threads of one process, or timely's cluster mode.
@@ -48,6 +52,7 @@
 #![forbid(missing_docs)]
 
 pub mod blocks;
+pub mod clock;
 pub mod cluster;
 pub mod dataflow;
 pub mod emoji;
@@ -57,12 +62,15 @@ pub mod replay;
 pub mod route;
 pub mod scale;
 pub mod summary;
+pub mod watermark;
 pub mod window;
 
+pub use clock::wall_clock_ms;
 pub use dataflow::{window_summaries, Settings};
 pub use emoji::Emoji;
 pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
 pub use route::{Partition, Topology};
 pub use scale::ScaleRule;
 pub use summary::{EmojiCount, WindowSummary};
+pub use watermark::{Arrival, PartitionWatermarks, Watermark};
 pub use window::{EventClock, WindowId, Windowing};

@@ -1,15 +1,15 @@
 //! The Kafka source: each worker reads its own partitions of the reactions topic and turns
-//! them into partial counts per window.
+//! them into partial counts per window. This module does the I/O; the windowing rule (which
+//! reaction is late, when an idle partition follows the wall clock, where the worker holds its
+//! capability) is [`dataflows::watermark`], asked once per message and once per activation.
 //!
 //! - Partition `p` belongs to worker `p mod peers` (static assignment, no group rebalances).
-//! - Each partition has its own event-time clock; a reaction is late when its partition's
-//!   watermark has passed its window. The worker holds its capability at the least watermark
-//!   of its partitions, so a counted reaction can always be emitted at its window.
-//! - A partition with no message for `idle_ms` is idle: its watermark follows the wall clock
-//!   (less `idle_ms` and the lateness), so windows keep closing when nobody reacts.
+//! - The worker holds its capability at the least watermark of its partitions
+//!   ([`PartitionWatermarks::hold`]), so a counted reaction can always be emitted at its window.
 //! - The consumer wakes the operator when messages arrive; a timer wakes it for idleness and
 //!   commits. Offsets are committed only up to the reactions of windows that are durable in
-//!   the windows topic (see [`super::offsets`]).
+//!   the windows topic (see [`super::offsets`]). A gap in a partition's offsets is counted as
+//!   lost.
 //! - On stop, the source stops reading and holds its capability where it is: windows the
 //!   watermark has closed are finished and written; once they are durable the source commits
 //!   and reports itself stopped. Open windows are not flushed early: their reactions stay
@@ -20,9 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataflows::operators::give_partial_counts;
-use dataflows::{parse_reaction, Emoji, EventClock, MissingTimestamp, WindowId, Windowing};
+use dataflows::operators::{give_partial_counts, PartialCountOutput};
+use dataflows::{
+    parse_reaction, wall_clock_ms, Arrival, Emoji, MissingTimestamp, PartitionWatermarks, WindowId,
+    Windowing,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::operators::Capability;
@@ -63,16 +67,6 @@ const TICK: Duration = Duration::from_millis(200);
 /// How often offsets are committed at most.
 const COMMIT_EVERY: Duration = Duration::from_millis(1000);
 
-struct Partition {
-    clock: EventClock,
-    /// The partition's watermark as a window: everything below is closed. Never decreases.
-    open_from: WindowId,
-    last_message: Instant,
-    /// The highest window with counted data.
-    max_window: Option<WindowId>,
-    progress: PartitionProgress,
-}
-
 /// The Kafka source. `durable` probes the end of the dataflow: windows it has passed are in the
 /// windows topic.
 pub fn kafka_source<'scope>(
@@ -80,243 +74,290 @@ pub fn kafka_source<'scope>(
     settings: SourceSettings,
     durable: ProbeHandle<WindowId>,
 ) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
-    let index = scope.index();
+    let worker = scope.index();
     let peers = scope.peers();
     source(scope, "KafkaSource", move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
         let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
-        let mine: Vec<i32> = (0..settings.kafka.partitions)
-            .filter(|p| *p as usize % peers == index)
-            .collect();
-        let mut cap: Option<Capability<WindowId>> = Some(cap);
-        let consumer = if mine.is_empty() {
-            // No partitions: this worker must not hold windows open.
-            cap = None;
-            None
-        } else {
-            match open_consumer(&settings, &mine) {
-                Ok(mut consumer) => {
-                    consumer.set_nonempty_callback(move || {
-                        let _ = sync_activator.activate();
-                    });
-                    Some(consumer)
-                }
-                Err(e) => {
-                    settings.faults.report(
-                        Component::Dataflow,
-                        format!("the Kafka source of worker {index} cannot start: {e}"),
-                    );
-                    cap = None;
-                    None
-                }
-            }
+        let wake = move || {
+            let _ = sync_activator.activate();
         };
-        match cap.as_mut() {
-            Some(cap) => cap.downgrade(&settings.first_window),
-            None => {
-                settings.stopped.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let start = Instant::now();
-        let mut partitions: BTreeMap<i32, Partition> = mine
-            .iter()
-            .map(|p| {
-                (
-                    *p,
-                    Partition {
-                        clock: EventClock::default(),
-                        open_from: settings.first_window,
-                        last_message: start,
-                        max_window: None,
-                        progress: PartitionProgress::default(),
-                    },
-                )
-            })
-            .collect();
-        let mut counts: HashMap<(WindowId, Emoji), u64> = HashMap::new();
-        let mut last_commit = Instant::now();
-        let mut stopping = false;
-        let mut consumer_done = false;
-        let windowing = settings.windowing;
+        let mut state = SourceState::start(settings, worker, peers, cap, durable, wake);
         activator.activate();
-
         move |output| {
-            if consumer_done {
-                return;
-            }
-            let (Some(consumer), Some(held)) = (consumer.as_ref(), cap.as_mut()) else {
+            let Some(state) = state.as_mut() else {
                 return;
             };
-            let now_ms = wall_clock_ms();
-            if !stopping && settings.stop.load(Ordering::Relaxed) {
-                tracing::debug!(
-                    worker = index,
-                    holding = *held.time(),
-                    "Kafka source stopping"
-                );
-                stopping = true;
-            }
-            let mut budget_left = true;
-            if !stopping {
-                budget_left = false;
-                for _ in 0..BUDGET {
-                    let message = match consumer.poll(Duration::ZERO) {
-                        None => {
-                            budget_left = true;
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(worker = index, "Kafka consumer error: {e}");
-                            continue;
-                        }
-                        Some(Ok(message)) => message,
-                    };
-                    settings.stats.consumed.inc();
-                    if let Some(counters) = settings.stats.partition(message.partition()) {
-                        counters.consumed.inc();
-                    }
-                    let Some(partition) = partitions.get_mut(&message.partition()) else {
-                        continue;
-                    };
-                    let offset = message.offset();
-                    if let Some(expected) = partition.progress.expected().filter(|e| offset > *e) {
-                        let lost = (offset - expected) as u64;
-                        settings.stats.lost.add(lost);
-                        tracing::warn!(
-                            partition = message.partition(),
-                            lost,
-                            "offsets {expected}..{offset} were never read (the broker dropped them)"
-                        );
-                    }
-                    partition.last_message = Instant::now();
-                    let payload = message.payload().unwrap_or_default();
-                    let counted_in = match parse_reaction(payload, now_ms, MissingTimestamp::Refuse)
-                    {
-                        Err(_) => {
-                            settings.stats.invalid_on_topic.inc();
-                            None
-                        }
-                        Ok(reaction) => {
-                            let window = windowing.window_of(reaction.timestamp);
-                            partition.clock.observe(reaction.timestamp);
-                            if window < partition.open_from {
-                                settings.stats.late.inc();
-                                None
-                            } else {
-                                *counts.entry((window, reaction.emoji_type)).or_default() += 1;
-                                partition.max_window = partition.max_window.max(Some(window));
-                                partition.open_from = partition
-                                    .open_from
-                                    .max(partition.clock.open_from(&windowing));
-                                Some(window)
-                            }
-                        }
-                    };
-                    partition.progress.read(offset, counted_in);
-                }
-            }
-
-            // Emit this activation's partial counts, window by window.
-            let refused = give_partial_counts(held, output, &mut counts);
-            settings.stats.late.add(refused);
-
-            if !stopping {
-                let idle_window =
-                    windowing.open_from(now_ms.saturating_sub(settings.idle_ms as i64));
-                for partition in partitions.values_mut() {
-                    if partition.last_message.elapsed() >= Duration::from_millis(settings.idle_ms) {
-                        partition.open_from = partition.open_from.max(idle_window);
-                    }
-                }
-                let hold = partitions
-                    .values()
-                    .map(|p| p.open_from)
-                    .min()
-                    .unwrap_or(*held.time());
-                if hold > *held.time() {
-                    held.downgrade(&hold);
-                }
-                if let Some(watermark) = settings.stats.watermarks.get(index) {
-                    watermark.set(windowing.start_ms(*held.time()));
-                }
-            }
-
-            // Commit what is durable.
-            let durable_below = durable.with_frontier(|f| f.iter().copied().min());
-            let closed_are_durable = durable_below.is_none_or(|d| d >= *held.time());
-            if stopping && closed_are_durable {
-                commit(
-                    consumer,
-                    &settings.kafka.reactions_topic,
-                    &mut partitions,
-                    durable_below,
-                    true,
-                );
-                settings.stopped.fetch_add(1, Ordering::SeqCst);
-                // Keep the capability: the open windows must not be emitted now.
-                consumer_done = true;
-                return;
-            }
-            if last_commit.elapsed() >= COMMIT_EVERY {
-                last_commit = Instant::now();
-                commit(
-                    consumer,
-                    &settings.kafka.reactions_topic,
-                    &mut partitions,
-                    durable_below,
-                    false,
-                );
-            }
-            if budget_left {
-                activator.activate_after(TICK);
-            } else {
-                activator.activate();
+            match state.activate(output) {
+                Wake::Now => activator.activate(),
+                Wake::AfterTick => activator.activate_after(TICK),
+                Wake::Never => {}
             }
         }
     })
 }
 
-type ReactionConsumer = BaseConsumer<LagContext>;
+/// Where a reading source is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Reading messages and advancing the watermark.
+    Reading,
+    /// Asked to stop: no more reading; waiting for the closed windows to be durable.
+    Draining,
+    /// Committed after the stop. The capability stays held, so open windows are not emitted.
+    Stopped,
+}
 
-fn commit(
-    consumer: &ReactionConsumer,
-    topic: &str,
-    partitions: &mut BTreeMap<i32, Partition>,
-    durable_below: Option<WindowId>,
-    sync: bool,
-) {
-    let mut tpl = TopicPartitionList::new();
-    let mut offsets = Vec::new();
-    for (p, partition) in partitions.iter_mut() {
-        if let Some(offset) = partition.progress.to_commit(durable_below) {
-            if tpl
-                .add_partition_offset(topic, *p, Offset::Offset(offset))
-                .is_ok()
-            {
-                offsets.push((*p, offset));
+/// When the operator wants to run again.
+enum Wake {
+    /// Messages are left: as soon as possible.
+    Now,
+    /// Nothing left to read: after [`TICK`], or earlier when messages arrive.
+    AfterTick,
+    /// Stopped.
+    Never,
+}
+
+/// One worker's source, with its consumer open.
+struct SourceState {
+    worker: usize,
+    settings: SourceSettings,
+    consumer: ReactionConsumer,
+    /// Held at the least watermark of the partitions (see [`PartitionWatermarks::hold`]).
+    held: Capability<WindowId>,
+    durable: ProbeHandle<WindowId>,
+    phase: Phase,
+    last_commit: Instant,
+    intake: Intake,
+}
+
+/// What the source has read and not yet emitted or committed.
+struct Intake {
+    /// Read and commit progress of each of the worker's partitions.
+    progress: BTreeMap<i32, PartitionProgress>,
+    /// Which windows are closed on each partition.
+    watermarks: PartitionWatermarks<i32>,
+    /// Partial counts of this activation, emitted at its end.
+    counts: HashMap<(WindowId, Emoji), u64>,
+}
+
+impl SourceState {
+    /// Opens the worker's consumer on its partitions (`p mod peers = worker`); `wake` is called
+    /// when messages arrive. `None` when the worker has nothing to read (no partitions, or the
+    /// consumer cannot be opened): it then counts as stopped at once and holds no windows open.
+    fn start(
+        settings: SourceSettings,
+        worker: usize,
+        peers: usize,
+        mut cap: Capability<WindowId>,
+        durable: ProbeHandle<WindowId>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Option<SourceState> {
+        let mine: Vec<i32> = (0..settings.kafka.partitions)
+            .filter(|p| *p as usize % peers == worker)
+            .collect();
+        let consumer = if mine.is_empty() {
+            None
+        } else {
+            match open_consumer(&settings, &mine) {
+                Ok(mut consumer) => {
+                    consumer.set_nonempty_callback(wake);
+                    Some(consumer)
+                }
+                Err(e) => {
+                    settings.faults.report(
+                        Component::Dataflow,
+                        format!("the Kafka source of worker {worker} cannot start: {e}"),
+                    );
+                    None
+                }
             }
+        };
+        let Some(consumer) = consumer else {
+            settings.stopped.fetch_add(1, Ordering::SeqCst);
+            return None;
+        };
+        cap.downgrade(&settings.first_window);
+        let start = Instant::now();
+        let watermarks = PartitionWatermarks::new(
+            settings.windowing,
+            settings.idle_ms,
+            settings.first_window,
+            mine.iter().copied(),
+            start,
+        );
+        let intake = Intake {
+            progress: mine
+                .iter()
+                .map(|p| (*p, PartitionProgress::default()))
+                .collect(),
+            watermarks,
+            counts: HashMap::new(),
+        };
+        Some(SourceState {
+            worker,
+            settings,
+            consumer,
+            held: cap,
+            durable,
+            phase: Phase::Reading,
+            last_commit: Instant::now(),
+            intake,
+        })
+    }
+
+    /// One activation: read, emit the partial counts, advance the watermark, commit.
+    fn activate(&mut self, output: &mut PartialCountOutput<'_>) -> Wake {
+        if self.phase == Phase::Stopped {
+            return Wake::Never;
+        }
+        let now_ms = wall_clock_ms();
+        if self.phase == Phase::Reading && self.settings.stop.load(Ordering::Relaxed) {
+            tracing::debug!(
+                worker = self.worker,
+                holding = *self.held.time(),
+                "Kafka source stopping"
+            );
+            self.phase = Phase::Draining;
+        }
+        let mut drained = true;
+        if self.phase == Phase::Reading {
+            drained = self.poll_batch(now_ms);
+        }
+        let refused = give_partial_counts(&self.held, output, &mut self.intake.counts);
+        self.settings.stats.late.add(refused);
+        if self.phase == Phase::Reading {
+            self.advance(now_ms);
+        }
+        let durable_below = self.durable.with_frontier(|f| f.iter().copied().min());
+        if self.phase == Phase::Draining && durable_below.is_none_or(|d| d >= *self.held.time()) {
+            self.commit_durable(durable_below, CommitMode::Sync);
+            self.settings.stopped.fetch_add(1, Ordering::SeqCst);
+            self.phase = Phase::Stopped;
+            return Wake::Never;
+        }
+        if self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.last_commit = Instant::now();
+            self.commit_durable(durable_below, CommitMode::Async);
+        }
+        if drained {
+            Wake::AfterTick
+        } else {
+            Wake::Now
         }
     }
-    if offsets.is_empty() {
-        return;
+
+    /// Reads up to [`BUDGET`] messages. Returns whether the consumer had none left.
+    fn poll_batch(&mut self, now_ms: i64) -> bool {
+        for _ in 0..BUDGET {
+            match self.consumer.poll(Duration::ZERO) {
+                None => return true,
+                Some(Err(e)) => tracing::warn!(worker = self.worker, "Kafka consumer error: {e}"),
+                Some(Ok(message)) => self.intake.read(&message, now_ms, &self.settings),
+            }
+        }
+        false
     }
-    let mode = if sync {
-        CommitMode::Sync
-    } else {
-        CommitMode::Async
-    };
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {
-            for (p, offset) in offsets {
-                if let Some(partition) = partitions.get_mut(&p) {
-                    partition.progress.committed(offset);
+
+    /// Moves idle partitions along the wall clock and the capability up to the least
+    /// watermark.
+    fn advance(&mut self, now_ms: i64) {
+        self.intake.watermarks.tick(now_ms, Instant::now());
+        if let Some(hold) = self.intake.watermarks.hold() {
+            if hold > *self.held.time() {
+                self.held.downgrade(&hold);
+            }
+        }
+        if let Some(watermark) = self.settings.stats.watermarks.get(self.worker) {
+            watermark.set(self.settings.windowing.start_ms(*self.held.time()));
+        }
+    }
+
+    /// Commits, on each partition, the offsets whose reactions are all in durable windows
+    /// (every window below `durable_below`; `None`: all).
+    fn commit_durable(&mut self, durable_below: Option<WindowId>, mode: CommitMode) {
+        let topic = &self.settings.kafka.reactions_topic;
+        let mut tpl = TopicPartitionList::new();
+        let mut offsets = Vec::new();
+        for (p, progress) in self.intake.progress.iter_mut() {
+            if let Some(offset) = progress.to_commit(durable_below) {
+                if tpl
+                    .add_partition_offset(topic, *p, Offset::Offset(offset))
+                    .is_ok()
+                {
+                    offsets.push((*p, offset));
                 }
             }
         }
-        // A failed commit only means a restart re-reads a little more; the next tick retries.
-        Err(e) => tracing::warn!("offset commit failed: {e}"),
+        if offsets.is_empty() {
+            return;
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for (p, offset) in offsets {
+                    if let Some(progress) = self.intake.progress.get_mut(&p) {
+                        progress.committed(offset);
+                    }
+                }
+            }
+            // A failed commit only means a restart re-reads a little more; the next tick retries.
+            Err(e) => tracing::warn!("offset commit failed: {e}"),
+        }
     }
 }
+
+impl Intake {
+    /// Accounts for one message: counters, offset gaps, and its reaction counted or late.
+    /// `now_ms` is the clock reactions are validated against.
+    fn read(&mut self, message: &BorrowedMessage<'_>, now_ms: i64, settings: &SourceSettings) {
+        let stats = &settings.stats;
+        stats.consumed.inc();
+        if let Some(counters) = stats.partition(message.partition()) {
+            counters.consumed.inc();
+        }
+        let partition = message.partition();
+        let Some(progress) = self.progress.get_mut(&partition) else {
+            return;
+        };
+        let offset = message.offset();
+        if let Some(expected) = progress.expected().filter(|e| offset > *e) {
+            let lost = (offset - expected) as u64;
+            stats.lost.add(lost);
+            tracing::warn!(
+                partition,
+                lost,
+                "offsets {expected}..{offset} were never read (the broker dropped them)"
+            );
+        }
+        let at = Instant::now();
+        let payload = message.payload().unwrap_or_default();
+        let counted_in = match parse_reaction(payload, now_ms, MissingTimestamp::Refuse) {
+            Err(_) => {
+                stats.invalid_on_topic.inc();
+                self.watermarks.heard(&partition, at);
+                None
+            }
+            Ok(reaction) => match self.watermarks.observe(&partition, reaction.timestamp, at) {
+                Some(Arrival::Counted(window)) => {
+                    *self
+                        .counts
+                        .entry((window, reaction.emoji_type))
+                        .or_default() += 1;
+                    Some(window)
+                }
+                Some(Arrival::Late(_)) => {
+                    stats.late.inc();
+                    None
+                }
+                // Not reached: `progress` and `watermarks` hold the same partitions.
+                None => None,
+            },
+        };
+        progress.read(offset, counted_in);
+    }
+}
+
+type ReactionConsumer = BaseConsumer<LagContext>;
 
 fn open_consumer(
     settings: &SourceSettings,
@@ -352,11 +393,4 @@ fn open_consumer(
         )
     })?;
     Ok(consumer)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dataflows::wall_clock_ms;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::ledger::Receipt;
-use crate::kafka::source::wall_clock_ms;
 
 /// What `POST /clients` answered.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataflows::wall_clock_ms;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::ledger::{Ledger, EMOJIS};
-use crate::kafka::source::wall_clock_ms;
 
 /// Live totals over every sender, for the progress line.
 #[derive(Debug, Default)]

@@ -72,7 +72,7 @@ pub async fn resume_point(
         None => config
             .settings
             .windowing
-            .open_from(crate::kafka::source::wall_clock_ms()),
+            .open_from(dataflows::wall_clock_ms()),
     })
 }
 

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::kafka::source::wall_clock_ms;
+use dataflows::wall_clock_ms;
 use dataflows::WindowSummary;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -60,7 +60,7 @@ pub async fn start(extra: &[&str]) -> (System, Seen) {
 }
 
 pub fn now_ms() -> i64 {
-    emostream::kafka::source::wall_clock_ms()
+    dataflows::wall_clock_ms()
 }
 
 pub fn batch(user: &str, emoji: &str, n: usize) -> Vec<Value> {

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use dataflows::wall_clock_ms;
 use emostream_bench::{ms, percentile, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -55,12 +56,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// (connection, window, receipt ms since the epoch).
@@ -189,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
-    let first = now_ms() / args.window_ms + 1;
+    let first = wall_clock_ms() as u64 / args.window_ms + 1;
     let last = first + args.windows - 1;
     println!("measuring windows {first}..={last}");
     let deadline =
@@ -290,7 +285,7 @@ async fn follow(
         if n == 0 {
             bail!("the server closed the stream");
         }
-        let at = now_ms();
+        let at = wall_clock_ms() as u64;
         text.extend_from_slice(&buf[..n]);
         if !open {
             if !text.starts_with(b"HTTP/1.1 200") {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use dataflows::wall_clock_ms;
 use emostream::cli::{Cli as EmostreamCli, Command};
 use emostream::kafka::embedded::EmbeddedBroker;
-use emostream::kafka::source::wall_clock_ms;
 use emostream::system::System;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
