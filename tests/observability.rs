@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{batch, now_ms, post_batch, start};
 use emostream::cli::{Cli, Command as Sub};
-use emostream::load::LoadArgs;
+use emostream::load::{LoadArgs, LoadError};
 use openmetrics_parser::{MetricNumber, OpenMetricsValue};
 use serde_json::{json, Value};
 
@@ -331,10 +331,12 @@ async fn load_names_an_unreachable_target() {
         &["--duration", "1", "--sse-clients", "1"],
     );
     let e = emostream::load::load(&args).await.unwrap_err();
-    assert!(e.contains("127.0.0.1:9"), "{e}");
+    assert!(matches!(e, LoadError::System(_)), "{e:?}");
+    assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
     let args = load_args("localhost:8080", &["--duration", "1"]);
     let e = emostream::load::load(&args).await.unwrap_err();
-    assert!(e.contains("--target"), "{e}");
+    assert!(matches!(e, LoadError::Target(_)), "{e:?}");
+    assert!(e.to_string().contains("--target"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

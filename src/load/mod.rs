@@ -74,16 +74,31 @@ fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Why a load run could not be carried out (a run that finds wrong windows is not an error:
+/// its report says so).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `--target` cannot be used: fix the flag.
+    #[error("{0}")]
+    Target(String),
+    /// The system under load refused or failed a request it should have served.
+    #[error("{0}")]
+    System(String),
+    /// This machine: the async runtime, an HTTP client, a sender task.
+    #[error("{0}")]
+    Local(String),
+}
+
 /// Runs the load and prints the report; `Ok(true)` when it passed (see [`Report::passed`]).
-pub fn run(args: &LoadArgs) -> Result<bool, String> {
+pub fn run(args: &LoadArgs) -> Result<bool, LoadError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(|e| LoadError::Local(format!("cannot start the async runtime: {e}")))?;
     let report = runtime.block_on(load(args))?;
     if args.json {
         let json = serde_json::to_string_pretty(&report)
-            .map_err(|e| format!("cannot encode the report: {e}"))?;
+            .map_err(|e| LoadError::Local(format!("cannot encode the report: {e}")))?;
         println!("{json}");
     } else {
         print!("{}", report.to_text());
@@ -92,23 +107,23 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 }
 
 /// Runs the load and returns its report.
-pub async fn load(args: &LoadArgs) -> Result<Report, String> {
+pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
     let target = args.target.trim_end_matches('/').to_owned();
     if !target.starts_with("http://") && !target.starts_with("https://") {
-        return Err(format!(
+        return Err(LoadError::Target(format!(
             "--target {target:?} must be an http:// URL, e.g. http://127.0.0.1:8080"
-        ));
+        )));
     }
     let api = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(args.connections as usize)
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        .map_err(|e| LoadError::Local(format!("cannot build an HTTP client: {e}")))?;
     // Event streams stay open for the whole run: no overall timeout.
     let sse = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        .map_err(|e| LoadError::Local(format!("cannot build an HTTP client: {e}")))?;
 
     let registrations = register_all(&api, &target, args.sse_clients as usize).await?;
     let (stop, stopped) = watch::channel(false);
@@ -134,8 +149,12 @@ pub async fn load(args: &LoadArgs) -> Result<Report, String> {
         for _ in 0..registrations.len() {
             match connections.recv().await {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Err("an SSE client stopped before connecting".to_owned()),
+                Some(Err(e)) => return Err(LoadError::System(e)),
+                None => {
+                    return Err(LoadError::System(
+                        "an SSE client stopped before connecting".to_owned(),
+                    ))
+                }
             }
         }
         Ok(())
@@ -146,12 +165,16 @@ pub async fn load(args: &LoadArgs) -> Result<Report, String> {
         Ok(Err(e)) => {
             let _ = stop.send(true);
             release_all(&api, &target, &registrations).await;
-            return Err(format!("an SSE client could not open its stream: {e}"));
+            return Err(LoadError::System(format!(
+                "an SSE client could not open its stream: {e}"
+            )));
         }
         Err(_) => {
             let _ = stop.send(true);
             release_all(&api, &target, &registrations).await;
-            return Err("the SSE clients' streams did not all open within 15 s".to_owned());
+            return Err(LoadError::System(
+                "the SSE clients' streams did not all open within 15 s".to_owned(),
+            ));
         }
     }
 
@@ -192,7 +215,7 @@ pub async fn load(args: &LoadArgs) -> Result<Report, String> {
     for task in tasks {
         match task.await {
             Ok(part) => sent.absorb(part),
-            Err(e) => return Err(format!("a sender failed: {e}")),
+            Err(e) => return Err(LoadError::Local(format!("a sender failed: {e}"))),
         }
     }
     let duration_s = started.elapsed().as_secs_f64();
@@ -255,14 +278,16 @@ async fn register_all(
     api: &reqwest::Client,
     target: &str,
     clients: usize,
-) -> Result<Vec<Registration>, String> {
+) -> Result<Vec<Registration>, LoadError> {
     let mut registrations = Vec::with_capacity(clients);
     for _ in 0..clients {
         match follow::register(api, target).await {
             Ok(r) => registrations.push(r),
             Err(e) => {
                 release_all(api, target, &registrations).await;
-                return Err(format!("cannot register an SSE client: {e}"));
+                return Err(LoadError::System(format!(
+                    "cannot register an SSE client: {e}"
+                )));
             }
         }
     }
