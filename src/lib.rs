@@ -6,6 +6,8 @@
 //! - [`replay_cmd`], [`run_cmd`]: the commands; `main.rs` only dispatches.
 //! - [`ingest`], [`server`], [`http_error`], [`rate_limit`]: the HTTP API.
 //! - [`delivery`]: SSE hubs, registration, the delivery routes.
+//! - [`peers`]: the processes of one deployment: hostfile, peer loss, who serves which hub,
+//!   and how the processes that do not hold the registrations follow the one that does.
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
 //! - [`live`]: the live dataflow's assembly; [`stats`]: counters; [`metrics`]: their
 //!   Prometheus exposition.
@@ -15,7 +17,6 @@ pub mod cli;
 pub mod dashboard;
 pub mod delivery;
 pub mod drop_log;
-pub mod hostfile;
 pub mod http_error;
 pub mod ingest;
 pub mod kafka;
@@ -23,7 +24,7 @@ pub mod live;
 pub mod load;
 pub mod logging;
 pub mod metrics;
-pub mod peer_loss;
+pub mod peers;
 pub mod rate_limit;
 pub mod replay_cmd;
 pub mod run_cmd;

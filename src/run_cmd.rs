@@ -15,7 +15,6 @@ use warp::Filter;
 
 use crate::cli::RunArgs;
 use crate::dashboard;
-use crate::delivery::registry::Membership;
 use crate::delivery::{self, HubSettings, Registry};
 use crate::ingest::Ingest;
 use crate::kafka::embedded::EmbeddedBroker;
@@ -26,6 +25,7 @@ use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::KafkaSettings;
 use crate::live::{self, Live, OnWindow};
 use crate::metrics::{self, Metrics};
+use crate::peers::{self, Membership, Peers};
 use crate::rate_limit::UserRateLimit;
 use crate::server::{self, SystemReadiness};
 use crate::stats::Stats;
@@ -67,12 +67,15 @@ impl System {
             );
         }
         let advertised = if clustered {
-            Some(advertised_http(&placement, args.advertise_http.as_deref())?)
+            Some(peers::advertised_http(
+                &placement,
+                args.advertise_http.as_deref(),
+            )?)
         } else {
             None
         };
         if clustered {
-            crate::peer_loss::exit_on_peer_loss(deployment.addresses.clone());
+            peers::peer_loss::exit_on_peer_loss(deployment.addresses.clone());
         }
         let mut kafka = KafkaSettings {
             brokers: String::new(),
@@ -181,14 +184,11 @@ impl System {
             },
             Arc::clone(&stats),
         ));
-        registry.set_membership(match &advertised {
-            Some(http) => Membership {
-                process: deployment.process,
-                threads: deployment.threads,
-                http: http.clone(),
-            },
-            None => Membership::single(deployment.threads, String::new()),
-        });
+        let members = Arc::new(Peers::new(Membership {
+            deployment: deployment.clone(),
+            http: advertised.clone().unwrap_or_default(),
+        }));
+        registry.share(Arc::clone(&members) as Arc<dyn delivery::SharedTree>);
         // In a cluster this waits for the other processes to connect: off the async threads.
         let live_deployment = deployment.clone();
         let live_registry = Arc::clone(&registry);
@@ -215,10 +215,11 @@ impl System {
         });
         let ttl = Duration::from_secs(delivery.client_ttl_secs);
         let expiring = Arc::clone(&registry);
-        let leader = deployment.process == 0;
+        let following = Arc::clone(&members);
         let expire = tokio::spawn(async move {
-            if !leader {
-                follow_the_leader(expiring, ttl).await;
+            if !following.membership().is_leader() {
+                // Aborted at shutdown with the other background tasks.
+                peers::follow_the_leader(following, expiring, ttl, std::future::pending()).await;
                 return;
             }
             let mut every = tokio::time::interval((ttl / 4).min(Duration::from_secs(10)));
@@ -282,7 +283,9 @@ impl System {
         let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (http_stop, stopped) = oneshot::channel::<()>();
         let metrics = Metrics::new(Arc::clone(&stats), Arc::clone(&registry));
-        let more_routes = delivery::routes::routes(Arc::clone(&registry), http_addr)
+        let more_routes = peers::routes(members, Arc::clone(&registry))
+            .or(delivery::routes::routes(Arc::clone(&registry), http_addr))
+            .unify()
             .or(metrics::route(metrics))
             .unify()
             .or(dashboard::routes())
@@ -369,65 +372,6 @@ impl System {
             let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
         }
         result
-    }
-}
-
-/// Each process's advertised HTTP base URL: the hostfile's second column, this process's from
-/// `--advertise-http` when given.
-fn advertised_http(
-    placement: &crate::cli::Placement,
-    mine: Option<&str>,
-) -> Result<Vec<String>, String> {
-    let me = placement.deployment.process;
-    placement
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(p, host)| {
-            let given = if p == me { mine.or(host.http.as_deref()) } else { host.http.as_deref() };
-            given.map(|h| h.trim_end_matches('/').to_owned()).ok_or_else(|| {
-                format!(
-                    "the hostfile gives no HTTP address for process {p}: add it as a second column (e.g. `{} http://host:8080`) so the processes can send clients to each other",
-                    host.timely
-                )
-            })
-        })
-        .collect()
-}
-
-/// On a process that is not the leader: adopt the hubs the leader's tree grows, and tell the
-/// leader which clients have streams open here, so it does not release them.
-async fn follow_the_leader(registry: Arc<Registry>, ttl: Duration) {
-    let leader = delivery::routes::Leader::client();
-    let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut last_beat = std::time::Instant::now() - beat_every;
-    // The processes start together and process 0 may not serve HTTP yet: only a silence that
-    // lasts is worth a warning.
-    let mut failing_since: Option<std::time::Instant> = None;
-    let mut warned = false;
-    loop {
-        every.tick().await;
-        leader.sync(&registry).await;
-        if last_beat.elapsed() >= beat_every {
-            last_beat = std::time::Instant::now();
-            match leader.heartbeat(&registry).await {
-                Ok(()) => {
-                    failing_since = None;
-                    warned = false;
-                }
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if !warned && since.elapsed() >= Duration::from_secs(10) {
-                        warned = true;
-                        tracing::warn!(
-                            "cannot reach process 0, which holds the registrations, for {:?}: {e}",
-                            since.elapsed()
-                        );
-                    }
-                }
-            }
-        }
     }
 }
 

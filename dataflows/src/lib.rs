@@ -5,8 +5,8 @@
 //! (the greatest event time read, less the allowed lateness), so a window closes once every
 //! worker's watermark has passed it; reactions for a closed window are late, counted, and
 //! dropped. Each closed window becomes a [`WindowSummary`]: counts per emoji, scaled by a
-//! [`ScaleRule`], sorted by count. Summaries can then be routed to every (cluster, subscriber)
-//! partition of the delivery tree.
+//! [`ScaleRule`], sorted by count. Each summary then goes to every hub of the delivery tree (one
+//! per (cluster, subscriber)) on the worker that owns it ([`route::hub_owner`]).
 //!
 //! The crate has no Kafka and no HTTP: sources and sinks are handed in. [`replay`] runs the
 //! whole pipeline over a newline-delimited JSON input.
@@ -16,11 +16,11 @@
 //! - [`emoji`], [`window`], [`scale`], [`summary`], [`route`]: the domain, as plain functions.
 //! - [`operators`]: the timely operators, one verb each; [`dataflow`] assembles them.
 //! - [`blocks`], [`replay`]: parallel parsing of an ordered input, and the replay driver.
-//! - [`cluster`]: where the workers run: threads of one process, or timely's cluster mode.
+//! - [`deployment`]: where the workers run: threads of one process, or of several processes.
 //!
 //! # Example
 //! ```
-//! use dataflows::cluster::Deployment;
+//! use dataflows::deployment::Deployment;
 //! use dataflows::replay::{replay, ReplayConfig};
 //! use dataflows::Settings;
 //!
@@ -48,8 +48,8 @@
 #![forbid(missing_docs)]
 
 pub mod blocks;
-pub mod cluster;
 pub mod dataflow;
+pub mod deployment;
 pub mod emoji;
 pub mod operators;
 pub mod reaction;
@@ -62,7 +62,7 @@ pub mod window;
 pub use dataflow::{window_summaries, Settings};
 pub use emoji::Emoji;
 pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
-pub use route::{Partition, Topology};
+pub use route::{hub_owner, HubId, Topology};
 pub use scale::ScaleRule;
 pub use summary::{EmojiCount, WindowSummary};
 pub use window::{EventClock, WindowId, Windowing};

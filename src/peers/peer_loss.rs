@@ -1,7 +1,7 @@
-//! A cluster cannot go on without one of its processes: timely's network threads panic when a
+//! Processes cannot go on without one of their peers: timely's network threads panic when a
 //! connection to a peer fails, and the workers then wait forever. This hook turns that panic
 //! into a clear message naming the lost peer and an exit with [`EXIT_PEER_LOST`], so
-//! supervisors see the failure within seconds and restart the cluster.
+//! supervisors see the failure within seconds and restart every process.
 
 /// The exit status of a process that lost a peer.
 pub const EXIT_PEER_LOST: i32 = 3;
@@ -23,13 +23,13 @@ pub fn exit_on_peer_loss(addresses: Vec<String>) {
                 let address = addresses.get(peer).map_or("?", String::as_str);
                 tracing::error!(
                     peer,
-                    "lost process {peer} ({address}): {message}; the cluster cannot continue without it, exiting (restart every process: they resume from the committed offsets)"
+                    "lost process {peer} ({address}): {message}; the other processes cannot continue without it, exiting (restart every process: they resume from the committed offsets)"
                 );
                 eprintln!("emostream: lost process {peer} ({address}): {message}");
                 std::process::exit(EXIT_PEER_LOST);
             }
             None if message.contains("timely communication error") => {
-                eprintln!("emostream: the cluster's connections failed: {message}");
+                eprintln!("emostream: the connections between the processes failed: {message}");
                 std::process::exit(EXIT_PEER_LOST);
             }
             None => default(info),
