@@ -157,7 +157,82 @@ fn form_decode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use dataflows::Topology;
+
     use super::*;
+    use crate::delivery::{HubSettings, Serving, SharedTree};
+
+    /// Two processes; this one, process 1, serves the odd hubs.
+    struct Odd;
+
+    impl SharedTree for Odd {
+        fn serving(&self, hub: usize) -> Serving {
+            Serving {
+                process: hub % 2,
+                here: hub % 2 == 1,
+                url: Some(format!("http://p{}", hub % 2)),
+            }
+        }
+        fn holds_registrations(&self) -> bool {
+            false
+        }
+        fn connected_elsewhere(&self, _: usize) -> usize {
+            0
+        }
+        fn attached(&self, _: &str) {}
+        fn detached(&self, _: &str) {}
+    }
+
+    fn opening(target: &str, last_event_id: Option<&str>) -> Opening {
+        let registry = Arc::new(Registry::new(
+            Topology {
+                clusters: 1,
+                subscribers: 2,
+            },
+            10,
+            Duration::from_secs(60),
+            HubSettings {
+                retention: 4,
+                client_queue: 4,
+            },
+            Arc::default(),
+        ));
+        registry.share(Arc::new(Odd));
+        let request = EventsRequest::parse("GET", target, last_event_id).expect("events");
+        open(&registry, &request)
+    }
+
+    #[test]
+    fn a_request_is_served_here_redirected_or_refused() {
+        let here = opening("/clusters/0/subscribers/1/events", Some("4"));
+        assert!(matches!(here, Opening::Here(_)));
+        match opening("/clusters/0/subscribers/0/events?client_id=x", Some("soon")) {
+            Opening::Elsewhere(location) => assert_eq!(
+                location,
+                "http://p0/clusters/0/subscribers/0/events?client_id=x"
+            ),
+            _ => panic!("hub 0 is served by process 0"),
+        }
+        for (target, last, code) in [
+            (
+                "/clusters/0/subscribers/2/events",
+                None,
+                "unknown_subscriber",
+            ),
+            (
+                "/clusters/0/subscribers/1/events",
+                Some("soon"),
+                "invalid_last_event_id",
+            ),
+        ] {
+            match opening(target, last) {
+                Opening::Refused(e) => assert_eq!(e.code, code),
+                _ => panic!("{target} is refused"),
+            }
+        }
+    }
 
     #[test]
     fn parses_only_a_get_of_an_events_path() {

@@ -454,6 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_of_the_tree_grows_only_in_number_order() {
+        let r = registry(1, 1, 1);
+        assert!(!r.add_hub(at(1, 0), 2), "a gap");
+        assert!(r.add_hub(at(1, 0), 1));
+        assert!(!r.add_hub(at(1, 0), 1), "already there");
+        let view = r.view();
+        assert_eq!(view.clusters[1].subscribers[0].hub, 1);
+        assert!(r.hub(at(1, 0)).is_some());
+    }
+
+    #[test]
+    fn a_touched_client_starts_its_ttl_again() {
+        let r = registry(1, 1, 10);
+        let client = r.register();
+        std::thread::sleep(Duration::from_millis(300));
+        let touched = Instant::now();
+        r.touch(std::slice::from_ref(&client.client_id));
+        let ttl = touched + Duration::from_secs(60);
+        assert_eq!(r.expire(ttl), 0);
+        assert_eq!(r.expire(ttl + Duration::from_millis(200)), 1);
+    }
+
+    #[test]
     fn clients_without_a_stream_expire_after_the_ttl() {
         let r = registry(1, 1, 10);
         let (ghost, viewer) = (r.register(), r.register());
