@@ -58,7 +58,7 @@ impl Deployment {
     }
 }
 
-/// Starts the workers of this process, each running `func`, as [`timely::execute`] does; with
+/// Starts the workers of this process, each running `func`, as [`timely::execute()`] does; with
 /// several processes, first connects to every other one.
 pub fn execute<T, F>(deployment: &Deployment, func: F) -> Result<WorkerGuards<T>, String>
 where

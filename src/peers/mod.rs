@@ -8,7 +8,7 @@
 //! - [`hostfile`]: where each process is; [`peer_loss`]: exit when one is lost.
 //! - [`membership`]: who owns each hub, and what the followers report ([`Peers`], delivery's
 //!   [`crate::delivery::SharedTree`]).
-//! - [`leader`]: the way to the leader, and the followers' loop; [`routes`]: the heartbeat
+//! - [`leader`]: the way to the leader, and the followers' loop; [`mod@routes`]: the heartbeat
 //!   route, and the followers' forwarding.
 
 pub mod hostfile;
