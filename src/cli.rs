@@ -5,12 +5,12 @@ use std::num::NonZeroU64;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use dataflows::cluster::Deployment;
+use dataflows::deployment::Deployment;
 use dataflows::{ScaleRule, Settings, Windowing};
 
-use crate::hostfile::Host;
 use crate::kafka::producer::Ack;
 use crate::logging::LogFormat;
+use crate::peers::hostfile::Host;
 
 /// Real-time emoji reactions for live events.
 #[derive(Debug, Parser)]
@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// when nobody reacts.
     #[arg(long, default_value_t = 1000, env = "EMOSTREAM_IDLE_MS")]
     pub idle_ms: u64,
-    /// This process's HTTP address as clients and the other processes of a cluster reach it
+    /// This process's HTTP address as clients and the other processes reach it
     /// (`http://host:port`); by default the hostfile's second column, else --http.
     #[arg(long, env = "EMOSTREAM_ADVERTISE_HTTP")]
     pub advertise_http: Option<String>,
@@ -166,19 +166,19 @@ pub struct DataflowArgs {
     /// Reactions per displayed emoji: `scaled = ceil(count / scale-per)`.
     #[arg(long, default_value = "1000", env = "EMOSTREAM_SCALE_PER")]
     pub scale_per: NonZeroU64,
-    /// Processes of the cluster (timely's cluster mode); each runs --workers threads.
+    /// Processes running the dataflow together (peers); each runs --workers threads.
     #[arg(long, default_value_t = 1, env = "EMOSTREAM_PROCESSES",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub processes: u16,
-    /// This process's index in the cluster, 0 to --processes - 1.
+    /// This process's index among the processes, 0 to --processes - 1.
     #[arg(long, default_value_t = 0, env = "EMOSTREAM_PROCESS")]
     pub process: u16,
-    /// The cluster's hostfile: one `host:port` per process, in process order, where timely's
+    /// The processes' hostfile: one `host:port` per process, in process order, where timely's
     /// connections go, optionally followed by the process's advertised HTTP address
     /// (`http://host:port`). Needed with --processes above 1.
     #[arg(long, env = "EMOSTREAM_HOSTFILE")]
     pub hostfile: Option<PathBuf>,
-    /// Seconds to wait for every other process of the cluster to connect.
+    /// Seconds to wait for every other process to connect.
     #[arg(long, default_value_t = 30, env = "EMOSTREAM_CONNECT_TIMEOUT_SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout_secs: u64,
@@ -199,7 +199,7 @@ pub struct Placement {
 }
 
 impl DataflowArgs {
-    /// Checks the cluster flags and reads the hostfile.
+    /// Checks the process flags and reads the hostfile.
     pub fn placement(&self) -> Result<Placement, ConfigError> {
         let processes = usize::from(self.processes);
         let process = usize::from(self.process);
@@ -219,7 +219,7 @@ impl DataflowArgs {
             )))
             }
             (Some(path), _) => {
-                let hosts = crate::hostfile::read(path).map_err(ConfigError)?;
+                let hosts = crate::peers::hostfile::read(path).map_err(ConfigError)?;
                 if hosts.len() != processes {
                     return Err(ConfigError(format!(
                         "--hostfile {} lists {} processes but --processes is {processes}",

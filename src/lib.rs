@@ -8,6 +8,8 @@
 //!   [`error`]: failures classified, and their exit statuses.
 //! - [`ingest`], [`server`], [`http_error`], [`rate_limit`]: the HTTP API.
 //! - [`delivery`]: SSE hubs, registration, the delivery routes.
+//! - [`peers`]: the processes of one deployment: hostfile, peer loss, who serves which hub,
+//!   and how the processes that do not hold the registrations follow the one that does.
 //! - [`kafka`]: producer, per-worker source, windows sink, embedded broker, topics, resume.
 //! - [`live`]: the live dataflow's assembly; [`stats`]: counters; [`metrics`]: their
 //!   Prometheus exposition.
@@ -18,7 +20,6 @@ pub mod dashboard;
 pub mod delivery;
 pub mod drop_log;
 pub mod error;
-pub mod hostfile;
 pub mod http_error;
 pub mod ingest;
 pub mod kafka;
@@ -26,7 +27,7 @@ pub mod live;
 pub mod load;
 pub mod logging;
 pub mod metrics;
-pub mod peer_loss;
+pub mod peers;
 pub mod rate_limit;
 pub mod replay_cmd;
 pub mod run_cmd;

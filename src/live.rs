@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataflows::cluster::{self, Deployment};
+use dataflows::deployment::Deployment;
 use dataflows::operators::EmptyWindows;
 use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
 use timely::dataflow::operators::vec::Broadcast;
@@ -47,7 +47,7 @@ pub fn start(
     source.windowing = settings.windowing;
     let first_window = source.first_window;
     let local_workers = deployment.threads;
-    let guards = cluster::execute(deployment, move |worker| {
+    let guards = dataflows::deployment::execute(deployment, move |worker| {
         let source = source.clone();
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);

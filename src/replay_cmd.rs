@@ -13,10 +13,12 @@ use crate::cli::ReplayArgs;
 pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayReport> {
     let placement = args.dataflow.placement().map_err(anyhow::Error::msg)?;
     if placement.deployment.processes() > 1 {
-        crate::peer_loss::exit_on_peer_loss(placement.deployment.addresses.clone());
+        crate::peers::peer_loss::exit_on_peer_loss(placement.deployment.addresses.clone());
     }
     if placement.deployment.processes() > 1 && args.file.as_os_str() == "-" {
-        anyhow::bail!("a cluster replay reads a file that every process can open, not stdin (-)");
+        anyhow::bail!(
+            "a replay on several processes reads a file that every process can open, not stdin (-)"
+        );
     }
     let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin())

@@ -2,11 +2,9 @@
 //! runtime, the banner, Ctrl-C and SIGTERM as the shutdown.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::RunArgs;
-use crate::delivery::{self, Registry};
 use crate::error::RunError;
 use crate::system::{run_until, System};
 
@@ -68,42 +66,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-/// On a process that is not the leader: adopt the hubs the leader's tree grows, and tell the
-/// leader which clients have streams open here, so it does not release them.
-pub async fn follow_the_leader(registry: Arc<Registry>, ttl: Duration) {
-    let leader = delivery::routes::Leader::client();
-    let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut last_beat = std::time::Instant::now() - beat_every;
-    // The processes start together and process 0 may not serve HTTP yet: only a silence that
-    // lasts is worth a warning.
-    let mut failing_since: Option<std::time::Instant> = None;
-    let mut warned = false;
-    loop {
-        every.tick().await;
-        leader.sync(&registry).await;
-        if last_beat.elapsed() >= beat_every {
-            last_beat = std::time::Instant::now();
-            match leader.heartbeat(&registry).await {
-                Ok(()) => {
-                    failing_since = None;
-                    warned = false;
-                }
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if !warned && since.elapsed() >= Duration::from_secs(10) {
-                        warned = true;
-                        tracing::warn!(
-                            "cannot reach process 0, which holds the registrations, for {:?}: {e}",
-                            since.elapsed()
-                        );
-                    }
-                }
-            }
-        }
     }
 }
 

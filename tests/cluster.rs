@@ -1,4 +1,4 @@
-//! `emostream run` as a cluster of two processes on loopback, against tansu: reactions posted
+//! `emostream run` as two processes (peers) on loopback, against tansu: reactions posted
 //! to either process, clients on hubs owned by each, registration asked of either, redirects
 //! for foreign hubs, each window written once, and a lost process noticed.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
@@ -281,7 +281,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     assert_eq!(
         ids.len(),
         written.len(),
-        "each window written once for the cluster"
+        "each window written once for both processes"
     );
     let topic_sums = common::sums(&written);
     assert_eq!(topic_sums, expected);
@@ -310,7 +310,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     );
     drop(p0);
 
-    // The restarted cluster resumes after the last window written: nothing lost or repeated.
+    // The restarted processes resume after the last window written: nothing lost or repeated.
     let _p0 = spawn(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers);
     let _p1 = spawn(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers);
     for base in &bases {

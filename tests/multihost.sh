@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A cluster of 3 processes on 3 hosts, made with network namespaces: each host has its own
+# 3 processes (peers) on 3 hosts, made with network namespaces: each host has its own
 # network stack and one address on a shared bridge; tansu (the Kafka-protocol broker) runs
 # on the bridge. `emostream load` then registers 9 SSE clients through host 2 (so
 # registrations are forwarded to process 0), follows each client's events URL on the host

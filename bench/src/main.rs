@@ -149,7 +149,7 @@ fn bench_replay(file: &PathBuf, workers: &[usize], runs: usize) -> anyhow::Resul
     for &w in workers {
         let config = ReplayConfig {
             settings: Settings::default(),
-            deployment: dataflows::cluster::Deployment::single(w),
+            deployment: dataflows::deployment::Deployment::single(w),
             block_bytes: DEFAULT_BLOCK_BYTES,
             now_ms: i64::MAX / 2,
         };

@@ -4,8 +4,7 @@
 //! partial counts (emoji, n) @ window ─▶ CountByEmoji ─▶ Scale ─▶ Summarize ─▶ summaries @ window
 //!   (pre-counted per worker)          (exchange by emoji)        (one per window, in order)
 //! ```
-//! Routing to the delivery tree ([`crate::operators::RouteToSubscribers`]) follows where
-//! subscribers are served.
+//! Delivery to the tree's hubs follows where they are served ([`crate::route::hub_owner`]).
 
 use timely::dataflow::StreamVec;
 

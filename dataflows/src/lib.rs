@@ -6,9 +6,10 @@
 //! worker's watermark has passed it; reactions for a closed window are late, counted, and
 //! dropped. The live rule (a watermark per partition, idle partitions following the wall clock,
 //! the hold at the least of them) is [`watermark`]; the Kafka source that applies it only reads
-//! and commits. Replay's rule (one ordered input) is in [`replay`]. Each closed window becomes a [`WindowSummary`]: counts per emoji, scaled by a
-//! [`ScaleRule`], sorted by count. Summaries can then be routed to every (cluster, subscriber)
-//! partition of the delivery tree.
+//! and commits. Replay's rule (one ordered input) is in [`replay`]. Each closed window becomes a
+//! [`WindowSummary`]: counts per emoji, scaled by a [`ScaleRule`], sorted by count. Each summary
+//! then goes to every hub of the delivery tree (one per (cluster, subscriber)) on the worker that
+//! owns it ([`route::hub_owner`]).
 //!
 //! The crate has no Kafka and no HTTP: sources and sinks are handed in. [`replay`] runs the
 //! whole pipeline over a newline-delimited JSON input.
@@ -20,11 +21,11 @@
 //!   wall clock.
 //! - [`operators`]: the timely operators, one verb each; [`dataflow`] assembles them.
 //! - [`blocks`], [`replay`]: parallel parsing of an ordered input, and the replay driver.
-//! - [`cluster`]: where the workers run: threads of one process, or timely's cluster mode.
+//! - [`deployment`]: where the workers run: threads of one process, or of several processes.
 //!
 //! # Example
 //! ```
-//! use dataflows::cluster::Deployment;
+//! use dataflows::deployment::Deployment;
 //! use dataflows::replay::{replay, ReplayConfig};
 //! use dataflows::Settings;
 //!
@@ -53,8 +54,8 @@
 
 pub mod blocks;
 pub mod clock;
-pub mod cluster;
 pub mod dataflow;
+pub mod deployment;
 pub mod emoji;
 pub mod operators;
 pub mod reaction;
@@ -69,7 +70,7 @@ pub use clock::wall_clock_ms;
 pub use dataflow::{window_summaries, Settings};
 pub use emoji::Emoji;
 pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
-pub use route::{Partition, Topology};
+pub use route::{hub_owner, HubId, Topology};
 pub use scale::ScaleRule;
 pub use summary::{EmojiCount, WindowSummary};
 pub use watermark::{Arrival, PartitionWatermarks, Watermark};

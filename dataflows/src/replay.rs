@@ -27,8 +27,8 @@ use timely::dataflow::operators::{Capability, Inspect, Operator};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
-use crate::cluster::{self, Deployment};
 use crate::dataflow::{window_summaries, Settings};
+use crate::deployment::Deployment;
 use crate::emoji::Emoji;
 use crate::operators::{give_partial_counts, EmptyWindows};
 use crate::reaction::InvalidCounts;
@@ -44,7 +44,7 @@ pub const DEFAULT_BLOCK_BYTES: usize = 256 * 1024;
 pub struct ReplayConfig {
     /// Windows, lateness and scaling.
     pub settings: Settings,
-    /// Worker threads, and the processes of a cluster. In a cluster every process reads the
+    /// Worker threads, and the processes. With several, every process reads the
     /// same input and parses its share of the blocks; process 0 gets the windows and the report.
     pub deployment: Deployment,
     /// Approximate bytes per block.
@@ -118,7 +118,7 @@ impl<R: Read> ReplayInput<R> {
         Self::share(input, block_bytes, 0, 1)
     }
 
-    /// Wraps a reader of the cluster's input, of which process `process` of `processes`
+    /// Wraps a reader of the deployment's input, of which process `process` of `processes`
     /// parses every `processes`-th block. Every process must read the same input.
     pub fn share(input: R, block_bytes: usize, process: usize, processes: usize) -> Self {
         ReplayInput {
@@ -176,7 +176,7 @@ where
     let now_ms = config.now_ms;
     let worker_input = input.clone();
     let worker_report = Arc::clone(&report);
-    let guards = cluster::execute(deployment, move |worker| {
+    let guards = crate::deployment::execute(deployment, move |worker| {
         let tx = lock(&tx).clone();
         let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));

@@ -1,20 +1,23 @@
-//! The delivery tree: clusters of subscribers, and which worker owns each subscriber.
+//! The delivery tree: clusters of subscribers, one hub per (cluster, subscriber), and which
+//! worker owns each hub.
 //!
-//! Every (cluster, subscriber) pair is one partition of the dataflow's output. Exactly one worker
-//! owns it, so a summary routed to it arrives once, on one thread, in window order.
+//! Hubs are numbered in the order the tree gets them (the initial tree cluster by cluster, then
+//! each subscriber added at capacity). Exactly one worker owns each hub, [`hub_owner`], so a
+//! window published to it arrives once, on one thread, in window order; that worker's process
+//! ([`crate::deployment::Deployment::process_of`]) serves the hub's event stream.
 
 use serde::{Deserialize, Serialize};
 
-/// One subscriber in one cluster.
+/// One subscriber in one cluster: the address of a hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Partition {
+pub struct HubId {
     /// Cluster index, from 0.
     pub cluster: u32,
     /// Subscriber index within the cluster, from 0.
     pub subscriber: u32,
 }
 
-/// The shape of the delivery tree.
+/// The shape of the initial delivery tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Topology {
     /// Number of clusters (default 3).
@@ -33,22 +36,20 @@ impl Default for Topology {
 }
 
 impl Topology {
-    /// Every partition, cluster by cluster.
-    pub fn partitions(&self) -> impl Iterator<Item = Partition> + '_ {
+    /// Every hub, cluster by cluster: the order of their indexes.
+    pub fn hubs(&self) -> impl Iterator<Item = HubId> + '_ {
         (0..self.clusters).flat_map(move |cluster| {
-            (0..self.subscribers).map(move |subscriber| Partition {
+            (0..self.subscribers).map(move |subscriber| HubId {
                 cluster,
                 subscriber,
             })
         })
     }
+}
 
-    /// The worker (of `peers`) that owns a partition: partitions are dealt round-robin.
-    pub fn owner(&self, partition: Partition, peers: usize) -> usize {
-        let flat =
-            partition.cluster as usize * self.subscribers as usize + partition.subscriber as usize;
-        flat % peers.max(1)
-    }
+/// The worker, of `peers`, that owns hub number `hub`: hubs are dealt round-robin.
+pub fn hub_owner(hub: usize, peers: usize) -> usize {
+    hub % peers.max(1)
 }
 
 #[cfg(test)]
@@ -56,10 +57,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_dealt_round_robin() {
-        let t = Topology::default();
-        let owners: Vec<_> = t.partitions().map(|p| t.owner(p, 4)).collect();
+    fn hubs_are_dealt_round_robin() {
+        let owners: Vec<_> = (0..9).map(|h| hub_owner(h, 4)).collect();
         assert_eq!(owners, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
-        assert!(t.partitions().all(|p| t.owner(p, 1) == 0));
+        assert!((0..9).all(|h| hub_owner(h, 1) == 0));
+        assert_eq!(hub_owner(5, 0), 0, "no peers counts as one");
+    }
+
+    #[test]
+    fn the_initial_tree_is_numbered_cluster_by_cluster() {
+        let t = Topology {
+            clusters: 2,
+            subscribers: 2,
+        };
+        let hubs: Vec<_> = t.hubs().map(|h| (h.cluster, h.subscriber)).collect();
+        assert_eq!(hubs, [(0, 0), (0, 1), (1, 0), (1, 1)]);
     }
 }

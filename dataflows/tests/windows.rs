@@ -1,14 +1,11 @@
 //! Dataflow tests: reactions through the replay dataflow, observed with timely's capture.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Arc, Mutex};
 
-use dataflows::operators::RouteToSubscribers;
 use dataflows::replay::{replay_dataflow, ReplayInput, ReplayReport};
-use dataflows::{Partition, Settings, Topology, WindowId, WindowSummary};
+use dataflows::{Settings, WindowId, WindowSummary};
 use timely::dataflow::operators::capture::{Capture, Extract};
-use timely::dataflow::operators::vec::Map;
 
 const NOW: i64 = 1_763_900_000_000;
 
@@ -188,51 +185,6 @@ fn one_and_four_workers_give_identical_results() {
     // Windows are contiguous.
     let ids: Vec<WindowId> = one.iter().map(|(t, _)| *t).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
-}
-
-#[test]
-fn every_subscriber_gets_each_window_once_from_its_owner() {
-    let topology = Topology::default();
-    let workers = 4;
-    let lines = mixed_input(3_000);
-    let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
-    let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), 1024);
-    let (tx, rx) = mpsc::channel();
-    let tx = Arc::new(Mutex::new(tx));
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let tx = tx.lock().unwrap().clone();
-        let input = input.clone();
-        let index = worker.index();
-        worker.dataflow::<WindowId, _, _>(move |scope| {
-            replay_dataflow(scope, input, &Settings::default(), NOW, None)
-                .route_to_subscribers(topology)
-                .map(move |(partition, summary)| (index, partition, summary.window))
-                .capture_into(tx);
-        });
-    })
-    .unwrap()
-    .join()
-    .into_iter()
-    .for_each(|r| r.unwrap());
-    let delivered: Vec<(usize, Partition, WindowId)> =
-        rx.extract().into_iter().flat_map(|(_, d)| d).collect();
-    let windows: BTreeSet<WindowId> = delivered.iter().map(|d| d.2).collect();
-    assert!(windows.len() > 5);
-    let mut seen: BTreeMap<(Partition, WindowId), usize> = BTreeMap::new();
-    for (worker, partition, window) in &delivered {
-        assert_eq!(
-            *worker,
-            topology.owner(*partition, workers),
-            "{partition:?} delivered on its owner"
-        );
-        *seen.entry((*partition, *window)).or_default() += 1;
-    }
-    assert_eq!(
-        seen.len(),
-        windows.len() * topology.partitions().count(),
-        "every partition, every window"
-    );
-    assert!(seen.values().all(|n| *n == 1), "exactly once");
 }
 
 #[test]

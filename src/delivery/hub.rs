@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dataflows::{Partition, WindowId};
+use dataflows::{HubId, WindowId};
 use futures_util::Stream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -44,8 +44,8 @@ enum Signal {
 /// One (cluster, subscriber) hub.
 pub struct Hub {
     /// Its place in the tree.
-    pub partition: Partition,
-    /// Its index in creation order; the worker `index % peers` owns it.
+    pub id: HubId,
+    /// Its index in creation order; [`dataflows::hub_owner`] says which worker owns it.
     pub index: usize,
     state: Mutex<HubState>,
     connected: AtomicUsize,
@@ -60,15 +60,10 @@ struct HubState {
 
 impl Hub {
     /// A hub with nothing retained yet.
-    pub fn new(
-        partition: Partition,
-        index: usize,
-        settings: HubSettings,
-        stats: Arc<Stats>,
-    ) -> Hub {
+    pub fn new(id: HubId, index: usize, settings: HubSettings, stats: Arc<Stats>) -> Hub {
         let (live, _) = broadcast::channel(settings.client_queue.max(1));
         Hub {
-            partition,
+            id,
             index,
             state: Mutex::new(HubState {
                 retained: VecDeque::with_capacity(settings.retention),
@@ -218,8 +213,8 @@ impl ClientStream {
         if self.resyncs_in_a_row >= MAX_RESYNCS_IN_A_ROW {
             self.hub.stats.slow_clients_closed.inc();
             tracing::debug!(
-                cluster = self.hub.partition.cluster,
-                subscriber = self.hub.partition.subscriber,
+                cluster = self.hub.id.cluster,
+                subscriber = self.hub.id.subscriber,
                 "closing a client that fell behind {MAX_RESYNCS_IN_A_ROW} times in a row"
             );
             self.done = true;
@@ -296,7 +291,7 @@ mod tests {
 
     fn hub(retention: usize, client_queue: usize) -> Arc<Hub> {
         Arc::new(Hub::new(
-            Partition {
+            HubId {
                 cluster: 0,
                 subscriber: 0,
             },

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use dataflows::{Partition, WindowId};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::events::{self, EventsRequest, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
 
@@ -60,59 +60,42 @@ pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::R
     }
 }
 
-/// The stream for a valid `GET /clusters/{c}/subscribers/{s}/events` of a known subscriber,
-/// with a valid `Last-Event-ID` if any; `None` leaves the request to the routes (and their
-/// errors).
+/// The stream, if [`events::open`] serves this request here; anything else (redirects and
+/// errors included) is left to the routes.
 fn events_stream(
     request: &httparse::Request<'_, '_>,
     registry: &Arc<Registry>,
 ) -> Option<ClientStream> {
-    if request.method != Some("GET") {
-        return None;
-    }
-    let (path, query) = match request.path?.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (request.path?, None),
+    // The first header, as warp reads it; one that is not text gets warp's error.
+    let last_event_id = match request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+    {
+        Some(header) => Some(std::str::from_utf8(header.value).ok()?),
+        None => None,
     };
-    let rest = path.strip_prefix("/clusters/")?;
-    let (cluster, rest) = rest.split_once("/subscribers/")?;
-    let subscriber = rest.strip_suffix("/events")?;
-    let partition = Partition {
-        cluster: cluster.parse().ok()?,
-        subscriber: subscriber.parse().ok()?,
-    };
-    // Hubs of other processes get their redirect from the warp route.
-    let hub = registry.local_hub(partition)?;
-    let mut last: Option<WindowId> = None;
-    for header in request.headers.iter() {
-        if header.name.eq_ignore_ascii_case("last-event-id") {
-            let value = std::str::from_utf8(header.value).ok()?.trim();
-            if !value.is_empty() {
-                last = Some(value.parse().ok()?);
-            }
-        }
+    let request = EventsRequest::parse(request.method?, request.path?, last_event_id)?;
+    match events::open(registry, &request) {
+        Opening::Here(stream) => Some(stream),
+        Opening::Elsewhere(_) | Opening::Refused(_) => None,
     }
-    let mut stream = hub.subscribe(last);
-    let client_id = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("client_id="))
-        .map(str::to_owned);
-    if let Some(id) = client_id.filter(|id| registry.attach(id)) {
-        let registry = Arc::clone(registry);
-        stream = stream.on_close(move || registry.detach(&id));
-    }
-    Some(stream)
 }
 
-/// The response head: the body runs until the connection closes, so no chunked framing.
-// Any origin may read the stream: in a cluster a page served by one process follows events
-// served by another.
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\naccess-control-allow-origin: *\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+/// The response head: [`SSE_HEADERS`], and no chunked framing, since the body runs until the
+/// connection closes.
+fn head() -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for (name, value) in SSE_HEADERS {
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
 
 /// Writes the stream's events to the socket until the stream ends or the client leaves.
 pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
-    if socket.write_all(HEAD).await.is_err() {
+    if socket.write_all(&head()).await.is_err() {
         return;
     }
     let mut probe = [0u8; 64];
@@ -221,6 +204,12 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         client.write_all(request).await.unwrap();
         classify(&mut server, &registry).await.unwrap()
+    }
+
+    #[test]
+    fn the_head_is_the_one_written_before() {
+        let before = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\naccess-control-allow-origin: *\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+        assert_eq!(head(), before);
     }
 
     #[tokio::test]

@@ -4,15 +4,20 @@
 //! A new client goes to the subscriber with the fewest, ties to the lowest (cluster,
 //! subscriber). When every subscriber holds `capacity` clients, a subscriber is added to the
 //! cluster with the fewest clients (ties to the lowest cluster).
+//!
+//! When several processes serve the tree ([`SharedTree`]), the one holding the registrations
+//! runs all of the above; the others only keep a copy of the hubs, to serve the ones they own.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use dataflows::{Partition, Topology};
+use dataflows::{hub_owner, HubId, Topology};
 use serde::{Deserialize, Serialize};
 
+use super::events::events_path;
 use super::hub::{Hub, HubSettings};
+use super::shared::{Serving, SharedTree};
 use crate::stats::Stats;
 
 /// A registered client's assignment.
@@ -21,7 +26,7 @@ pub struct Assignment {
     /// The id to release it with.
     pub client_id: String,
     /// Where its events are.
-    pub partition: Partition,
+    pub hub: HubId,
 }
 
 /// The tree as `GET /clusters` shows it.
@@ -57,47 +62,10 @@ pub struct SubscriberView {
     pub connected: usize,
     /// Where its events are (a path on the owning process).
     pub events_path: String,
-    /// Its index in the delivery tree; the worker `hub mod workers` owns it.
+    /// Its index in the delivery tree; [`dataflows::hub_owner`] says which worker owns it.
     pub hub: usize,
     /// The process of that worker, which serves its events.
     pub process: usize,
-}
-
-/// The processes of a cluster, as delivery sees them.
-#[derive(Clone, Debug)]
-pub struct Membership {
-    /// This process.
-    pub process: usize,
-    /// Worker threads per process.
-    pub threads: usize,
-    /// Each process's advertised HTTP base URL (`http://host:port`), in process order.
-    pub http: Vec<String>,
-}
-
-impl Membership {
-    /// One process of `threads` workers, reached at `http`.
-    pub fn single(threads: usize, http: String) -> Membership {
-        Membership {
-            process: 0,
-            threads: threads.max(1),
-            http: vec![http],
-        }
-    }
-
-    /// Processes in the cluster.
-    pub fn processes(&self) -> usize {
-        self.http.len().max(1)
-    }
-
-    /// The process whose worker owns hub `index`.
-    pub fn owner(&self, index: usize) -> usize {
-        (index % (self.threads * self.processes())) / self.threads
-    }
-
-    /// This process holds the registrations (process 0); the others forward to it.
-    pub fn is_leader(&self) -> bool {
-        self.process == 0
-    }
 }
 
 /// Every hub, and who is assigned where.
@@ -108,12 +76,8 @@ pub struct Registry {
     client_ttl: Duration,
     hub_settings: HubSettings,
     stats: Arc<Stats>,
-    membership: RwLock<Membership>,
-    /// On a process that is not the leader: streams open here by client id (the registrations
-    /// live on the leader, which hears of these in heartbeats).
-    attached_here: Mutex<HashMap<String, usize>>,
-    /// On the leader: event streams open on each other process, by hub index.
-    connected_elsewhere: Mutex<HashMap<usize, HashMap<usize, usize>>>,
+    /// The other processes serving this tree, if any.
+    shared: OnceLock<Arc<dyn SharedTree>>,
 }
 
 struct Client {
@@ -132,14 +96,6 @@ struct Tree {
     clients: HashMap<String, Client>,
 }
 
-/// The path of a subscriber's event stream.
-pub fn events_path(partition: Partition) -> String {
-    format!(
-        "/clusters/{}/subscribers/{}/events",
-        partition.cluster, partition.subscriber
-    )
-}
-
 impl Registry {
     /// The initial tree: `topology.clusters` × `topology.subscribers` hubs.
     pub fn new(
@@ -150,23 +106,11 @@ impl Registry {
         stats: Arc<Stats>,
     ) -> Registry {
         let mut hubs = Vec::new();
-        let mut clusters = Vec::new();
-        for cluster in 0..topology.clusters {
-            let mut members = Vec::new();
-            for subscriber in 0..topology.subscribers {
-                let partition = Partition {
-                    cluster,
-                    subscriber,
-                };
-                members.push(hubs.len());
-                hubs.push(Arc::new(Hub::new(
-                    partition,
-                    hubs.len(),
-                    hub_settings,
-                    Arc::clone(&stats),
-                )));
-            }
-            clusters.push(members);
+        let mut clusters: Vec<Vec<usize>> = vec![Vec::new(); topology.clusters as usize];
+        for id in topology.hubs() {
+            clusters[id.cluster as usize].push(hubs.len());
+            let hub = Hub::new(id, hubs.len(), hub_settings, Arc::clone(&stats));
+            hubs.push(Arc::new(hub));
         }
         let assigned = vec![0; hubs.len()];
         Registry {
@@ -180,107 +124,54 @@ impl Registry {
             client_ttl,
             hub_settings,
             stats,
-            membership: RwLock::new(Membership::single(1, String::new())),
-            attached_here: Mutex::new(HashMap::new()),
-            connected_elsewhere: Mutex::new(HashMap::new()),
+            shared: OnceLock::new(),
         }
     }
 
-    /// Sets who owns which hub and where each process is reached.
-    pub fn set_membership(&self, membership: Membership) {
-        *self.membership.write().unwrap_or_else(|e| e.into_inner()) = membership;
+    /// Shares the tree with other processes; `false` (and no change) if it already is.
+    pub fn share(&self, processes: Arc<dyn SharedTree>) -> bool {
+        self.shared.set(processes).is_ok()
     }
 
-    /// The cluster as delivery sees it.
-    pub fn membership(&self) -> Membership {
-        self.membership
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Who serves hub number `hub`.
+    pub fn serving(&self, hub: usize) -> Serving {
+        self.shared
+            .get()
+            .map_or_else(Serving::alone, |shared| shared.serving(hub))
     }
 
-    /// The hub of `partition` if this process serves its events.
-    pub fn local_hub(&self, partition: Partition) -> Option<Arc<Hub>> {
-        let hub = self.hub(partition)?;
-        let membership = self.membership();
-        (membership.owner(hub.index) == membership.process).then_some(hub)
+    /// The other processes, when one of them holds the registrations.
+    fn held_elsewhere(&self) -> Option<&Arc<dyn SharedTree>> {
+        self.shared.get().filter(|s| !s.holds_registrations())
     }
 
-    /// Adds the hubs of the leader's tree that this process does not have yet (the tree grows
-    /// on the leader).
-    pub fn adopt(&self, view: &TreeView) {
+    /// Adds hub `id` as number `index` if that is the next number; `false` otherwise. Copies of
+    /// the tree grow this way, in the holder's order, so hub numbers agree everywhere.
+    pub fn add_hub(&self, id: HubId, index: usize) -> bool {
         let mut tree = self.tree();
         let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
-        let mut new: Vec<(u32, &SubscriberView)> = view
-            .clusters
-            .iter()
-            .flat_map(|c| c.subscribers.iter().map(move |s| (c.cluster, s)))
-            .filter(|(_, s)| s.hub >= hubs.len())
-            .collect();
-        new.sort_by_key(|(_, s)| s.hub);
-        for (cluster, subscriber) in new {
-            // Added in index order, so the indexes agree with the leader's.
-            if subscriber.hub != hubs.len() {
-                break;
-            }
-            let partition = Partition {
-                cluster,
-                subscriber: subscriber.subscriber,
-            };
-            hubs.push(Arc::new(Hub::new(
-                partition,
-                subscriber.hub,
-                self.hub_settings,
-                Arc::clone(&self.stats),
-            )));
-            while tree.clusters.len() <= cluster as usize {
-                tree.clusters.push(Vec::new());
-            }
-            tree.clusters[cluster as usize].push(subscriber.hub);
-            tree.assigned.push(0);
+        if index != hubs.len() {
+            return false;
         }
+        let hub = Hub::new(id, index, self.hub_settings, Arc::clone(&self.stats));
+        hubs.push(Arc::new(hub));
+        while tree.clusters.len() <= id.cluster as usize {
+            tree.clusters.push(Vec::new());
+        }
+        tree.clusters[id.cluster as usize].push(index);
+        tree.assigned.push(0);
+        true
     }
 
-    /// On the leader: keeps alive the clients with streams open on another process, and
-    /// records that process's open streams per hub.
-    pub fn heartbeat(&self, from: usize, attached: &[String], connected: &[(usize, usize)]) {
+    /// Restarts the time to live of these clients: they have streams open on another process.
+    pub fn touch(&self, client_ids: &[String]) {
         let now = Instant::now();
         let mut tree = self.tree();
-        for id in attached {
+        for id in client_ids {
             if let Some(client) = tree.clients.get_mut(id) {
                 client.idle_since = now;
             }
         }
-        drop(tree);
-        let mut elsewhere = self
-            .connected_elsewhere
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for per_process in elsewhere.values_mut() {
-            per_process.remove(&from);
-        }
-        for (hub, n) in connected {
-            elsewhere.entry(*hub).or_default().insert(from, *n);
-        }
-    }
-
-    /// On a process that is not the leader: the clients with streams open here, and the open
-    /// streams per hub, for the heartbeat to the leader.
-    pub fn attached_here(&self) -> (Vec<String>, Vec<(usize, usize)>) {
-        let ids = self
-            .attached_here
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        let connected = self
-            .hubs()
-            .iter()
-            .filter(|h| h.connected() > 0)
-            .map(|h| (h.index, h.connected()))
-            .collect();
-        (ids, connected)
     }
 
     fn tree(&self) -> MutexGuard<'_, Tree> {
@@ -292,13 +183,13 @@ impl Registry {
         self.hubs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The hub of `partition`, if the tree has it.
-    pub fn hub(&self, partition: Partition) -> Option<Arc<Hub>> {
+    /// The hub `id`, if the tree has it.
+    pub fn hub(&self, id: HubId) -> Option<Arc<Hub>> {
         let tree = self.tree();
         let index = *tree
             .clusters
-            .get(partition.cluster as usize)?
-            .get(partition.subscriber as usize)?;
+            .get(id.cluster as usize)?
+            .get(id.subscriber as usize)?;
         self.hubs().get(index).cloned()
     }
 
@@ -307,7 +198,7 @@ impl Registry {
         for hub in self
             .hubs()
             .iter()
-            .filter(|h| h.index % peers.max(1) == worker)
+            .filter(|h| hub_owner(h.index, peers) == worker)
         {
             f(hub);
         }
@@ -345,11 +236,8 @@ impl Registry {
             },
         );
         self.stats.registrations.inc();
-        let partition = self.hubs()[index].partition;
-        Assignment {
-            client_id,
-            partition,
-        }
+        let hub = self.hubs()[index].id;
+        Assignment { client_id, hub }
     }
 
     /// Adds a subscriber to the least-loaded cluster; returns its hub index.
@@ -367,12 +255,12 @@ impl Registry {
         }
         let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
         let index = hubs.len();
-        let partition = Partition {
+        let id = HubId {
             cluster: cluster as u32,
             subscriber: tree.clusters[cluster].len() as u32,
         };
         hubs.push(Arc::new(Hub::new(
-            partition,
+            id,
             index,
             self.hub_settings,
             Arc::clone(&self.stats),
@@ -380,8 +268,8 @@ impl Registry {
         tree.clusters[cluster].push(index);
         tree.assigned.push(0);
         tracing::info!(
-            cluster = partition.cluster,
-            subscriber = partition.subscriber,
+            cluster = id.cluster,
+            subscriber = id.subscriber,
             capacity = self.capacity,
             "every subscriber is at capacity: added one"
         );
@@ -401,15 +289,10 @@ impl Registry {
     }
 
     /// Notes an event stream opened by a registered client; `false` if the id is unknown.
-    /// On a process that is not the leader every id is taken: the leader checks them.
+    /// Where another process holds the registrations every id is taken: that one checks them.
     pub fn attach(&self, client_id: &str) -> bool {
-        if !self.membership().is_leader() {
-            *self
-                .attached_here
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(client_id.to_owned())
-                .or_default() += 1;
+        if let Some(holder) = self.held_elsewhere() {
+            holder.attached(client_id);
             return true;
         }
         match self.tree().clients.get_mut(client_id) {
@@ -423,14 +306,8 @@ impl Registry {
 
     /// Notes that one of a client's event streams ended.
     pub fn detach(&self, client_id: &str) {
-        if !self.membership().is_leader() {
-            let mut here = self.attached_here.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = here.get_mut(client_id) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    here.remove(client_id);
-                }
-            }
+        if let Some(holder) = self.held_elsewhere() {
+            holder.detached(client_id);
             return;
         }
         if let Some(client) = self.tree().clients.get_mut(client_id) {
@@ -462,17 +339,7 @@ impl Registry {
 
     /// The tree with its loads.
     pub fn view(&self) -> TreeView {
-        let membership = self.membership();
-        let elsewhere = self
-            .connected_elsewhere
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let connected = |h: usize| -> usize {
-            elsewhere
-                .get(&h)
-                .map_or(0, |per| per.values().sum::<usize>())
-        };
+        let elsewhere = |h: usize| self.shared.get().map_or(0, |s| s.connected_elsewhere(h));
         let tree = self.tree();
         let hubs = self.hubs();
         let clusters = tree
@@ -485,12 +352,12 @@ impl Registry {
                 subscribers: members
                     .iter()
                     .map(|&h| SubscriberView {
-                        subscriber: hubs[h].partition.subscriber,
+                        subscriber: hubs[h].id.subscriber,
                         clients: tree.assigned[h],
-                        connected: hubs[h].connected() + connected(h),
-                        events_path: events_path(hubs[h].partition),
+                        connected: hubs[h].connected() + elsewhere(h),
+                        events_path: events_path(hubs[h].id),
                         hub: h,
-                        process: membership.owner(h),
+                        process: self.serving(h).process,
                     })
                     .collect(),
             })
@@ -523,8 +390,8 @@ mod tests {
         )
     }
 
-    fn at(cluster: u32, subscriber: u32) -> Partition {
-        Partition {
+    fn at(cluster: u32, subscriber: u32) -> HubId {
+        HubId {
             cluster,
             subscriber,
         }
@@ -533,17 +400,17 @@ mod tests {
     #[test]
     fn clients_go_to_the_least_loaded_subscriber_ties_to_the_lowest() {
         let r = registry(2, 2, 10);
-        let got: Vec<_> = (0..6).map(|_| r.register().partition).collect();
+        let got: Vec<_> = (0..6).map(|_| r.register().hub).collect();
         assert_eq!(
             got,
             [at(0, 0), at(0, 1), at(1, 0), at(1, 1), at(0, 0), at(0, 1)]
         );
         // Releasing one of (1, 0)'s... it has 1; (1, 0) and (1, 1) have 1, the others 2.
         let third = r.register();
-        assert_eq!(third.partition, at(1, 0));
+        assert_eq!(third.hub, at(1, 0));
         assert!(r.release(&third.client_id));
         assert!(!r.release(&third.client_id), "a released id is unknown");
-        assert_eq!(r.register().partition, at(1, 0));
+        assert_eq!(r.register().hub, at(1, 0));
     }
 
     #[test]
@@ -553,12 +420,12 @@ mod tests {
         // Free one place in cluster 1: cluster 1 becomes the least loaded, but it has room
         // now, so no growth yet.
         assert!(r.release(&ids[3].client_id));
-        assert_eq!(r.register().partition, at(1, 0));
+        assert_eq!(r.register().hub, at(1, 0));
         // Full again: cluster 0 and 1 tie at 2, so cluster 0 grows.
-        assert_eq!(r.register().partition, at(0, 1));
-        assert_eq!(r.register().partition, at(0, 1));
+        assert_eq!(r.register().hub, at(0, 1));
+        assert_eq!(r.register().hub, at(0, 1));
         // Cluster 1 (2 clients) now has fewer than cluster 0 (4).
-        assert_eq!(r.register().partition, at(1, 1));
+        assert_eq!(r.register().hub, at(1, 1));
         let view = r.view();
         let loads: Vec<Vec<usize>> = view
             .clusters
@@ -584,6 +451,29 @@ mod tests {
             }
             assert_eq!(owned, vec![1; 12]);
         }
+    }
+
+    #[test]
+    fn a_copy_of_the_tree_grows_only_in_number_order() {
+        let r = registry(1, 1, 1);
+        assert!(!r.add_hub(at(1, 0), 2), "a gap");
+        assert!(r.add_hub(at(1, 0), 1));
+        assert!(!r.add_hub(at(1, 0), 1), "already there");
+        let view = r.view();
+        assert_eq!(view.clusters[1].subscribers[0].hub, 1);
+        assert!(r.hub(at(1, 0)).is_some());
+    }
+
+    #[test]
+    fn a_touched_client_starts_its_ttl_again() {
+        let r = registry(1, 1, 10);
+        let client = r.register();
+        std::thread::sleep(Duration::from_millis(300));
+        let touched = Instant::now();
+        r.touch(std::slice::from_ref(&client.client_id));
+        let ttl = touched + Duration::from_secs(60);
+        assert_eq!(r.expire(ttl), 0);
+        assert_eq!(r.expire(ttl + Duration::from_millis(200)), 1);
     }
 
     #[test]

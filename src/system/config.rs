@@ -61,7 +61,10 @@ impl RunConfig {
             ));
         }
         let advertised = if several {
-            Some(advertised_http(&placement, args.advertise_http.as_deref())?)
+            Some(
+                crate::peers::advertised_http(&placement, args.advertise_http.as_deref())
+                    .map_err(ConfigError)?,
+            )
         } else {
             None
         };
@@ -108,24 +111,4 @@ impl RunConfig {
     pub fn several_processes(&self) -> bool {
         self.placement.deployment.processes() > 1
     }
-}
-
-/// Each process's advertised HTTP base URL: the hostfile's second column, this process's from
-/// `--advertise-http` when given.
-fn advertised_http(placement: &Placement, mine: Option<&str>) -> Result<Vec<String>, ConfigError> {
-    let me = placement.deployment.process;
-    placement
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(p, host)| {
-            let given = if p == me { mine.or(host.http.as_deref()) } else { host.http.as_deref() };
-            given.map(|h| h.trim_end_matches('/').to_owned()).ok_or_else(|| {
-                ConfigError(format!(
-                    "the hostfile gives no HTTP address for process {p}: add it as a second column (e.g. `{} http://host:8080`) so the processes can send clients to each other",
-                    host.timely
-                ))
-            })
-        })
-        .collect()
 }

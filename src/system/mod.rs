@@ -48,7 +48,7 @@ use crate::kafka::KafkaSettings;
 use crate::live::{Live, OnWindow};
 use crate::rate_limit::UserRateLimit;
 use crate::stats::Stats;
-use crate::{dashboard, delivery, live, metrics, server};
+use crate::{dashboard, delivery, live, metrics, peers, server};
 
 /// How long a stop waits for the HTTP server to finish the requests in progress.
 const HTTP_STOP: Duration = Duration::from_secs(5);
@@ -95,7 +95,7 @@ impl System {
         let config = RunConfig::from_args(args)?;
         let faults = Faults::new();
         if config.several_processes() {
-            crate::peer_loss::report_peer_loss(
+            crate::peers::peer_loss::report_peer_loss(
                 config.placement.deployment.addresses.clone(),
                 faults.clone(),
             );
@@ -106,7 +106,7 @@ impl System {
             config.placement.deployment.peers(),
         ));
         let first_window = broker::resume_point(&kafka, &config).await?;
-        let registry = delivery_tree(&config, &stats);
+        let (registry, peers) = delivery_tree(&config, &stats);
         raise_open_files_limit();
         let live = start_dataflow(
             &config,
@@ -120,14 +120,16 @@ impl System {
         .await?;
         let producer = broker::start_producer(&config, &kafka, &stats).await?;
         let tasks = Tasks::new(faults.clone());
-        let rate_limit = spawn_tasks(&tasks, &config, &registry, &stats);
+        let rate_limit = spawn_tasks(&tasks, &config, &registry, &peers, &stats);
         let ingest = Ingest {
             producer: producer.clone(),
             rate_limit,
             stats: Arc::clone(&stats),
         };
-        let (http_addr, http) =
-            open_http(&config, ingest, &registry, &stats, &faults, &producer).await?;
+        let (http_addr, http) = open_http(
+            &config, ingest, &registry, peers, &stats, &faults, &producer,
+        )
+        .await?;
         Ok(System {
             http_addr,
             brokers: kafka.brokers.clone(),
@@ -210,8 +212,12 @@ pub async fn run_until(
     system.shutdown().await
 }
 
-/// Step 4: the delivery tree, and which process serves which hub.
-fn delivery_tree(config: &RunConfig, stats: &Arc<Stats>) -> Arc<delivery::Registry> {
+/// Step 4: the delivery tree, and the deployment's processes it is shared with (which one
+/// serves each hub, who holds the registrations).
+fn delivery_tree(
+    config: &RunConfig,
+    stats: &Arc<Stats>,
+) -> (Arc<delivery::Registry>, Arc<peers::Peers>) {
     let registry = Arc::new(delivery::Registry::new(
         config.topology,
         config.subscriber_capacity,
@@ -219,16 +225,12 @@ fn delivery_tree(config: &RunConfig, stats: &Arc<Stats>) -> Arc<delivery::Regist
         config.hubs,
         Arc::clone(stats),
     ));
-    let deployment = &config.placement.deployment;
-    registry.set_membership(match &config.advertised {
-        Some(http) => delivery::registry::Membership {
-            process: deployment.process,
-            threads: deployment.threads,
-            http: http.clone(),
-        },
-        None => delivery::registry::Membership::single(deployment.threads, String::new()),
-    });
-    registry
+    let peers = Arc::new(peers::Peers::new(peers::Membership {
+        deployment: config.placement.deployment.clone(),
+        http: config.advertised.clone().unwrap_or_default(),
+    }));
+    registry.share(Arc::clone(&peers) as Arc<dyn delivery::SharedTree>);
+    (registry, peers)
 }
 
 /// Step 5: this process's workers, reading from `first_window` on. With several processes this
@@ -294,6 +296,7 @@ fn spawn_tasks(
     tasks: &Tasks,
     config: &RunConfig,
     registry: &Arc<delivery::Registry>,
+    peers: &Arc<peers::Peers>,
     stats: &Arc<Stats>,
 ) -> Option<Arc<UserRateLimit>> {
     let keep_alive = config.keep_alive;
@@ -308,7 +311,7 @@ fn spawn_tasks(
     });
     let ttl = config.client_ttl;
     let clients = Arc::clone(registry);
-    if config.placement.deployment.process == 0 {
+    if peers.membership().is_leader() {
         tasks.spawn("expire-clients", async move {
             let mut every = tokio::time::interval((ttl / 4).min(Duration::from_secs(10)));
             loop {
@@ -323,8 +326,10 @@ fn spawn_tasks(
             }
         });
     } else {
+        let peers = Arc::clone(peers);
+        let stop = tasks.token();
         tasks.spawn("follow-the-leader", async move {
-            crate::run_cmd::follow_the_leader(clients, ttl).await;
+            peers::follow_the_leader(peers, clients, ttl, stop.cancelled_owned()).await;
             Ok(())
         });
     }
@@ -351,6 +356,7 @@ async fn open_http(
     config: &RunConfig,
     ingest: Ingest,
     registry: &Arc<delivery::Registry>,
+    peers: Arc<peers::Peers>,
     stats: &Arc<Stats>,
     faults: &Faults,
     producer: &ReactionProducer,
@@ -370,7 +376,9 @@ async fn open_http(
         faults: faults.clone(),
     });
     let metrics = metrics::Metrics::new(Arc::clone(stats), Arc::clone(registry));
-    let more_routes = delivery::routes::routes(Arc::clone(registry), http_addr)
+    let more_routes = peers::routes(peers, Arc::clone(registry))
+        .or(delivery::routes::routes(Arc::clone(registry), http_addr))
+        .unify()
         .or(metrics::route(metrics))
         .unify()
         .or(dashboard::routes())

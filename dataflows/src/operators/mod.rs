@@ -1,12 +1,10 @@
 //! The dataflow's operators, one verb each, as extension traits on timely streams.
 
 mod count;
-mod route;
 mod scale;
 mod summarize;
 
 pub use count::CountByEmoji;
-pub use route::RouteToSubscribers;
 pub use scale::Scale;
 pub use summarize::{EmptyWindows, Summarize};
 

@@ -1,5 +1,5 @@
-//! Where the workers run: threads of one process, or timely's cluster mode, the same threads in
-//! each of several processes on one or several hosts.
+//! Where the workers run: threads of one process, or the same threads in each of several
+//! processes (peers) on one or several hosts, connected by timely's networking.
 //!
 //! Timely moves the data between processes; this module only opens its TCP connections. It
 //! does so itself, with the handshake timely uses (process `p` connects to every process below
@@ -17,7 +17,7 @@ use timely::communication::{Hooks, WorkerGuards};
 use timely::worker::Worker;
 use timely::WorkerConfig;
 
-/// Threads per process, and the processes of the cluster.
+/// Threads per process, and the processes of the deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deployment {
     /// Worker threads in each process.
@@ -41,12 +41,12 @@ impl Deployment {
         }
     }
 
-    /// Processes in the cluster.
+    /// Processes in the deployment.
     pub fn processes(&self) -> usize {
         self.addresses.len().max(1)
     }
 
-    /// Workers in the whole cluster.
+    /// Workers of every process.
     pub fn peers(&self) -> usize {
         self.threads * self.processes()
     }
@@ -56,15 +56,9 @@ impl Deployment {
     pub fn process_of(&self, worker: usize) -> usize {
         worker / self.threads.max(1)
     }
-
-    /// The global indices of this process's workers.
-    pub fn my_workers(&self) -> std::ops::Range<usize> {
-        let first = self.process * self.threads;
-        first..first + self.threads
-    }
 }
 
-/// Starts the workers of this process, each running `func`, as [`timely::execute`] does; with
+/// Starts the workers of this process, each running `func`, as [`timely::execute()`] does; with
 /// several processes, first connects to every other one.
 pub fn execute<T, F>(deployment: &Deployment, func: F) -> Result<WorkerGuards<T>, String>
 where
@@ -223,7 +217,7 @@ mod tests {
                                 });
                         });
                     })
-                    .expect("the cluster starts");
+                    .expect("the processes start");
                     for r in guards.join() {
                         r.expect("a worker finishes");
                     }

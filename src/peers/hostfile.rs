@@ -1,5 +1,5 @@
-//! The hostfile of a cluster: one line per process, in process order, with the address timely
-//! connects to and, optionally, the HTTP address other processes redirect clients to.
+//! The hostfile of a deployment of several processes: one line per process, in process order,
+//! with the address timely connects to and, optionally, the HTTP address other processes redirect clients to.
 //!
 //! ```text
 //! # timely address     advertised HTTP address (optional)
@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-/// One process of the cluster.
+/// One process of the deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
     /// Where timely's connections go, `host:port`.
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn parses_addresses_with_optional_http() {
         let hosts =
-            parse("# cluster\n10.0.0.1:2101 http://10.0.0.1:8080/\n\n10.0.0.2:2101  # no http\n")
+            parse("# processes\n10.0.0.1:2101 http://10.0.0.1:8080/\n\n10.0.0.2:2101  # no http\n")
                 .expect("valid");
         assert_eq!(
             hosts,

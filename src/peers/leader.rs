@@ -1,0 +1,198 @@
+//! The way from a follower to the leader (process 0): requests forwarded to it, its tree
+//! copied, heartbeats sent; and [`follow_the_leader`], the follower's loop doing the last two.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataflows::HubId;
+use warp::http::{header, HeaderValue, Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+use super::membership::Peers;
+use crate::delivery::registry::TreeView;
+use crate::delivery::Registry;
+use crate::http_error::ApiError;
+
+/// The path heartbeats go to on the leader.
+pub const HEARTBEAT_PATH: &str = "/peers/heartbeat";
+
+/// What a follower tells the leader every few seconds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    /// The sending process.
+    pub process: usize,
+    /// Clients with an event stream open there.
+    pub attached: Vec<String>,
+    /// Open streams there per hub number.
+    pub connected: Vec<(usize, usize)>,
+}
+
+/// The way to the leader.
+#[derive(Clone)]
+pub struct Leader {
+    http: reqwest::Client,
+    /// The leader's HTTP base URL.
+    base: String,
+}
+
+impl Leader {
+    /// The leader at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Leader {
+        Leader {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            base: base.to_owned(),
+        }
+    }
+
+    /// Sends the request to the leader and answers with its answer.
+    pub async fn forward(&self, method: Method, path: &str) -> Response {
+        let url = format!("{}{path}", self.base);
+        let answer = match self.http.request(method, &url).send().await {
+            Ok(answer) => answer,
+            Err(e) => return leader_unavailable(&url, &e.to_string()),
+        };
+        let status =
+            StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut headers = Vec::new();
+        for name in [header::CONTENT_TYPE, header::LOCATION] {
+            if let Some(v) = answer
+                .headers()
+                .get(name.as_str())
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+            {
+                headers.push((name, v));
+            }
+        }
+        let bytes = match answer.bytes().await {
+            Ok(b) => b,
+            Err(e) => return leader_unavailable(&url, &e.to_string()),
+        };
+        let mut response = warp::reply::with_status(bytes.to_vec(), status).into_response();
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+
+    /// Fetches the leader's tree and adds the hubs `registry` lacks.
+    pub async fn sync(&self, registry: &Registry) {
+        let url = format!("{}/clusters", self.base);
+        let Ok(answer) = self.http.get(&url).send().await else {
+            return;
+        };
+        if let Ok(view) = answer.json::<TreeView>().await {
+            adopt(registry, &view);
+        }
+    }
+
+    /// Tells the leader which clients have streams open on this process.
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
+        let url = format!("{}{HEARTBEAT_PATH}", self.base);
+        let answer = self
+            .http
+            .post(&url)
+            .json(beat)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", answer.status()))
+        }
+    }
+}
+
+/// Adds the hubs of the leader's tree that `registry` does not have yet, in number order, so
+/// the numbers agree with the leader's.
+fn adopt(registry: &Registry, view: &TreeView) {
+    let mut new: Vec<(usize, HubId)> = view
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.subscribers.iter().map(move |s| {
+                let id = HubId {
+                    cluster: c.cluster,
+                    subscriber: s.subscriber,
+                };
+                (s.hub, id)
+            })
+        })
+        .collect();
+    new.sort_by_key(|(index, _)| *index);
+    for (index, id) in new {
+        // Hubs it has are refused; a gap ends the copy (the next sync fills it).
+        if registry.hub(id).is_none() && !registry.add_hub(id, index) {
+            break;
+        }
+    }
+}
+
+fn leader_unavailable(url: &str, why: &str) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "leader_unavailable",
+        format!("process 0 holds the registrations and did not answer ({url}: {why}); retry"),
+    )
+    .retry_after(1)
+    .into_response();
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// On a follower, until `shutdown`: adopt the hubs the leader's tree grows, and tell the
+/// leader which clients have streams open here, so it does not release them. `ttl` is the
+/// clients' time to live, which the heartbeats must beat.
+pub async fn follow_the_leader(
+    peers: Arc<Peers>,
+    registry: Arc<Registry>,
+    ttl: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::select! {
+        () = shutdown => {}
+        () = follow(&peers, &registry, ttl) => {}
+    }
+}
+
+async fn follow(peers: &Peers, registry: &Registry, ttl: Duration) {
+    let leader = Leader::new(peers.membership().leader_http());
+    let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut last_beat: Option<Instant> = None;
+    // The processes start together and process 0 may not serve HTTP yet: only a silence that
+    // lasts is worth a warning.
+    let mut failing_since: Option<Instant> = None;
+    let mut warned = false;
+    loop {
+        every.tick().await;
+        leader.sync(registry).await;
+        if last_beat.is_some_and(|at| at.elapsed() < beat_every) {
+            continue;
+        }
+        last_beat = Some(Instant::now());
+        match leader.heartbeat(&peers.next_heartbeat(registry)).await {
+            Ok(()) => {
+                failing_since = None;
+                warned = false;
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if !warned && since.elapsed() >= Duration::from_secs(10) {
+                    warned = true;
+                    tracing::warn!(
+                        "cannot reach process 0, which holds the registrations, for {:?}: {e}",
+                        since.elapsed()
+                    );
+                }
+            }
+        }
+    }
+}

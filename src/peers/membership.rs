@@ -1,0 +1,228 @@
+//! Who owns each hub, and what the followers report: [`Peers`] is delivery's
+//! [`SharedTree`] for a deployment's processes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dataflows::deployment::Deployment;
+use dataflows::hub_owner;
+
+use super::leader::Heartbeat;
+use crate::delivery::{Registry, Serving, SharedTree};
+
+/// The processes of a deployment, and where each serves HTTP.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    /// Threads, processes, and this process's index.
+    pub deployment: Deployment,
+    /// Each process's advertised HTTP base URL (`http://host:port`), in process order; empty
+    /// for one process.
+    pub http: Vec<String>,
+}
+
+impl Membership {
+    /// The process whose worker owns hub number `hub`, and so serves its events.
+    pub fn owner(&self, hub: usize) -> usize {
+        self.deployment
+            .process_of(hub_owner(hub, self.deployment.peers()))
+    }
+
+    /// Whether this is process 0, which holds the registrations; the others forward to it.
+    pub fn is_leader(&self) -> bool {
+        self.deployment.process == 0
+    }
+
+    /// The leader's HTTP base URL.
+    pub fn leader_http(&self) -> &str {
+        self.http.first().map_or("", String::as_str)
+    }
+}
+
+/// The processes as delivery sees them, with what the followers report.
+pub struct Peers {
+    membership: Membership,
+    /// On a follower: streams open here by client id (the leader hears of them in heartbeats).
+    attached_here: Mutex<HashMap<String, usize>>,
+    /// On the leader: streams open on each other process, by hub number, then process.
+    connected_elsewhere: Mutex<HashMap<usize, HashMap<usize, usize>>>,
+}
+
+impl Peers {
+    /// Nothing reported yet.
+    pub fn new(membership: Membership) -> Peers {
+        Peers {
+            membership,
+            attached_here: Mutex::new(HashMap::new()),
+            connected_elsewhere: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The processes.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// On the leader: keeps alive the clients with streams open on the sender, and records
+    /// its open streams per hub.
+    pub fn heartbeat(&self, registry: &Registry, beat: &Heartbeat) {
+        registry.touch(&beat.attached);
+        let mut elsewhere = self
+            .connected_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for per_process in elsewhere.values_mut() {
+            per_process.remove(&beat.process);
+        }
+        for (hub, n) in &beat.connected {
+            elsewhere.entry(*hub).or_default().insert(beat.process, *n);
+        }
+    }
+
+    /// On a follower: the clients with streams open here, and the open streams per hub.
+    pub fn next_heartbeat(&self, registry: &Registry) -> Heartbeat {
+        let attached = self
+            .attached_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut connected = Vec::new();
+        registry.for_each(|hub| {
+            if hub.connected() > 0 {
+                connected.push((hub.index, hub.connected()));
+            }
+        });
+        Heartbeat {
+            process: self.membership.deployment.process,
+            attached,
+            connected,
+        }
+    }
+}
+
+impl SharedTree for Peers {
+    fn serving(&self, hub: usize) -> Serving {
+        let process = self.membership.owner(hub);
+        Serving {
+            process,
+            here: process == self.membership.deployment.process,
+            url: self.membership.http.get(process).cloned(),
+        }
+    }
+
+    fn holds_registrations(&self) -> bool {
+        self.membership.is_leader()
+    }
+
+    fn connected_elsewhere(&self, hub: usize) -> usize {
+        self.connected_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hub)
+            .map_or(0, |per| per.values().sum())
+    }
+
+    fn attached(&self, client_id: &str) {
+        *self
+            .attached_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client_id.to_owned())
+            .or_default() += 1;
+    }
+
+    fn detached(&self, client_id: &str) {
+        let mut here = self.attached_here.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = here.get_mut(client_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                here.remove(client_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dataflows::Topology;
+
+    use super::*;
+    use crate::delivery::HubSettings;
+
+    fn membership(process: usize, processes: usize, threads: usize) -> Membership {
+        Membership {
+            deployment: Deployment {
+                threads,
+                process,
+                addresses: (0..processes).map(|p| format!("h{p}:1")).collect(),
+                connect_timeout: Duration::from_secs(1),
+            },
+            http: (0..processes).map(|p| format!("http://h{p}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_hub_is_served_by_the_process_of_the_worker_that_owns_it() {
+        let m = membership(1, 2, 2);
+        // Workers 0 and 1 run on process 0, 2 and 3 on process 1.
+        let owners: Vec<_> = (0..6).map(|h| m.owner(h)).collect();
+        assert_eq!(owners, [0, 0, 1, 1, 0, 0]);
+        let peers = Peers::new(m);
+        assert!(peers.serving(2).here);
+        assert_eq!(peers.serving(4).url.as_deref(), Some("http://h0"));
+        assert!(!peers.holds_registrations());
+    }
+
+    #[test]
+    fn the_leader_counts_what_followers_report() {
+        let registry = Registry::new(
+            Topology::default(),
+            10,
+            Duration::from_secs(60),
+            HubSettings {
+                retention: 4,
+                client_queue: 4,
+            },
+            Arc::default(),
+        );
+        let leader = Arc::new(Peers::new(membership(0, 2, 1)));
+        assert!(registry.share(Arc::clone(&leader) as Arc<dyn SharedTree>));
+        let beat = |connected: Vec<(usize, usize)>| Heartbeat {
+            process: 1,
+            attached: Vec::new(),
+            connected,
+        };
+        leader.heartbeat(&registry, &beat(vec![(1, 3), (3, 1)]));
+        assert_eq!(leader.connected_elsewhere(1), 3);
+        // A later beat replaces the earlier one.
+        leader.heartbeat(&registry, &beat(vec![(3, 2)]));
+        assert_eq!(leader.connected_elsewhere(1), 0);
+        assert_eq!(registry.view().clusters[1].subscribers[0].connected, 2);
+    }
+
+    #[test]
+    fn a_follower_reports_the_streams_open_here() {
+        let follower = Peers::new(membership(1, 2, 1));
+        follower.attached("a");
+        follower.attached("a");
+        follower.detached("a");
+        follower.attached("b");
+        follower.detached("b");
+        let registry = Registry::new(
+            Topology::default(),
+            10,
+            Duration::from_secs(60),
+            HubSettings {
+                retention: 4,
+                client_queue: 4,
+            },
+            Arc::default(),
+        );
+        let beat = follower.next_heartbeat(&registry);
+        assert_eq!((beat.process, beat.attached), (1, vec!["a".to_owned()]));
+    }
+}
