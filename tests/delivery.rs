@@ -438,6 +438,7 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
         "ids only move forward: {ids:?}"
     );
     assert!(system.stats.resyncs.get() >= 1);
+    resumed.close().await;
     // Meanwhile the reading client got every window and never a resync.
     let last = last_window(&seen).unwrap();
     reader.wait_for_window(last).await;
