@@ -6,15 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{now_ms, start_tansu};
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use common::{free_ports, now_ms, poll_until, start_tansu, Follower};
+use dataflows::WindowSummary;
 use serde_json::{json, Value};
 
 struct Process(Child);
@@ -24,14 +21,6 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts process `process`; its log goes to `{hostfile}.{process}.log`.
@@ -60,16 +49,18 @@ fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process 
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
+    poll_until(
+        &format!("{base} is ready"),
+        Duration::from_secs(60),
+        || async {
+            match http.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("/readyz answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-        }
-        assert!(Instant::now() < deadline, "{base} never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        },
+    )
+    .await
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
@@ -78,41 +69,22 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
-type Received = Arc<Mutex<Vec<Value>>>;
-
-fn follow(url: String) -> Received {
-    let received: Received = Arc::default();
-    let sink = Arc::clone(&received);
-    tokio::spawn(async move {
-        let response = reqwest::get(&url).await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        // A page from one process may follow events served by another.
-        assert_eq!(response.headers()["access-control-allow-origin"], "*");
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            if event.event == "window" {
-                sink.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&event.data).unwrap());
-            }
-        }
-    });
-    received
+/// Follows `url`, which a page from another process may read.
+async fn follow(sse: &reqwest::Client, url: &str) -> Follower {
+    let follower = Follower::open(sse, url, None).await;
+    // A page from one process may follow events served by another.
+    assert_eq!(follower.headers["access-control-allow-origin"], "*");
+    follower
 }
 
-fn sums(windows: &[Value], after: i64) -> BTreeMap<String, u64> {
-    let mut sums = BTreeMap::new();
-    for w in windows
+/// Per-emoji sums over the windows that end after `after`.
+fn sums(windows: &[WindowSummary], after: i64) -> BTreeMap<String, u64> {
+    let recent: Vec<WindowSummary> = windows
         .iter()
-        .filter(|w| w["end_ms"].as_i64().unwrap() > after)
-    {
-        for e in w["emojis"].as_array().unwrap() {
-            *sums
-                .entry(e["emoji"].as_str().unwrap().to_owned())
-                .or_default() += e["count"].as_u64().unwrap();
-        }
-    }
-    sums
+        .filter(|w| w.end_ms > after)
+        .cloned()
+        .collect();
+    common::sums(&recent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +93,9 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (t0, t1) = (free_port(), free_port());
-    let (h0, h1) = (free_port(), free_port());
+    let [t0, t1, h0, h1] = free_ports(4)[..] else {
+        unreachable!()
+    };
     let hostfile = dir.path().join("hosts");
     std::fs::write(
         &hostfile,
@@ -201,31 +174,35 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         format!("{}{path}", bases[owner])
     );
 
-    let streams: Vec<Received> = clients
-        .iter()
-        .map(|c| follow(c["events_url"].as_str().unwrap().to_owned()))
-        .collect();
+    let sse = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for c in &clients {
+        streams.push(follow(&sse, c["events_url"].as_str().unwrap()).await);
+    }
     // Process 0 counts the streams served by both processes (heartbeats) and, past the time to
     // live, still holds every client, those on process 1's hubs included.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let tree = get_json(&http, &format!("{}/clusters", bases[0])).await;
-        let connected: Vec<u64> = tree["clusters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|c| c["subscribers"].as_array().unwrap().iter())
-            .map(|s| s["connected"].as_u64().unwrap())
-            .collect();
-        if connected == [1, 1, 1, 1] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connected per hub: {connected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(
+        "process 0 counts one stream per hub",
+        Duration::from_secs(15),
+        || async {
+            let tree = get_json(&http, &format!("{}/clusters", bases[0])).await;
+            let connected: Vec<u64> = tree["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["subscribers"].as_array().unwrap().iter())
+                .map(|s| s["connected"].as_u64().unwrap())
+                .collect();
+            if connected == [1, 1, 1, 1] {
+                Ok(())
+            } else {
+                Err(format!("connected per hub: {connected:?}"))
+            }
+        },
+    )
+    .await;
+    // Time must pass in the other processes, not a condition come true: past the 3 s time to
+    // live, no client with an open stream may have expired.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let tree = get_json(&http, &format!("{}/clusters", bases[1])).await;
     assert_eq!(
@@ -249,27 +226,21 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     }
     let expected: BTreeMap<String, u64> = [("🔥".to_owned(), 20), ("😂".to_owned(), 30)].into();
     let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let all: Vec<BTreeMap<String, u64>> = streams
-            .iter()
-            .map(|s| sums(&s.lock().unwrap(), started))
-            .collect();
-        if all.iter().all(|s| *s == expected) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clients saw {all:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let what = format!("the client's windows sum to {expected:?}");
+    for s in &streams {
+        let within = deadline.saturating_duration_since(Instant::now());
+        s.wait_until(&what, within, |events| {
+            let windows: Vec<WindowSummary> = events
+                .iter()
+                .filter(|e| e.kind == "window")
+                .map(|e| e.summary.clone())
+                .collect();
+            sums(&windows, started) == expected
+        })
+        .await;
     }
     for s in &streams {
-        let ids: Vec<i64> = s
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|w| w["window"].as_i64().unwrap())
-            .collect();
+        let ids: Vec<u64> = s.windows_of("window").iter().map(|w| w.window).collect();
         assert!(
             ids.windows(2).all(|p| p[1] == p[0] + 1),
             "contiguous, once each: {ids:?}"
@@ -291,17 +262,18 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     let _ = p1.0.kill();
     let _ = p1.0.wait();
     let mut p0 = p0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = p0.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process 0 kept running without process 1"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = poll_until(
+        "process 0 exits without process 1",
+        Duration::from_secs(20),
+        || {
+            std::future::ready(
+                p0.0.try_wait()
+                    .unwrap()
+                    .ok_or_else(|| "still running".to_owned()),
+            )
+        },
+    )
+    .await;
     assert_eq!(status.code(), Some(3));
     let stderr = std::fs::read_to_string(hostfile.with_extension("0.log")).unwrap();
     assert!(
@@ -329,18 +301,18 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         ("🎉".to_owned(), 7),
     ]
     .into();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let written = common::windows_topic(&brokers);
-        if common::sums(&written) == expected {
-            common::assert_contiguous(&written);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after the restart the windows topic holds {:?}",
-            common::sums(&written)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let written = poll_until(
+        "after the restart the windows topic holds every reaction",
+        Duration::from_secs(40),
+        || {
+            let written = common::windows_topic(&brokers);
+            std::future::ready(if common::sums(&written) == expected {
+                Ok(written)
+            } else {
+                Err(format!("{:?}", common::sums(&written)))
+            })
+        },
+    )
+    .await;
+    common::assert_contiguous(&written);
 }

@@ -5,20 +5,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_contiguous, sums, windows_topic};
+use common::{assert_contiguous, free_port, poll_until_blocking, sums, windows_topic};
 use dataflows::WindowSummary;
 use emostream::kafka::embedded::EmbeddedBroker;
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the process when dropped, so a failing test leaves nothing running.
 struct Running(Child);
@@ -51,16 +43,14 @@ fn spawn(brokers: &str, port: u16) -> Running {
 }
 
 fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = ureq_get(port, "/readyz") {
-            if r == 200 {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("emostream did not become ready");
+    poll_until_blocking(
+        "emostream is ready",
+        Duration::from_secs(30),
+        || match ureq_get(port, "/readyz") {
+            Ok(200) => Ok(()),
+            other => Err(format!("/readyz: {other:?}")),
+        },
+    );
 }
 
 fn ureq_get(port: u16, path: &str) -> Result<u16, reqwest::Error> {
@@ -98,16 +88,21 @@ fn post(port: u16, emoji: &str, n: usize, ahead_ms: i64) {
 }
 
 fn wait_topic_total(brokers: &str, total: u64) -> Vec<WindowSummary> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let windows = windows_topic(brokers);
-        let got: u64 = windows.iter().map(|w| w.total).sum();
-        if got >= total || Instant::now() > deadline {
-            assert_eq!(got, total);
-            return windows;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let (windows, got) = poll_until_blocking(
+        &format!("the windows topic holds {total} reactions"),
+        Duration::from_secs(40),
+        || {
+            let windows = windows_topic(brokers);
+            let got: u64 = windows.iter().map(|w| w.total).sum();
+            if got >= total {
+                Ok((windows, got))
+            } else {
+                Err(format!("{got} reactions"))
+            }
+        },
+    );
+    assert_eq!(got, total);
+    windows
 }
 
 #[test]
@@ -127,6 +122,8 @@ fn a_killed_process_restarts_without_losing_or_repeating() {
     // Read, and past a periodic commit, before the kill; their window may or may not be
     // written by then.
     post(port, "😂", 200, 0);
+    // Time must pass in the other process, not a condition come true: a periodic commit
+    // happens there, unobserved from here.
     std::thread::sleep(Duration::from_millis(1500));
     drop(first); // SIGKILL: no graceful stop
 

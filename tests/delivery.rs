@@ -6,38 +6,17 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use common::{batch, post_batch, start, Seen};
+use common::sse::wait_all_for_window;
+use common::{batch, poll_until, post_batch, start, wait_until, Follower, Seen, PATIENCE};
 use dataflows::WindowSummary;
 use emostream::system::System;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
-
-/// What one client has received: (event type, id, summary).
-type Received = Arc<Mutex<Vec<(String, u64, WindowSummary)>>>;
-
-struct Client {
-    received: Received,
-    ended: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Client {
-    fn ids(&self) -> Vec<u64> {
-        self.received.lock().unwrap().iter().map(|r| r.1).collect()
-    }
-    fn windows(&self) -> Vec<WindowSummary> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.2.clone())
-            .collect()
-    }
-}
 
 async fn register(http: &reqwest::Client, system: &System) -> Value {
     let response = http
@@ -60,47 +39,6 @@ async fn tree(http: &reqwest::Client, system: &System) -> Value {
     response.json().await.unwrap()
 }
 
-/// Follows `url` with an SSE client, recording every event.
-async fn follow(http: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> Client {
-    let mut request = http.get(url);
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id.to_string());
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/event-stream",
-        "an SSE stream"
-    );
-    let received: Received = Arc::default();
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (sink, done) = (Arc::clone(&received), Arc::clone(&ended));
-    let task = tokio::spawn(async move {
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            let summary: WindowSummary = serde_json::from_str(&event.data).unwrap();
-            let id: u64 = event.id.parse().unwrap();
-            assert_eq!(id, summary.window, "the event id is the window index");
-            sink.lock().unwrap().push((event.event, id, summary));
-        }
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    Client {
-        received,
-        ended,
-        task,
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn last_window(seen: &Seen) -> Option<u64> {
     seen.lock().unwrap().last().map(|w| w.window)
 }
@@ -118,7 +56,7 @@ async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts
             reg["subscriber"].as_u64().unwrap(),
         );
         *places.entry(place).or_default() += 1;
-        clients.push(follow(&http, reg["events_url"].as_str().unwrap(), None).await);
+        clients.push(Follower::open(&http, reg["events_url"].as_str().unwrap(), None).await);
     }
     assert_eq!(places.values().copied().collect::<Vec<_>>(), [2, 2, 2, 2]);
 
@@ -127,10 +65,7 @@ async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts
     post_batch(&system, &reactions).await;
     common::wait_for_total(&system, &seen, 1800).await;
     let last = last_window(&seen).unwrap();
-    wait_until("every client has the last window", || {
-        clients.iter().all(|c| c.ids().last() == Some(&last))
-    })
-    .await;
+    wait_all_for_window(&clients, last).await;
     let seen = seen.lock().unwrap().clone();
     for client in &clients {
         // No Last-Event-ID: the latest window at connection, then every window after it.
@@ -142,12 +77,7 @@ async fn every_client_on_every_subscriber_receives_each_window_with_exact_counts
             expected,
             "same windows, same counts, in order"
         );
-        assert!(client
-            .received
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|r| r.0 == "window"));
+        assert!(client.kinds().iter().all(|k| k == "window"));
         assert_eq!(
             expected.iter().map(|w| w.total).sum::<u64>(),
             1800,
@@ -165,24 +95,20 @@ async fn reconnecting_with_last_event_id_receives_exactly_the_missed_windows() {
         "http://{}/clusters/1/subscribers/2/events",
         system.http_addr
     );
-    let first = follow(&http, &url, None).await;
-    wait_until("two windows arrived", || first.ids().len() >= 2).await;
+    let first = Follower::open(&http, &url, None).await;
+    first.wait_for_ids(2).await;
     let had = *first.ids().last().unwrap();
-    first.task.abort();
-    let _ = first.task.await;
+    first.close().await;
 
     post_batch(&system, &batch("x", "🎉", 25)).await;
     common::wait_for_total(&system, &seen, 25).await;
-    wait_until("three windows were missed", || {
+    wait_until("three windows were missed", PATIENCE, || {
         last_window(&seen).is_some_and(|w| w >= had + 3)
     })
     .await;
-    let again = follow(&http, &url, Some(had)).await;
+    let again = Follower::open(&http, &url, Some(had)).await;
     let target = last_window(&seen).unwrap();
-    wait_until("the reconnected client caught up", || {
-        again.ids().last().is_some_and(|&id| id >= target)
-    })
-    .await;
+    again.wait_for_window(target).await;
     let ids = again.ids();
     let expected: Vec<u64> = (had + 1..=*ids.last().unwrap()).collect();
     assert_eq!(ids, expected, "every missed window once, then live, no gap");
@@ -208,7 +134,7 @@ async fn a_thousand_clients_each_receive_every_window() {
     let mut clients = Vec::new();
     for _ in 0..1000 {
         let reg = register(&http, &system).await;
-        clients.push(follow(&http, reg["events_url"].as_str().unwrap(), None).await);
+        clients.push(Follower::open(&http, reg["events_url"].as_str().unwrap(), None).await);
     }
     let tree = tree(&http, &system).await;
     let connected: u64 = tree["clusters"]
@@ -219,20 +145,15 @@ async fn a_thousand_clients_each_receive_every_window() {
         .map(|s| s["connected"].as_u64().unwrap())
         .sum();
     assert_eq!(connected, 1000);
-    wait_until("a first window", || last_window(&seen).is_some()).await;
+    wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
     let from = last_window(&seen).unwrap() + 1;
     post_batch(&system, &batch("k", "👏", 40)).await;
-    wait_until("three more windows", || {
+    wait_until("three more windows", PATIENCE, || {
         last_window(&seen).is_some_and(|w| w >= from + 2)
     })
     .await;
     let to = last_window(&seen).unwrap();
-    wait_until("every client has every window", || {
-        clients
-            .iter()
-            .all(|c| c.ids().last().is_some_and(|&id| id >= to))
-    })
-    .await;
+    wait_all_for_window(&clients, to).await;
     let expected: Vec<WindowSummary> = seen
         .lock()
         .unwrap()
@@ -278,18 +199,15 @@ async fn a_stalled_client_does_not_delay_the_others() {
         "http://{}/clusters/0/subscribers/0/events",
         system.http_addr
     );
-    let reader = follow(&http, &url, None).await;
-    wait_until("the stalled client is connected", || {
+    let reader = Follower::open(&http, &url, None).await;
+    wait_until("the stalled client is connected", PATIENCE, || {
         system.registry.view().clusters[0].subscribers[0].connected == 2
     })
     .await;
     post_batch(&system, &batch("s", "🙌", 15)).await;
     common::wait_for_total(&system, &seen, 15).await;
     let last = last_window(&seen).unwrap();
-    wait_until("the reading client has the last window", || {
-        reader.ids().last() == Some(&last)
-    })
-    .await;
+    reader.wait_for_window(last).await;
     assert_eq!(common::sums(&reader.windows())["🙌"], 15);
     drop(stalled);
     system.shutdown().await.unwrap();
@@ -330,7 +248,7 @@ async fn registration_release_tree_and_errors() {
             regs[2]["client_id"].as_str().unwrap()
         )
     );
-    let grown = follow(&http, regs[2]["events_url"].as_str().unwrap(), None).await;
+    let grown = Follower::open(&http, regs[2]["events_url"].as_str().unwrap(), None).await;
 
     let tree = tree(&http, &system).await;
     assert_eq!(tree["clients"], 3);
@@ -392,10 +310,7 @@ async fn registration_release_tree_and_errors() {
     );
 
     // A subscriber added while running receives windows too.
-    wait_until("the added subscriber delivers a window", || {
-        !grown.ids().is_empty()
-    })
-    .await;
+    grown.wait_for_ids(1).await;
     system.shutdown().await.unwrap();
 }
 
@@ -409,9 +324,9 @@ async fn shutdown_with_open_streams_completes() {
             "http://{}/clusters/0/subscribers/{s}/events",
             system.http_addr
         );
-        clients.push(follow(&http, &url, None).await);
+        clients.push(Follower::open(&http, &url, None).await);
     }
-    wait_until("streams are open", || {
+    wait_until("streams are open", PATIENCE, || {
         system.registry.view().clusters[0]
             .subscribers
             .iter()
@@ -422,12 +337,12 @@ async fn shutdown_with_open_streams_completes() {
         .await
         .expect("shutdown finishes with streams open")
         .unwrap();
-    wait_until("every stream ended", || {
-        clients
-            .iter()
-            .all(|c| c.ended.load(std::sync::atomic::Ordering::SeqCst))
-    })
-    .await;
+    let deadline = Instant::now() + PATIENCE;
+    for client in &clients {
+        client
+            .wait_ended(deadline.saturating_duration_since(Instant::now()))
+            .await;
+    }
 }
 
 /// Posts one reaction for each of `n` distinct emojis, so the window's summary is large.
@@ -460,10 +375,10 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     socket.connect(&system.http_addr.into()).unwrap();
     socket.set_nonblocking(true).unwrap();
     let stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pause = Arc::new(Pause::default());
     let stream = Pausable {
         inner: stream,
-        paused: Arc::clone(&paused),
+        pause: Arc::clone(&pause),
     };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -476,9 +391,9 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    pause.set(true);
     // A client that reads, on the same subscriber.
-    let reader = follow(
+    let reader = Follower::open(
         &reqwest::Client::new(),
         &format!(
             "http://{}/clusters/0/subscribers/0/events",
@@ -490,56 +405,72 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
 
     // The hub only notices a lagging client when its stream is polled again, i.e. once the
     // socket drains: fill the buffers with large windows first.
-    wait_until("a first window", || last_window(&seen).is_some()).await;
+    wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
     let until = last_window(&seen).unwrap() + 60;
     while last_window(&seen).is_none_or(|w| w < until) {
         post_many_emojis(&system, 5000).await;
+        // Paces the load, not a wait for a condition: a few large batches per window keep
+        // every window large without flooding the broker.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    pause.set(false);
     // Reading again, the client finds the resync in its stream, and live windows after it.
     use http_body_util::BodyExt;
-    let mut events = response.into_body().into_data_stream().eventsource();
-    let mut kinds = Vec::new();
-    let mut last_id = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kinds.iter().any(|k| k == "resync") || kinds.last().is_some_and(|k| k == "resync") {
-        assert!(Instant::now() < deadline, "events seen: {kinds:?}");
-        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let id: u64 = event.id.parse().unwrap();
-        assert!(id > last_id, "ids only move forward");
-        last_id = id;
-        let summary: WindowSummary = serde_json::from_str(&event.data).unwrap();
-        assert_eq!(summary.window, id);
-        kinds.push(event.event);
-    }
+    let url = format!(
+        "http://{}/clusters/0/subscribers/0/events",
+        system.http_addr
+    );
+    let headers = response.headers().clone();
+    let resumed = Follower::read(&url, headers, response.into_body().into_data_stream());
+    resumed
+        .wait_until(
+            "a resync, then a live window",
+            Duration::from_secs(20),
+            |events| {
+                events.iter().any(|e| e.kind == "resync")
+                    && events.last().is_some_and(|e| e.kind != "resync")
+            },
+        )
+        .await;
+    let ids = resumed.ids();
+    assert!(
+        ids.windows(2).all(|p| p[1] > p[0]),
+        "ids only move forward: {ids:?}"
+    );
     assert!(system.stats.resyncs.get() >= 1);
+    resumed.close().await;
     // Meanwhile the reading client got every window and never a resync.
     let last = last_window(&seen).unwrap();
-    wait_until("the reader has the last window", || {
-        reader.ids().last() == Some(&last)
-    })
-    .await;
+    reader.wait_for_window(last).await;
     let ids = reader.ids();
     assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
-    assert!(reader
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|r| r.0 == "window"));
+    assert!(reader.kinds().iter().all(|k| k == "window"));
     system.shutdown().await.unwrap();
 }
 
-/// A connection whose reads can be paused: while paused, it reads nothing (and is polled
-/// again every 50 ms), as a client that stopped reading would.
+/// Whether a connection's reads are paused, and the reader to wake when they resume.
+#[derive(Default)]
+struct Pause {
+    paused: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Pause {
+    fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            if let Some(waker) = self.waker.lock().unwrap().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A connection whose reads can be paused: while paused, it reads nothing, as a client that
+/// stopped reading would; resuming wakes the reader.
 struct Pausable {
     inner: tokio::net::TcpStream,
-    paused: Arc<std::sync::atomic::AtomicBool>,
+    pause: Arc<Pause>,
 }
 
 impl tokio::io::AsyncRead for Pausable {
@@ -548,12 +479,9 @@ impl tokio::io::AsyncRead for Pausable {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
-            let waker = cx.waker().clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                waker.wake();
-            });
+        // The waker is stored before the flag is read, so a resume in between is not missed.
+        *self.pause.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.pause.paused.load(Ordering::SeqCst) {
             return std::task::Poll::Pending;
         }
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -590,7 +518,9 @@ async fn registrations_without_an_open_stream_expire() {
     let clients = || async { tree(&http, &system).await["clients"].as_u64().unwrap() };
     let ghost = register(&http, &system).await;
     let viewer = register(&http, &system).await;
-    let stream = follow(&http, viewer["events_url"].as_str().unwrap(), None).await;
+    let stream = Follower::open(&http, viewer["events_url"].as_str().unwrap(), None).await;
+    // Time must pass, not a condition come true: well past the 1 s time to live, the viewer
+    // with an open stream must still be registered.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(clients().await, 1, "the viewer with an open stream stays");
     let gone = http
@@ -602,16 +532,19 @@ async fn registrations_without_an_open_stream_expire() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404, "the ghost was released");
-    stream.task.abort();
-    let _ = stream.task.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while clients().await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the viewer that left is released too"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stream.close().await;
+    let clients = &clients;
+    poll_until(
+        "the viewer that left is released too",
+        Duration::from_secs(10),
+        move || async move {
+            match clients().await {
+                0 => Ok(()),
+                n => Err(format!("{n} clients registered")),
+            }
+        },
+    )
+    .await;
     assert_eq!(system.stats.clients_expired.get(), 2);
     system.shutdown().await.unwrap();
 }

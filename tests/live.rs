@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{assert_contiguous, batch, post_batch, start, sums, wait_for_total, windows_topic};
+use common::{
+    assert_contiguous, batch, post_batch, start, sums, wait_for_total, wait_until, windows_topic,
+    PATIENCE,
+};
 use emostream::kafka::embedded::EmbeddedBroker;
 use emostream::system::System;
 use serde_json::{json, Value};
@@ -34,7 +37,10 @@ async fn a_restart_resumes_without_losing_or_repeating_windows() {
     wait_for_total(&first, &seen, 300).await;
     // Read but not yet in a closed window when the first run stops: the next run counts them.
     post_batch(&first, &batch("b", "😂", 200)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the first run read the second batch", PATIENCE, || {
+        first.stats.consumed.get() >= 500
+    })
+    .await;
     first.shutdown().await.unwrap();
     let first_windows = seen.lock().unwrap().clone();
 
@@ -420,14 +426,12 @@ async fn malformed_messages_on_the_topic_are_counted_and_skipped() {
     }
     post_batch(&system, &batch("ok", "🔥", 10)).await;
     wait_for_total(&system, &seen, 10).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while system.stats.invalid_on_topic.get() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "malformed messages not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "the malformed messages are counted",
+        Duration::from_secs(10),
+        || system.stats.invalid_on_topic.get() >= 3,
+    )
+    .await;
     assert_eq!(system.stats.invalid_on_topic.get(), 3);
     system.shutdown().await.unwrap();
 }

@@ -6,10 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use common::{batch, now_ms, post_batch, start};
+use common::{batch, now_ms, poll_until, post_batch, start};
 use emostream::cli::{Cli, Command as Sub};
 use emostream::load::{LoadArgs, LoadError};
 use openmetrics_parser::{MetricNumber, OpenMetricsValue};
@@ -156,15 +156,14 @@ async fn metrics_move_as_reactions_flow() {
     common::wait_for_total(&system, &seen, 30).await;
 
     // Lag comes from librdkafka's statistics, once a second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
+    let after = poll_until("the consumer lag is 0", Duration::from_secs(10), || async {
         let m = scrape(addr).await;
-        let lag = value(&m, "emostream_consumer_lag", &[]);
-        if lag == Some(0.0) || Instant::now() > deadline {
-            break m;
+        match value(&m, "emostream_consumer_lag", &[]) {
+            Some(0.0) => Ok(m),
+            lag => Err(format!("lag {lag:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    })
+    .await;
     assert_eq!(counter(&after, "emostream_reactions_accepted", &[]), 30.0);
     assert_eq!(
         counter(
@@ -297,6 +296,8 @@ async fn load_reports_windows_that_disagree_with_its_ledger() {
         let target = target.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
+            // Timing is the point here, not a wait for a condition: the intruder reacts once
+            // the load run is under way, then spreads its reactions over the run's windows.
             tokio::time::sleep(Duration::from_millis(500)).await;
             for _ in 0..5 {
                 let r = http

@@ -1,6 +1,8 @@
 //! `emostream replay` as a user runs it: the real binary, files, stdin, exit codes.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -116,13 +118,11 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     );
 }
 
-fn free_ports(n: usize) -> Vec<String> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
+/// `n` distinct free addresses on loopback.
+fn free_addresses(n: usize) -> Vec<String> {
+    common::free_ports(n)
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect()
 }
 
@@ -130,7 +130,7 @@ fn free_ports(n: usize) -> Vec<String> {
 /// and checks the others printed no window.
 fn cluster_replay(file: &Path, processes: usize, workers: u32, dir: &Path) -> Output {
     let hostfile = dir.join(format!("hosts-{processes}-{workers}"));
-    std::fs::write(&hostfile, free_ports(processes).join("\n")).unwrap();
+    std::fs::write(&hostfile, free_addresses(processes).join("\n")).unwrap();
     let children: Vec<_> = (0..processes)
         .map(|p| {
             emostream()
@@ -195,7 +195,7 @@ fn cluster_flags_say_what_to_fix() {
     std::fs::write(&file, generated(10)).unwrap();
     let hostfile = dir.path().join("hosts");
     std::fs::write(&hostfile, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
-    let unused = free_ports(1).pop().unwrap();
+    let unused = free_addresses(1).pop().unwrap();
     let lonely = dir.path().join("lonely");
     std::fs::write(&lonely, format!("{unused}\n127.0.0.1:9\n")).unwrap();
     for (args, says) in [

@@ -1,11 +1,21 @@
-//! Helpers shared by the live-system tests.
-#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
+//! Helpers shared by the integration tests: starting a system, posting reactions, reading
+//! windows back; an SSE follower ([`sse`]), waits with deadlines ([`wait`]) and free ports
+//! ([`ports`]).
+#![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
+
+pub mod ports;
+pub mod sse;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use ports::{free_port, free_ports};
+pub use sse::Follower;
+pub use wait::{poll_until, poll_until_blocking, wait_until, PATIENCE};
 
 use clap::Parser;
 use dataflows::WindowSummary;
@@ -98,20 +108,17 @@ pub fn sums(windows: &[WindowSummary]) -> BTreeMap<String, u64> {
 /// Waits until `total` reactions have reached windows; on timeout the failure shows the
 /// system's counters (late, invalid, lost...) to say where the rest went.
 pub async fn wait_for_total(system: &System, seen: &Seen, total: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{total} reactions reached windows");
+    let got = poll_until(&what, PATIENCE, || {
         let got: u64 = seen.lock().unwrap().iter().map(|w| w.total).sum();
-        if got >= total {
-            assert_eq!(got, total, "no reaction counted twice");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {got} of {total} reactions reached windows; {:?}",
-            system.stats
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        std::future::ready(if got >= total {
+            Ok(got)
+        } else {
+            Err(format!("only {got}; {:?}", system.stats))
+        })
+    })
+    .await;
+    assert_eq!(got, total, "no reaction counted twice");
 }
 
 /// Everything in the windows topic.
@@ -214,11 +221,7 @@ impl Drop for Broker {
 }
 
 pub fn start_tansu() -> Option<(Broker, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Process::new("tansu")
         .args([
@@ -244,10 +247,10 @@ pub fn start_tansu() -> Option<(Broker, String)> {
             return None;
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until_blocking(
+        &format!("tansu listens on {port}"),
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string()),
+    );
     Some((child, format!("127.0.0.1:{port}")))
 }
