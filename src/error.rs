@@ -6,8 +6,6 @@
 //! Supervisors branch on the exit status: a configuration error needs a person, a lost peer
 //! or an unreachable broker may clear on a restart.
 
-use std::net::SocketAddr;
-
 /// The exit statuses of `emostream run`, as README.md documents them.
 pub mod exit {
     /// Stopped on request, after a clean drain.
@@ -33,14 +31,9 @@ pub enum RunError {
     /// The Kafka brokers could not be reached or used.
     #[error(transparent)]
     Broker(#[from] crate::kafka::BrokerError),
-    /// The HTTP address could not be bound.
-    #[error("cannot listen on {addr}: {source}; choose another address with --http")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the system said.
-        source: std::io::Error,
-    },
+    /// An address of this process (`--http`, its hostfile line) could not be bound.
+    #[error("{0}")]
+    Bind(String),
     /// Another process of the deployment is missing or was lost.
     #[error("{0}")]
     Peer(String),
@@ -58,9 +51,22 @@ impl RunError {
         match self {
             RunError::Config(_) => exit::CONFIG,
             RunError::Broker(_) => exit::BROKER,
-            RunError::Bind { .. } => exit::BIND,
+            RunError::Bind(_) => exit::BIND,
             RunError::Peer(_) => exit::PEER,
             RunError::Dataflow(_) | RunError::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+impl From<dataflows::deployment::StartError> for RunError {
+    fn from(e: dataflows::deployment::StartError) -> Self {
+        use dataflows::deployment::StartError;
+        match e {
+            StartError::Peers(message) => RunError::Peer(message),
+            StartError::Listen(message) => RunError::Bind(format!(
+                "{message}; give this process a free address in the hostfile"
+            )),
+            StartError::Local(message) => RunError::Dataflow(message),
         }
     }
 }
@@ -86,10 +92,7 @@ mod tests {
         let errors = [
             RunError::Config(crate::cli::ConfigError("x".into())),
             RunError::Broker(crate::kafka::BrokerError("x".into())),
-            RunError::Bind {
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                source: std::io::ErrorKind::AddrInUse.into(),
-            },
+            RunError::Bind("x".into()),
             RunError::Peer("x".into()),
             RunError::Internal("x".into()),
         ];

@@ -42,7 +42,7 @@ pub fn start(
     mut source: SourceSettings,
     on_window: OnWindow,
     registry: Arc<Registry>,
-) -> Result<Live, String> {
+) -> Result<Live, dataflows::deployment::StartError> {
     let stop = Arc::clone(&source.stop);
     source.windowing = settings.windowing;
     let first_window = source.first_window;
@@ -100,13 +100,14 @@ impl Live {
     /// Stops reading, lets the windows the watermark has closed be written, commits, and waits
     /// for the workers. Windows still open are left to the next run. Blocks: call it off the
     /// async runtime.
-    pub fn stop_and_join(mut self) -> Result<(), String> {
+    pub fn stop_and_join(mut self) -> Result<(), crate::error::RunError> {
         self.stop.store(true, Ordering::Relaxed);
         let Some(guards) = self.guards.take() else {
             return Ok(());
         };
         for (i, result) in guards.join().into_iter().enumerate() {
-            result.map_err(|e| format!("worker {i} failed: {e}"))?;
+            result
+                .map_err(|e| crate::error::RunError::Dataflow(format!("worker {i} failed: {e}")))?;
         }
         Ok(())
     }

@@ -112,3 +112,49 @@ fn each_failure_class_exits_with_its_own_status() {
     assert_eq!(out.status.code(), Some(exit::BROKER.into()), "{stderr}");
     assert!(stderr.contains(&nobody), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_connects_exits_with_the_peer_status() {
+    // The embedded broker of an in-process system listens on loopback: the binary can use it.
+    let (system, _seen) = common::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts");
+    let [t0, t1, h0, h1] = common::ports::free_ports(4)[..] else {
+        unreachable!()
+    };
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "--http",
+        &format!("127.0.0.1:{h1}"),
+        "--brokers",
+        &system.brokers,
+        "--processes",
+        "2",
+        "--process",
+        "1",
+        "--hostfile",
+        &hostfile.to_string_lossy(),
+        "--connect-timeout-secs",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        emostream(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::PEER.into()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("process 0 at 127.0.0.1:{t0}"))
+            && stderr.contains("--connect-timeout-secs"),
+        "{stderr}"
+    );
+    system.shutdown().await.unwrap();
+}

@@ -58,16 +58,31 @@ impl Deployment {
     }
 }
 
+/// Why this process's workers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another process did not connect in time, or a connection did not come from a peer: the
+    /// message names the process.
+    #[error("{0}")]
+    Peers(String),
+    /// This process cannot listen on its own address in the hostfile.
+    #[error("{0}")]
+    Listen(String),
+    /// Timely, or this process's sockets, failed.
+    #[error("{0}")]
+    Local(String),
+}
+
 /// Starts the workers of this process, each running `func`, as [`timely::execute()`] does; with
 /// several processes, first connects to every other one.
-pub fn execute<T, F>(deployment: &Deployment, func: F) -> Result<WorkerGuards<T>, String>
+pub fn execute<T, F>(deployment: &Deployment, func: F) -> Result<WorkerGuards<T>, StartError>
 where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
 {
     let threads = deployment.threads.max(1);
     if deployment.processes() == 1 {
-        return timely::execute(timely::Config::process(threads), func);
+        return timely::execute(timely::Config::process(threads), func).map_err(StartError::Local);
     }
     let sockets = connect(deployment)?;
     let hooks = Hooks::default();
@@ -75,42 +90,46 @@ where
         ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
     let (builders, guard) =
         initialize_networking_from_sockets(local, sockets, deployment.process, threads, hooks)
-            .map_err(|e| format!("cannot start timely's network threads: {e}"))?;
+            .map_err(|e| {
+                StartError::Local(format!("cannot start timely's network threads: {e}"))
+            })?;
     let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
     timely::execute::execute_from(builders, Box::new(guard), WorkerConfig::default(), func)
+        .map_err(StartError::Local)
 }
 
 /// The sockets to every other process, in process order, `None` at this process's place.
-fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
+fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, StartError> {
     let me = deployment.process;
     let addresses = &deployment.addresses;
     let Some(my_address) = addresses.get(me) else {
-        return Err(format!(
+        return Err(StartError::Local(format!(
             "process {me} is out of range: the hostfile lists {} processes (0 to {})",
             addresses.len(),
             addresses.len().saturating_sub(1)
-        ));
+        )));
     };
     let deadline = Instant::now() + deployment.connect_timeout;
     // Listen before connecting, so two processes starting together both make progress.
-    let listener = TcpListener::bind(my_address)
-        .map_err(|e| format!("process {me} cannot listen on {my_address}: {e}"))?;
+    let listener = TcpListener::bind(my_address).map_err(|e| {
+        StartError::Listen(format!("process {me} cannot listen on {my_address}: {e}"))
+    })?;
     let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
     for (peer, address) in addresses.iter().enumerate().take(me) {
         let mut stream = connect_until(address, deadline).map_err(|e| {
-            format!(
+            StartError::Peers(format!(
                 "process {peer} at {address} did not accept a connection within {}s (--connect-timeout-secs) ({e}): is it running, with the same hostfile?",
                 deployment.connect_timeout.as_secs()
-            )
+            ))
         })?;
-        stream
-            .write_all(&(me as u64).to_be_bytes())
-            .map_err(|e| format!("cannot greet process {peer} at {address}: {e}"))?;
+        stream.write_all(&(me as u64).to_be_bytes()).map_err(|e| {
+            StartError::Peers(format!("cannot greet process {peer} at {address}: {e}"))
+        })?;
         sockets[peer] = Some(stream);
     }
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("cannot poll {my_address}: {e}"))?;
+        .map_err(|e| StartError::Local(format!("cannot poll {my_address}: {e}")))?;
     while sockets.iter().skip(me + 1).any(Option::is_none) {
         match listener.accept() {
             Ok((mut stream, from)) => {
@@ -122,9 +141,9 @@ fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
                 };
                 let peer = u64::from_be_bytes(index) as usize;
                 if peer <= me || peer >= addresses.len() || sockets[peer].is_some() {
-                    return Err(format!(
+                    return Err(StartError::Peers(format!(
                         "a connection from {from} claims to be process {peer}: check that every process has the same hostfile and its own --process"
-                    ));
+                    )));
                 }
                 let _ = stream.set_read_timeout(None);
                 sockets[peer] = Some(stream);
@@ -138,21 +157,25 @@ fn connect(deployment: &Deployment) -> Result<Vec<Option<TcpStream>>, String> {
                         .filter(|(_, s)| s.is_none())
                         .map(|(p, _)| format!("process {p} ({})", addresses[p]))
                         .collect();
-                    return Err(format!(
+                    return Err(StartError::Peers(format!(
                         "{} did not connect to {my_address} within {}s (--connect-timeout-secs): is it running, with the same hostfile?",
                         missing.join(", "),
                         deployment.connect_timeout.as_secs()
-                    ));
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(e) => return Err(format!("cannot accept on {my_address}: {e}")),
+            Err(e) => {
+                return Err(StartError::Local(format!(
+                    "cannot accept on {my_address}: {e}"
+                )))
+            }
         }
     }
     for stream in sockets.iter().flatten() {
         stream
             .set_nodelay(true)
-            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+            .map_err(|e| StartError::Local(format!("cannot set TCP_NODELAY: {e}")))?;
     }
     Ok(sockets)
 }
@@ -244,6 +267,8 @@ mod tests {
             connect_timeout: Duration::from_millis(600),
         };
         let e = execute(&deployment, |_| ()).err().expect("no peer");
+        assert!(matches!(e, StartError::Peers(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("process 0") && e.contains(&addresses[0]), "{e}");
 
         let deployment = Deployment {
@@ -251,6 +276,8 @@ mod tests {
             ..deployment
         };
         let e = execute(&deployment, |_| ()).err().expect("no peer");
+        assert!(matches!(e, StartError::Peers(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("process 1") && e.contains(&addresses[1]), "{e}");
 
         let deployment = Deployment {
@@ -258,6 +285,6 @@ mod tests {
             ..deployment
         };
         let e = execute(&deployment, |_| ()).err().expect("out of range");
-        assert!(e.contains("out of range"), "{e}");
+        assert!(e.to_string().contains("out of range"), "{e}");
     }
 }

@@ -84,7 +84,10 @@ pub enum ReplayError {
     /// The window callback failed (e.g. writing stdout).
     #[error("writing a window failed: {0}")]
     Output(#[source] io::Error),
-    /// The timely runtime failed to start or a worker failed.
+    /// The workers could not start (another process did not connect, timely failed).
+    #[error("dataflow failed: {0}")]
+    Start(#[from] crate::deployment::StartError),
+    /// A worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
 }
@@ -187,8 +190,7 @@ where
                 let _ = tx.send(summary.clone());
             });
         });
-    })
-    .map_err(ReplayError::Dataflow)?;
+    })?;
 
     let mut output_error = None;
     let mut windows = 0;

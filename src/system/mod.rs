@@ -258,19 +258,12 @@ async fn start_dataflow(
     let settings = config.settings;
     let observe = observe_windows(Arc::clone(stats), on_window);
     let registry = Arc::clone(registry);
-    let several = config.several_processes();
-    tokio::task::spawn_blocking(move || {
+    let live = tokio::task::spawn_blocking(move || {
         live::start(&deployment, settings, source, observe, registry)
     })
     .await
-    .map_err(|e| RunError::Internal(format!("the dataflow's start failed: {e}")))?
-    .map_err(|e| {
-        if several {
-            RunError::Peer(e)
-        } else {
-            RunError::Dataflow(e)
-        }
-    })
+    .map_err(|e| RunError::Internal(format!("the dataflow's start failed: {e}")))??;
+    Ok(live)
 }
 
 /// What every durable window passes through: its close delay, its log line, the test hook.
@@ -361,16 +354,16 @@ async fn open_http(
     faults: &Faults,
     producer: &ReactionProducer,
 ) -> Result<(SocketAddr, HttpServer), RunError> {
+    let cannot = |e: std::io::Error| {
+        RunError::Bind(format!(
+            "cannot listen on {}: {e}; choose another address with --http",
+            config.http
+        ))
+    };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: config.http,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: config.http,
-        source,
-    })?;
+        .map_err(cannot)?;
+    let http_addr = listener.local_addr().map_err(cannot)?;
     let readiness = Arc::new(server::SystemReadiness {
         producer: producer.clone(),
         faults: faults.clone(),
@@ -415,7 +408,7 @@ async fn stop_dataflow(live: Live, faults: &Faults) -> Result<(), RunError> {
         })
         .map_err(|e| RunError::Internal(format!("cannot start the stop thread: {e}")))?;
     match tokio::time::timeout(DATAFLOW_STOP, join).await {
-        Ok(Ok(r)) => r.map_err(RunError::Dataflow),
+        Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(RunError::Internal(
             "the dataflow's stop thread failed".into(),
         )),
