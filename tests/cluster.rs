@@ -88,10 +88,9 @@ fn sums(windows: &[WindowSummary], after: i64) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tansu on the PATH; run with --include-ignored"]
 async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
-    let Some((_broker, brokers)) = start_tansu() else {
-        return;
-    };
+    let (_broker, brokers) = start_tansu();
     let dir = tempfile::tempdir().unwrap();
     let [t0, t1, h0, h1] = free_ports(4)[..] else {
         unreachable!()

@@ -209,8 +209,8 @@ pub async fn end_to_end(extra: &[&str]) {
     system.shutdown().await.unwrap();
 }
 
-/// Starts tansu, a Kafka-protocol broker emostream does not embed, on a free port; `None`
-/// (the test skips) when it is not installed, unless `EMOSTREAM_REQUIRE_TANSU=1`.
+/// Starts tansu, a Kafka-protocol broker emostream does not embed, on a free port. The tests
+/// that call it are ignored by default; run with `--include-ignored`, a missing tansu fails.
 pub struct Broker(Child);
 
 impl Drop for Broker {
@@ -220,7 +220,7 @@ impl Drop for Broker {
     }
 }
 
-pub fn start_tansu() -> Option<(Broker, String)> {
+pub fn start_tansu() -> (Broker, String) {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Process::new("tansu")
@@ -237,20 +237,14 @@ pub fn start_tansu() -> Option<(Broker, String)> {
         .spawn();
     let child = match child {
         Ok(child) => Broker(child),
-        Err(e) => {
-            let required = std::env::var("EMOSTREAM_REQUIRE_TANSU").as_deref() == Ok("1");
-            assert!(
-                !required,
-                "tansu is required (EMOSTREAM_REQUIRE_TANSU=1) but cannot start: {e}"
-            );
-            eprintln!("skipping: tansu is not installed ({e}); cargo install tansu --locked --features dynostore");
-            return None;
-        }
+        Err(e) => panic!(
+            "tansu cannot start ({e}): install it with cargo install tansu --locked --features dynostore"
+        ),
     };
     poll_until_blocking(
         &format!("tansu listens on {port}"),
         Duration::from_secs(20),
         || TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string()),
     );
-    Some((child, format!("127.0.0.1:{port}")))
+    (child, format!("127.0.0.1:{port}"))
 }
