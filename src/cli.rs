@@ -108,7 +108,7 @@ pub struct RunArgs {
 /// Flags of SSE delivery.
 #[derive(Debug, Clone, Args)]
 pub struct DeliveryArgs {
-    /// Clusters in the delivery tree.
+    /// Clusters (groups of subscribers) in the delivery tree.
     #[arg(long, default_value_t = 3, env = "EMOSTREAM_CLUSTERS",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub clusters: u32,

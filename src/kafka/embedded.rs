@@ -2,7 +2,7 @@
 //!
 //! The mock keeps each partition in memory, bounded to about 5 MiB (older messages are dropped
 //! from the head), and nothing survives the process. It is for trying emostream out and for
-//! tests; durable deployments use `--brokers`. The cluster is not `Send`, so it lives on a
+//! tests; durable deployments use `--brokers`. The mock cluster is not `Send`, so it lives on a
 //! thread of its own and hands out only its address.
 
 use std::sync::mpsc;

@@ -1,4 +1,4 @@
-//! Creating the topics on a real cluster when they are missing.
+//! Creating the topics on external brokers when they are missing.
 
 use std::time::Duration;
 
