@@ -157,12 +157,11 @@ fn form_decode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use dataflows::Topology;
 
     use super::*;
-    use crate::delivery::{HubSettings, Serving, SharedTree};
+    use crate::delivery::{Serving, SharedTree};
 
     /// Two processes; this one, process 1, serves the odd hubs.
     struct Odd;
@@ -186,18 +185,12 @@ mod tests {
     }
 
     fn opening(target: &str, last_event_id: Option<&str>) -> Opening {
-        let registry = Arc::new(Registry::new(
+        let registry = Arc::new(Registry::for_tests(
             Topology {
                 clusters: 1,
                 subscribers: 2,
             },
             10,
-            Duration::from_secs(60),
-            HubSettings {
-                retention: 4,
-                client_queue: 4,
-            },
-            Arc::default(),
         ));
         registry.share(Arc::new(Odd));
         let request = EventsRequest::parse("GET", target, last_event_id).expect("events");

@@ -176,26 +176,18 @@ impl AsyncWrite for Rewound {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use dataflows::Topology;
 
     use super::*;
-    use crate::delivery::HubSettings;
 
     async fn classify_bytes(request: &[u8]) -> Request {
-        let registry = Arc::new(Registry::new(
+        let registry = Arc::new(Registry::for_tests(
             Topology {
                 clusters: 2,
                 subscribers: 2,
             },
             10,
-            Duration::from_secs(60),
-            HubSettings {
-                retention: 4,
-                client_queue: 4,
-            },
-            Arc::default(),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())

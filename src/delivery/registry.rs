@@ -370,16 +370,12 @@ impl Registry {
     }
 }
 
+/// A small registry for unit tests: clients expire after 60 s, hubs retain and queue 4 windows.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry(clusters: u32, subscribers: u32, capacity: usize) -> Registry {
+impl Registry {
+    pub(crate) fn for_tests(topology: Topology, capacity: usize) -> Registry {
         Registry::new(
-            Topology {
-                clusters,
-                subscribers,
-            },
+            topology,
             capacity,
             Duration::from_secs(60),
             HubSettings {
@@ -387,6 +383,21 @@ mod tests {
                 client_queue: 4,
             },
             Arc::default(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(clusters: u32, subscribers: u32, capacity: usize) -> Registry {
+        Registry::for_tests(
+            Topology {
+                clusters,
+                subscribers,
+            },
+            capacity,
         )
     }
 

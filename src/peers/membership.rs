@@ -151,7 +151,6 @@ mod tests {
     use dataflows::Topology;
 
     use super::*;
-    use crate::delivery::HubSettings;
 
     fn membership(process: usize, processes: usize, threads: usize) -> Membership {
         Membership {
@@ -179,16 +178,7 @@ mod tests {
 
     #[test]
     fn the_leader_counts_what_followers_report() {
-        let registry = Registry::new(
-            Topology::default(),
-            10,
-            Duration::from_secs(60),
-            HubSettings {
-                retention: 4,
-                client_queue: 4,
-            },
-            Arc::default(),
-        );
+        let registry = Registry::for_tests(Topology::default(), 10);
         let leader = Arc::new(Peers::new(membership(0, 2, 1)));
         assert!(registry.share(Arc::clone(&leader) as Arc<dyn SharedTree>));
         let beat = |connected: Vec<(usize, usize)>| Heartbeat {
@@ -212,16 +202,7 @@ mod tests {
         follower.detached("a");
         follower.attached("b");
         follower.detached("b");
-        let registry = Registry::new(
-            Topology::default(),
-            10,
-            Duration::from_secs(60),
-            HubSettings {
-                retention: 4,
-                client_queue: 4,
-            },
-            Arc::default(),
-        );
+        let registry = Registry::for_tests(Topology::default(), 10);
         let beat = follower.next_heartbeat(&registry);
         assert_eq!((beat.process, beat.attached), (1, vec!["a".to_owned()]));
     }
