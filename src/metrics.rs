@@ -18,6 +18,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use crate::delivery::registry::TreeView;
 use crate::delivery::Registry;
 use crate::stats::{Counter, RejectReason, Stats};
 
@@ -115,191 +116,215 @@ impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
         let s = &self.stats;
         let e = &mut encoder;
-
-        // Ingest.
-        counter(
-            e,
-            "emostream_reactions_accepted",
-            "Reactions accepted by the HTTP API (202).",
-            &s.accepted,
-        )?;
-        {
-            let mut family = e.encode_descriptor(
-                "emostream_reactions_rejected",
-                "Reactions refused by the HTTP API, by reason; a batch refused whole counts each of its reactions.",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for reason in RejectReason::ALL {
-                let labels = [("reason", reason.label())];
-                ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        counter(
-            e,
-            "emostream_producer_queue_full",
-            "Requests answered 503 because the producer queue was full.",
-            &s.rejected_queue_full,
-        )?;
-        counter(
-            e,
-            "emostream_reactions_produced",
-            "Reactions the Kafka broker acknowledged.",
-            &s.produced,
-        )?;
-        counter(
-            e,
-            "emostream_reactions_produce_failed",
-            "Reactions the producer could not deliver after its retries.",
-            &s.produce_failed,
-        )?;
-
-        // The dataflow.
-        {
-            let mut family = e.encode_descriptor(
-                "emostream_reactions_consumed",
-                "Messages read from the reactions topic, by partition.",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (p, partition) in s.partitions.iter().enumerate() {
-                let labels = [("partition", p.to_string())];
-                ConstCounter::new(partition.consumed.get())
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let lags: Vec<(String, i64)> = s
-            .partitions
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.lag.get() >= 0)
-            .map(|(p, partition)| (p.to_string(), partition.lag.get()))
-            .collect();
-        gauge_family(
-            e,
-            "emostream_consumer_lag",
-            "Messages of a partition on the broker not yet read by this process (from librdkafka's statistics, every second).",
-            "partition",
-            lags,
-        )?;
-        counter(
-            e,
-            "emostream_invalid_messages",
-            "Messages on the reactions topic that were not valid reactions (skipped).",
-            &s.invalid_on_topic,
-        )?;
-        counter(
-            e,
-            "emostream_late_reactions",
-            "Reactions dropped because their window had closed.",
-            &s.late,
-        )?;
-        counter(
-            e,
-            "emostream_lost_messages",
-            "Offsets of the reactions topic never read (the broker dropped them).",
-            &s.lost,
-        )?;
-        let watermarks: Vec<(String, f64)> = s
-            .watermarks
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.get() != i64::MIN)
-            .map(|(w, watermark)| (w.to_string(), watermark.get() as f64 / 1000.0))
-            .collect();
-        gauge_family(
-            e,
-            "emostream_watermark_seconds",
-            "Event time below which a worker's windows are closed, in seconds since the Unix epoch.",
-            "worker",
-            watermarks,
-        )?;
-        counter(
-            e,
-            "emostream_windows_emitted",
-            "Windows written to the windows topic.",
-            &s.windows_emitted,
-        )?;
-        s.window_close_delay.encode(e.encode_descriptor(
-            "emostream_window_close_delay_seconds",
-            "Time from a window's end to its emission (lateness and idleness waits included).",
-            None,
-            s.window_close_delay.metric_type(),
-        )?)?;
-
-        // Delivery.
-        let tree = self.registry.view();
-        for (name, help, connected) in [
-            (
-                "emostream_sse_clients",
-                "Event streams open on a subscriber.",
-                true,
-            ),
-            (
-                "emostream_assigned_clients",
-                "Registered clients assigned to a subscriber.",
-                false,
-            ),
-        ] {
-            let mut family = e.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for cluster in &tree.clusters {
-                for subscriber in &cluster.subscribers {
-                    let labels = [
-                        ("cluster", cluster.cluster.to_string()),
-                        ("subscriber", subscriber.subscriber.to_string()),
-                    ];
-                    let value = if connected {
-                        subscriber.connected
-                    } else {
-                        subscriber.clients
-                    };
-                    ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        counter(
-            e,
-            "emostream_registrations",
-            "Clients registered with POST /clients.",
-            &s.registrations,
-        )?;
-        counter(
-            e,
-            "emostream_clients_expired",
-            "Registered clients released for having no event stream for the time to live.",
-            &s.clients_expired,
-        )?;
-        counter(
-            e,
-            "emostream_sse_events_sent",
-            "SSE events sent, over every connection.",
-            &s.events_sent,
-        )?;
-        counter(
-            e,
-            "emostream_sse_resyncs",
-            "Clients that fell behind and were sent the latest window instead.",
-            &s.resyncs,
-        )?;
-        counter(
-            e,
-            "emostream_sse_slow_clients_closed",
-            "Clients closed because they kept falling behind.",
-            &s.slow_clients_closed,
-        )?;
-        gauge(
-            e,
-            "emostream_subscribers",
-            "Subscribers (SSE hubs) in the delivery tree.",
-            tree.clusters
-                .iter()
-                .map(|c| c.subscribers.len() as i64)
-                .sum(),
-        )
+        // The order is the exposition's order: ingest, then the dataflow, then delivery.
+        encode_ingest(e, s)?;
+        encode_source(e, s)?;
+        encode_skipped(e, s)?;
+        encode_windows(e, s)?;
+        encode_delivery(e, s, &self.registry.view())
     }
+}
+
+/// The HTTP API and the Kafka producer: what was accepted, refused and delivered to the broker.
+fn encode_ingest(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
+    counter(
+        e,
+        "emostream_reactions_accepted",
+        "Reactions accepted by the HTTP API (202).",
+        &s.accepted,
+    )?;
+    {
+        let mut family = e.encode_descriptor(
+            "emostream_reactions_rejected",
+            "Reactions refused by the HTTP API, by reason; a batch refused whole counts each of its reactions.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for reason in RejectReason::ALL {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    counter(
+        e,
+        "emostream_producer_queue_full",
+        "Requests answered 503 because the producer queue was full.",
+        &s.rejected_queue_full,
+    )?;
+    counter(
+        e,
+        "emostream_reactions_produced",
+        "Reactions the Kafka broker acknowledged.",
+        &s.produced,
+    )?;
+    counter(
+        e,
+        "emostream_reactions_produce_failed",
+        "Reactions the producer could not deliver after its retries.",
+        &s.produce_failed,
+    )
+}
+
+/// The Kafka source of the dataflow: what each partition read and how far behind it is.
+fn encode_source(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
+    {
+        let mut family = e.encode_descriptor(
+            "emostream_reactions_consumed",
+            "Messages read from the reactions topic, by partition.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (p, partition) in s.partitions.iter().enumerate() {
+            let labels = [("partition", p.to_string())];
+            ConstCounter::new(partition.consumed.get()).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let lags: Vec<(String, i64)> = s
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.lag.get() >= 0)
+        .map(|(p, partition)| (p.to_string(), partition.lag.get()))
+        .collect();
+    gauge_family(
+        e,
+        "emostream_consumer_lag",
+        "Messages of a partition on the broker not yet read by this process (from librdkafka's statistics, every second).",
+        "partition",
+        lags,
+    )
+}
+
+/// Messages the dataflow could not count: invalid, late, or never read.
+fn encode_skipped(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
+    counter(
+        e,
+        "emostream_invalid_messages",
+        "Messages on the reactions topic that were not valid reactions (skipped).",
+        &s.invalid_on_topic,
+    )?;
+    counter(
+        e,
+        "emostream_late_reactions",
+        "Reactions dropped because their window had closed.",
+        &s.late,
+    )?;
+    counter(
+        e,
+        "emostream_lost_messages",
+        "Offsets of the reactions topic never read (the broker dropped them).",
+        &s.lost,
+    )
+}
+
+/// The dataflow's windows: each worker's watermark, the windows emitted and how late they close.
+fn encode_windows(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
+    let watermarks: Vec<(String, f64)> = s
+        .watermarks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.get() != i64::MIN)
+        .map(|(w, watermark)| (w.to_string(), watermark.get() as f64 / 1000.0))
+        .collect();
+    gauge_family(
+        e,
+        "emostream_watermark_seconds",
+        "Event time below which a worker's windows are closed, in seconds since the Unix epoch.",
+        "worker",
+        watermarks,
+    )?;
+    counter(
+        e,
+        "emostream_windows_emitted",
+        "Windows written to the windows topic.",
+        &s.windows_emitted,
+    )?;
+    s.window_close_delay.encode(e.encode_descriptor(
+        "emostream_window_close_delay_seconds",
+        "Time from a window's end to its emission (lateness and idleness waits included).",
+        None,
+        s.window_close_delay.metric_type(),
+    )?)
+}
+
+/// Per subscriber: its open event streams and its assigned clients, one gauge family each.
+fn encode_subscriber_loads(e: &mut DescriptorEncoder, tree: &TreeView) -> Fmt {
+    for (name, help, connected) in [
+        (
+            "emostream_sse_clients",
+            "Event streams open on a subscriber.",
+            true,
+        ),
+        (
+            "emostream_assigned_clients",
+            "Registered clients assigned to a subscriber.",
+            false,
+        ),
+    ] {
+        let mut family = e.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for cluster in &tree.clusters {
+            for subscriber in &cluster.subscribers {
+                let labels = [
+                    ("cluster", cluster.cluster.to_string()),
+                    ("subscriber", subscriber.subscriber.to_string()),
+                ];
+                let value = if connected {
+                    subscriber.connected
+                } else {
+                    subscriber.clients
+                };
+                ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Delivery: the load of every subscriber, client registrations and the SSE streams' events.
+fn encode_delivery(e: &mut DescriptorEncoder, s: &Stats, tree: &TreeView) -> Fmt {
+    encode_subscriber_loads(e, tree)?;
+    counter(
+        e,
+        "emostream_registrations",
+        "Clients registered with POST /clients.",
+        &s.registrations,
+    )?;
+    counter(
+        e,
+        "emostream_clients_expired",
+        "Registered clients released for having no event stream for the time to live.",
+        &s.clients_expired,
+    )?;
+    counter(
+        e,
+        "emostream_sse_events_sent",
+        "SSE events sent, over every connection.",
+        &s.events_sent,
+    )?;
+    counter(
+        e,
+        "emostream_sse_resyncs",
+        "Clients that fell behind and were sent the latest window instead.",
+        &s.resyncs,
+    )?;
+    counter(
+        e,
+        "emostream_sse_slow_clients_closed",
+        "Clients closed because they kept falling behind.",
+        &s.slow_clients_closed,
+    )?;
+    gauge(
+        e,
+        "emostream_subscribers",
+        "Subscribers (SSE hubs) in the delivery tree.",
+        tree.clusters
+            .iter()
+            .map(|c| c.subscribers.len() as i64)
+            .sum(),
+    )
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use ledger::{check, Check, Ledger, Receipt, EMOJIS};
 pub use report::Report;
@@ -108,15 +109,43 @@ pub fn run(args: &LoadArgs) -> Result<bool, LoadError> {
 
 /// Runs the load and returns its report.
 pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
-    let target = args.target.trim_end_matches('/').to_owned();
+    let target = checked_target(&args.target)?;
+    let (api, sse) = http_clients(args.connections)?;
+    let registrations = register_all(&api, &target, args.sse_clients as usize).await?;
+    let mut followers = Followers::open(&api, &sse, &target, registrations).await?;
+    let Sending {
+        sent,
+        duration_s,
+        ticker,
+    } = run_senders(&api, args, &target, &followers.stats).await?;
+    settle(
+        &sent.ledger,
+        &followers.receipts,
+        Duration::from_secs_f64(args.settle_secs),
+    )
+    .await;
+    ticker.abort();
+    followers.stop(&api, &target).await;
+    eprintln!();
+    Ok(build_report(args, target, sent, duration_s, &followers))
+}
+
+/// `--target` without its trailing `/`, refused unless it is an http:// or https:// URL.
+fn checked_target(target: &str) -> Result<String, LoadError> {
+    let target = target.trim_end_matches('/').to_owned();
     if !target.starts_with("http://") && !target.starts_with("https://") {
         return Err(LoadError::Target(format!(
             "--target {target:?} must be an http:// URL, e.g. http://127.0.0.1:8080"
         )));
     }
+    Ok(target)
+}
+
+/// The HTTP clients: one for API requests (pooled per sender, 10 s timeout) and one for SSE.
+fn http_clients(connections: u64) -> Result<(reqwest::Client, reqwest::Client), LoadError> {
     let api = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(args.connections as usize)
+        .pool_max_idle_per_host(connections as usize)
         .build()
         .map_err(|e| LoadError::Local(format!("cannot build an HTTP client: {e}")))?;
     // Event streams stay open for the whole run: no overall timeout.
@@ -124,90 +153,136 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| LoadError::Local(format!("cannot build an HTTP client: {e}")))?;
+    Ok((api, sse))
+}
 
-    let registrations = register_all(&api, &target, args.sse_clients as usize).await?;
-    let (stop, stopped) = watch::channel(false);
-    let follow_stats = Arc::new(FollowStats::default());
-    let receipts: Vec<Arc<Mutex<Vec<Receipt>>>> = registrations
-        .iter()
-        .map(|_| Arc::new(Mutex::new(Vec::new())))
-        .collect();
-    let (connected, mut connections) = tokio::sync::mpsc::channel(registrations.len().max(1));
-    let mut followers = Vec::new();
-    for (registration, receipts) in registrations.iter().zip(&receipts) {
-        followers.push(tokio::spawn(follow::follow(
-            sse.clone(),
-            registration.clone(),
-            Arc::clone(receipts),
-            Arc::clone(&follow_stats),
-            connected.clone(),
-            stopped.clone(),
-        )));
+/// The registered SSE clients while they follow their streams.
+struct Followers {
+    /// One per SSE client, released when the run ends (or fails to start).
+    registrations: Vec<Registration>,
+    /// The windows each client received, in the order of `registrations`.
+    receipts: Vec<Arc<Mutex<Vec<Receipt>>>>,
+    /// Counts over every client, read by the progress line and the report.
+    stats: Arc<FollowStats>,
+    /// Turns true to stop the followers; dropping it would stop them too.
+    stop: watch::Sender<bool>,
+    /// The follower tasks, awaited on stop.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Followers {
+    /// Starts a follower per registration and waits up to 15 s for every stream to open; if
+    /// one does not, stops them all and releases every registration.
+    async fn open(
+        api: &reqwest::Client,
+        sse: &reqwest::Client,
+        target: &str,
+        registrations: Vec<Registration>,
+    ) -> Result<Followers, LoadError> {
+        let (stop, stopped) = watch::channel(false);
+        let stats = Arc::new(FollowStats::default());
+        let receipts: Vec<Arc<Mutex<Vec<Receipt>>>> = registrations
+            .iter()
+            .map(|_| Arc::new(Mutex::new(Vec::new())))
+            .collect();
+        let (connected, mut connections) = tokio::sync::mpsc::channel(registrations.len().max(1));
+        let mut tasks = Vec::new();
+        for (registration, receipts) in registrations.iter().zip(&receipts) {
+            tasks.push(tokio::spawn(follow::follow(
+                sse.clone(),
+                registration.clone(),
+                Arc::clone(receipts),
+                Arc::clone(&stats),
+                connected.clone(),
+                stopped.clone(),
+            )));
+        }
+        drop(connected);
+        if let Err(e) = streams_opened(&mut connections, registrations.len()).await {
+            let _ = stop.send(true);
+            release_all(api, target, &registrations).await;
+            return Err(e);
+        }
+        Ok(Followers {
+            registrations,
+            receipts,
+            stats,
+            stop,
+            tasks,
+        })
     }
-    drop(connected);
+
+    /// Stops every follower, waits for each to end, then releases the registrations.
+    async fn stop(&mut self, api: &reqwest::Client, target: &str) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        release_all(api, target, &self.registrations).await;
+    }
+
+    /// What each client received, in the order of the registrations.
+    fn received(&self) -> Vec<Vec<Receipt>> {
+        self.receipts
+            .iter()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+}
+
+/// Waits up to 15 s for `count` followers to report their first stream open.
+async fn streams_opened(
+    connections: &mut tokio::sync::mpsc::Receiver<Result<(), String>>,
+    count: usize,
+) -> Result<(), LoadError> {
     let opened = tokio::time::timeout(Duration::from_secs(15), async {
-        for _ in 0..registrations.len() {
+        for _ in 0..count {
             match connections.recv().await {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(LoadError::System(e)),
-                None => {
-                    return Err(LoadError::System(
-                        "an SSE client stopped before connecting".to_owned(),
-                    ))
-                }
+                Some(Err(e)) => return Err(e),
+                None => return Err("an SSE client stopped before connecting".to_owned()),
             }
         }
         Ok(())
     })
     .await;
     match opened {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let _ = stop.send(true);
-            release_all(&api, &target, &registrations).await;
-            return Err(LoadError::System(format!(
-                "an SSE client could not open its stream: {e}"
-            )));
-        }
-        Err(_) => {
-            let _ = stop.send(true);
-            release_all(&api, &target, &registrations).await;
-            return Err(LoadError::System(
-                "the SSE clients' streams did not all open within 15 s".to_owned(),
-            ));
-        }
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(LoadError::System(format!(
+            "an SSE client could not open its stream: {e}"
+        ))),
+        Err(_) => Err(LoadError::System(
+            "the SSE clients' streams did not all open within 15 s".to_owned(),
+        )),
     }
+}
 
+/// What the senders did, once the last one finished.
+struct Sending {
+    /// Every sender's results together.
+    sent: Sent,
+    /// Seconds from the start of sending to the end of the last sender.
+    duration_s: f64,
+    /// The progress line, still ticking through the settle wait.
+    ticker: JoinHandle<()>,
+}
+
+/// Runs a sender per plan with a live progress line and waits for every sender to finish.
+async fn run_senders(
+    api: &reqwest::Client,
+    args: &LoadArgs,
+    target: &str,
+    follow_stats: &Arc<FollowStats>,
+) -> Result<Sending, LoadError> {
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
-    let until = started + Duration::from_secs_f64(args.duration);
-    let batch = args.batch as usize;
-    let requests_per_s = args.rate / batch as f64;
-    let senders = (args.connections as f64)
-        .min(requests_per_s.ceil())
-        .max(1.0) as u64;
-    let every = Duration::from_secs_f64(senders as f64 / requests_per_s);
-    let mut tasks = Vec::new();
-    for index in 0..senders {
-        let plan = Plan {
-            target: target.clone(),
-            batch,
-            every,
-            // Spread the senders' ticks over one period.
-            first_at: started + every.mul_f64(index as f64 / senders as f64),
-            until,
-            users: args.users,
-            index,
-        };
-        tasks.push(tokio::spawn(send::send(
-            api.clone(),
-            plan,
-            Arc::clone(&progress),
-        )));
-    }
+    let tasks: Vec<_> = plans(args, target, started)
+        .into_iter()
+        .map(|plan| tokio::spawn(send::send(api.clone(), plan, Arc::clone(&progress))))
+        .collect();
     let ticker = tokio::spawn(show_progress(
         Arc::clone(&progress),
-        Arc::clone(&follow_stats),
+        Arc::clone(follow_stats),
         started,
         args.duration,
     ));
@@ -218,26 +293,46 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
             Err(e) => return Err(LoadError::Local(format!("a sender failed: {e}"))),
         }
     }
-    let duration_s = started.elapsed().as_secs_f64();
+    Ok(Sending {
+        sent,
+        duration_s: started.elapsed().as_secs_f64(),
+        ticker,
+    })
+}
 
-    settle(
-        &sent.ledger,
-        &receipts,
-        Duration::from_secs_f64(args.settle_secs),
-    )
-    .await;
-    ticker.abort();
-    let _ = stop.send(true);
-    for follower in followers {
-        let _ = follower.await;
-    }
-    release_all(&api, &target, &registrations).await;
-    eprintln!();
+/// One plan per sender: at most `--connections` senders share the asked rate, each sending
+/// whole batches from `started` for `--duration` seconds.
+fn plans(args: &LoadArgs, target: &str, started: Instant) -> Vec<Plan> {
+    let until = started + Duration::from_secs_f64(args.duration);
+    let batch = args.batch as usize;
+    let requests_per_s = args.rate / batch as f64;
+    let senders = (args.connections as f64)
+        .min(requests_per_s.ceil())
+        .max(1.0) as u64;
+    let every = Duration::from_secs_f64(senders as f64 / requests_per_s);
+    (0..senders)
+        .map(|index| Plan {
+            target: target.to_owned(),
+            batch,
+            every,
+            // Spread the senders' ticks over one period.
+            first_at: started + every.mul_f64(index as f64 / senders as f64),
+            until,
+            users: args.users,
+            index,
+        })
+        .collect()
+}
 
-    let received: Vec<Vec<Receipt>> = receipts
-        .iter()
-        .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
-        .collect();
+/// Checks every client's windows against the ledger and gathers the run's figures.
+fn build_report(
+    args: &LoadArgs,
+    target: String,
+    sent: Sent,
+    duration_s: f64,
+    followers: &Followers,
+) -> Report {
+    let received = followers.received();
     let window_ms = window_ms_of(&received);
     let check = match window_ms {
         Some(ms) => check(&sent.ledger, ms, &received),
@@ -245,14 +340,16 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
     };
     let window_latency = window_latency(&sent.ledger, window_ms, &received);
     let accepted = sent.ledger.reactions();
-    Ok(Report {
+    let stats = &followers.stats;
+    Report {
         target,
         duration_s,
         rate_asked: args.rate,
-        batch,
+        batch: args.batch as usize,
         users: args.users,
-        sse_clients: registrations.len(),
-        sse_subscribers: registrations
+        sse_clients: followers.registrations.len(),
+        sse_subscribers: followers
+            .registrations
             .iter()
             .map(|r| (r.cluster, r.subscriber))
             .collect::<std::collections::BTreeSet<_>>()
@@ -266,12 +363,12 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
         first_transport_error: sent.first_error,
         http_latency_ms: report::Percentiles::of_us(&sent.latency_us),
         window_latency_ms: window_latency,
-        windows_received: follow_stats.windows.load(Ordering::Relaxed),
-        resyncs: follow_stats.resyncs.load(Ordering::Relaxed),
-        reconnects: follow_stats.reconnects.load(Ordering::Relaxed),
+        windows_received: stats.windows.load(Ordering::Relaxed),
+        resyncs: stats.resyncs.load(Ordering::Relaxed),
+        reconnects: stats.reconnects.load(Ordering::Relaxed),
         exact: check.is_exact(),
         check,
-    })
+    }
 }
 
 async fn register_all(
