@@ -128,7 +128,7 @@ fn free_addresses(n: usize) -> Vec<String> {
 
 /// Runs a replay on `processes` processes of `workers` threads; returns process 0's output
 /// and checks the others printed no window.
-fn cluster_replay(file: &Path, processes: usize, workers: u32, dir: &Path) -> Output {
+fn replay_on_processes(file: &Path, processes: usize, workers: u32, dir: &Path) -> Output {
     let hostfile = dir.join(format!("hosts-{processes}-{workers}"));
     std::fs::write(&hostfile, free_addresses(processes).join("\n")).unwrap();
     let children: Vec<_> = (0..processes)
@@ -165,7 +165,7 @@ fn cluster_replay(file: &Path, processes: usize, workers: u32, dir: &Path) -> Ou
 }
 
 #[test]
-fn a_cluster_replay_is_byte_identical_to_one_process() {
+fn a_replay_on_two_processes_is_byte_identical_to_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reactions.ndjson");
     std::fs::write(&file, generated(30_000)).unwrap();
@@ -174,7 +174,7 @@ fn a_cluster_replay_is_byte_identical_to_one_process() {
         let other = if processes == 1 {
             replay(&file, workers)
         } else {
-            cluster_replay(&file, processes, workers, dir.path())
+            replay_on_processes(&file, processes, workers, dir.path())
         };
         assert!(
             one.stdout == other.stdout,
@@ -189,7 +189,7 @@ fn a_cluster_replay_is_byte_identical_to_one_process() {
 }
 
 #[test]
-fn cluster_flags_say_what_to_fix() {
+fn process_flags_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("r.ndjson");
     std::fs::write(&file, generated(10)).unwrap();

@@ -82,6 +82,9 @@ fn events_stream(
     }
 }
 
+/// The response head, built once: every event stream starts with the same bytes.
+static HEAD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(head);
+
 /// The response head: [`SSE_HEADERS`], and no chunked framing, since the body runs until the
 /// connection closes.
 fn head() -> Vec<u8> {
@@ -95,7 +98,7 @@ fn head() -> Vec<u8> {
 
 /// Writes the stream's events to the socket until the stream ends or the client leaves.
 pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
-    if socket.write_all(&head()).await.is_err() {
+    if socket.write_all(&HEAD).await.is_err() {
         return;
     }
     let mut probe = [0u8; 64];

@@ -165,6 +165,27 @@ mod tests {
     }
 
     #[test]
+    fn each_hub_is_served_by_the_process_of_the_worker_that_publishes_it() {
+        let registry = Registry::for_tests(Topology::default(), 1);
+        for _ in 0..14 {
+            registry.register(); // capacity 1: the tree grows past its 9 hubs
+        }
+        for (processes, threads) in [(1, 1), (2, 1), (2, 2), (3, 2)] {
+            let peers = processes * threads;
+            let membership = membership(0, processes, threads);
+            let mut served_by = vec![Vec::new(); 14];
+            for worker in 0..peers {
+                registry.for_each_owned(worker, peers, |hub| {
+                    served_by[hub.index].push(worker / threads);
+                });
+            }
+            for (hub, processes) in served_by.iter().enumerate() {
+                assert_eq!(processes, &[membership.owner(hub)], "hub {hub}");
+            }
+        }
+    }
+
+    #[test]
     fn a_hub_is_served_by_the_process_of_the_worker_that_owns_it() {
         let m = membership(1, 2, 2);
         // Workers 0 and 1 run on process 0, 2 and 3 on process 1.

@@ -71,6 +71,7 @@ pub fn routes(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Respon
 }
 
 fn heartbeat(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Response,)> {
+    // `HEARTBEAT_PATH`, which the followers post to (`path!` takes literals only).
     warp::path!("peers" / "heartbeat")
         .and(warp::post())
         .and(warp::body::content_length_limit(16 * 1024 * 1024))

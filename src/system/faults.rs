@@ -1,8 +1,11 @@
 //! Faults: what stops windows from flowing, reported from any thread (timely workers, tokio
 //! tasks, the panic hook of timely's network threads), seen by `/readyz` and by the run loop.
 //!
-//! The first fault wins: it is the reason `/readyz` gives and the exit status of the run.
-//! Reporting also cancels [`Faults::failed`], which the run loop waits on instead of polling.
+//! The first fault wins: it is the reason `/readyz` gives and the exit status of the run, except
+//! that a lost peer always decides the status (every process must then be restarted).
+//! Reporting also cancels [`Faults::failed`], which the run loop waits on instead of polling,
+//! and a fault after which the dataflow can never drain cancels [`Faults::undrainable`], so a
+//! stop does not wait for workers that cannot finish.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -48,11 +51,26 @@ impl fmt::Display for Fault {
     }
 }
 
+impl Component {
+    /// Whether the dataflow can still drain after this fails: without a peer the workers wait
+    /// forever, and without the windows producer no window becomes durable.
+    fn blocks_drain(self) -> bool {
+        matches!(self, Component::Peers | Component::WindowsProducer)
+    }
+}
+
 /// A shared record of the first fault. Cheap to clone; `Send + Sync`.
 #[derive(Clone, Default)]
 pub struct Faults {
-    first: Arc<Mutex<Option<Fault>>>,
+    first: Arc<Mutex<Recorded>>,
     failed: CancellationToken,
+    undrainable: CancellationToken,
+}
+
+#[derive(Default)]
+struct Recorded {
+    first: Option<Fault>,
+    peer_lost: Option<Fault>,
 }
 
 impl Faults {
@@ -69,17 +87,40 @@ impl Faults {
             message: message.into(),
         };
         tracing::error!("{fault}");
-        // A panic while holding this lock cannot leave the Option half-written.
-        self.first
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(fault);
+        if component.blocks_drain() {
+            self.undrainable.cancel();
+        }
+        let mut recorded = self.recorded();
+        if component == Component::Peers {
+            recorded.peer_lost.get_or_insert_with(|| fault.clone());
+        }
+        recorded.first.get_or_insert(fault);
+        drop(recorded);
         self.failed.cancel();
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        // Every update leaves the record whole before anything can panic.
+        self.first.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The first fault, if any.
     pub fn first(&self) -> Option<Fault> {
-        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.recorded().first.clone()
+    }
+
+    /// The fault that decides the exit status: a lost peer if any, else the first.
+    pub fn decisive(&self) -> Option<Fault> {
+        let recorded = self.recorded();
+        recorded
+            .peer_lost
+            .clone()
+            .or_else(|| recorded.first.clone())
+    }
+
+    /// Cancelled once a fault is reported after which the dataflow cannot drain.
+    pub fn undrainable(&self) -> &CancellationToken {
+        &self.undrainable
     }
 
     /// Cancelled once a fault is reported.
@@ -111,5 +152,21 @@ mod tests {
         let first = faults.first().unwrap();
         assert_eq!(first.component, Component::WindowsProducer);
         assert_eq!(first.to_string(), "the windows producer: cannot create it");
+        assert!(faults.undrainable().is_cancelled());
+        assert_eq!(faults.decisive(), Some(first));
+    }
+
+    #[test]
+    fn a_lost_peer_decides_the_status_whenever_it_comes() {
+        let faults = Faults::new();
+        faults.report(Component::Dataflow, "a source cannot start");
+        assert!(
+            !faults.undrainable().is_cancelled(),
+            "the others still drain"
+        );
+        faults.report(Component::Peers, "lost process 1");
+        assert!(faults.undrainable().is_cancelled());
+        assert_eq!(faults.first().unwrap().component, Component::Dataflow);
+        assert_eq!(faults.decisive().unwrap().component, Component::Peers);
     }
 }

@@ -16,9 +16,10 @@
 //!
 //! Every failure that stops windows from flowing is a [`Fault`]: `/readyz` answers 503 with
 //! it, and [`run_until`] stops the system and returns it as the exit status.
-//! [`System::shutdown`] stops in order, each step time-boxed: stop accepting requests, flush the
-//! producer, stop the sources and let the closed windows be written and delivered, end the
-//! event streams, stop the tasks, stop the broker.
+//! [`System::shutdown`] stops in order, each step time-boxed: stop accepting connections, flush
+//! the producer, stop the sources and let the closed windows be written and delivered (not
+//! waited for after a fault that makes that impossible), end the event streams and let the
+//! requests in progress finish, stop the tasks, stop the broker.
 
 mod broker;
 mod config;
@@ -164,13 +165,10 @@ impl System {
     /// watermark has closed (open ones resume in the next run) and deliver them, ends the event
     /// streams, stops the background tasks and the broker.
     pub async fn shutdown(mut self) -> Result<(), RunError> {
-        if let Some(http) = self.http.take() {
+        // Stop accepting at once; requests in progress finish while the rest drains.
+        let http = self.http.take();
+        if let Some(http) = &http {
             http.stop.cancel();
-            if tokio::time::timeout(HTTP_STOP, http.task).await.is_err() {
-                tracing::warn!(
-                    "HTTP requests still in progress after {HTTP_STOP:?}; closing anyway"
-                );
-            }
         }
         let producer = self.producer.clone();
         match tokio::task::spawn_blocking(move || producer.flush(FLUSH)).await {
@@ -182,13 +180,21 @@ impl System {
         if let Some(live) = self.live.take() {
             result = stop_dataflow(live, &self.faults).await;
         }
-        // The last windows are in the hubs: now the streams may end.
+        // The last windows are in the hubs: now the streams may end, and with them the
+        // connections the HTTP server's graceful stop waits for.
         self.registry.for_each(|hub| hub.close());
+        if let Some(http) = http {
+            if tokio::time::timeout(HTTP_STOP, http.task).await.is_err() {
+                tracing::warn!(
+                    "HTTP requests still in progress after {HTTP_STOP:?}; closing anyway"
+                );
+            }
+        }
         self.tasks.stop(TASKS_STOP).await;
         if let Some(broker) = self.broker.take() {
             let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
         }
-        match self.faults.first() {
+        match self.faults.decisive() {
             Some(fault) => Err(fault.into()),
             None => result,
         }
@@ -393,10 +399,8 @@ async fn open_http(
 /// end. Joined on a plain thread, time-boxed: after a lost peer they can never finish, and
 /// the runtime must still be able to shut down without waiting for this join.
 async fn stop_dataflow(live: Live, faults: &Faults) -> Result<(), RunError> {
-    if faults
-        .first()
-        .is_some_and(|f| f.component == Component::Peers)
-    {
+    let cannot_drain = faults.undrainable().clone();
+    if cannot_drain.is_cancelled() {
         live.abandon();
         return Ok(());
     }
@@ -407,14 +411,17 @@ async fn stop_dataflow(live: Live, faults: &Faults) -> Result<(), RunError> {
             let _ = joined.send(live.stop_and_join());
         })
         .map_err(|e| RunError::Internal(format!("cannot start the stop thread: {e}")))?;
-    match tokio::time::timeout(DATAFLOW_STOP, join).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(RunError::Internal(
-            "the dataflow's stop thread failed".into(),
-        )),
-        Err(_) => Err(RunError::Dataflow(format!(
-            "the dataflow did not finish within {DATAFLOW_STOP:?}"
-        ))),
+    tokio::select! {
+        joined = tokio::time::timeout(DATAFLOW_STOP, join) => match joined {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RunError::Internal("the dataflow's stop thread failed".into())),
+            Err(_) => Err(RunError::Dataflow(format!(
+                "the dataflow did not finish within {DATAFLOW_STOP:?}"
+            ))),
+        },
+        // A peer lost (or the windows producer gone) while draining: the workers can never
+        // finish, and the fault is what the stop reports.
+        () = cannot_drain.cancelled() => Ok(()),
     }
 }
 

@@ -40,7 +40,7 @@ fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process 
             "--linger-ms",
             "20",
         ])
-        .args(["--group-id", "cluster-test", "--client-ttl-secs", "3"])
+        .args(["--group-id", "processes-test", "--client-ttl-secs", "3"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -2,10 +2,10 @@
 # Replay one file on 1 process × 1 worker, 1 × 2 and 2 processes × 1 worker (timely's cluster
 # mode over loopback), best of 3 runs each, and check the outputs are byte-identical.
 #
-#   bench/replay-cluster.sh FILE [RUNS]     (build first: cargo build --release --bin emostream)
+#   bench/replay-processes.sh FILE [RUNS]     (build first: cargo build --release --bin emostream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-file=${1:?usage: bench/replay-cluster.sh FILE [RUNS]}
+file=${1:?usage: bench/replay-processes.sh FILE [RUNS]}
 runs=${2:-3}
 bin=target/release/emostream
 [ -x "$bin" ] || { echo "build first: cargo build --release --bin emostream" >&2; exit 1; }

@@ -3,8 +3,8 @@
 # on loopback, loaded by `emostream load` (batches, SSE clients on every process's subscribers),
 # which prints the rates, the latencies and the exactness check.
 #
-#   bench/live-cluster.sh [PROCESSES] [WORKERS] [load flags...]
-#   e.g. bench/live-cluster.sh 2 1 --rate 200000 --batch 100 --duration 20 --sse-clients 100
+#   bench/live-processes.sh [PROCESSES] [WORKERS] [load flags...]
+#   e.g. bench/live-processes.sh 2 1 --rate 200000 --batch 100 --duration 20 --sse-clients 100
 set -euo pipefail
 cd "$(dirname "$0")/.."
 processes=${1:-2}
