@@ -219,7 +219,7 @@ impl DataflowArgs {
             )))
             }
             (Some(path), _) => {
-                let hosts = crate::peers::hostfile::read(path).map_err(ConfigError)?;
+                let hosts = crate::peers::hostfile::read(path)?;
                 if hosts.len() != processes {
                     return Err(ConfigError(format!(
                         "--hostfile {} lists {} processes but --processes is {processes}",

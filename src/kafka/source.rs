@@ -34,7 +34,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
 use super::offsets::PartitionProgress;
-use super::{client_config, KafkaSettings};
+use super::{client_config, BrokerError, KafkaSettings};
 use crate::stats::Stats;
 use crate::system::{Component, Faults};
 
@@ -362,7 +362,7 @@ type ReactionConsumer = BaseConsumer<LagContext>;
 fn open_consumer(
     settings: &SourceSettings,
     partitions: &[i32],
-) -> Result<ReactionConsumer, String> {
+) -> Result<ReactionConsumer, BrokerError> {
     let context = LagContext {
         stats: Arc::clone(&settings.stats),
         topic: settings.kafka.reactions_topic.clone(),

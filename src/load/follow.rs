@@ -28,25 +28,31 @@ pub struct Registration {
 }
 
 /// Registers one client.
-pub async fn register(client: &reqwest::Client, target: &str) -> Result<Registration, String> {
+pub async fn register(
+    client: &reqwest::Client,
+    target: &str,
+) -> Result<Registration, super::LoadError> {
     let response = client
         .post(format!("{target}/clients"))
         .send()
         .await
-        .map_err(|e| format!("POST {target}/clients: {e}"))?;
+        .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;
     let status = response.status();
     let body = response
         .bytes()
         .await
-        .map_err(|e| format!("POST {target}/clients: {e}"))?;
+        .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;
     if status != reqwest::StatusCode::CREATED {
-        return Err(format!(
+        return Err(super::LoadError::System(format!(
             "POST {target}/clients answered {status}: {}",
             String::from_utf8_lossy(&body)
-        ));
+        )));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("POST {target}/clients answered with an unexpected body: {e}"))
+    serde_json::from_slice(&body).map_err(|e| {
+        super::LoadError::System(format!(
+            "POST {target}/clients answered with an unexpected body: {e}"
+        ))
+    })
 }
 
 /// Releases a client; a failure only leaves it to expire on the server.

@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+use crate::cli::ConfigError;
+
 /// One process of the deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
@@ -19,14 +21,14 @@ pub struct Host {
 }
 
 /// Reads and checks a hostfile.
-pub fn read(path: &Path) -> Result<Vec<Host>, String> {
+pub fn read(path: &Path) -> Result<Vec<Host>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
+        ConfigError(format!(
             "--hostfile {}: cannot read it: {e}; give a file with one host:port per process",
             path.display()
-        )
+        ))
     })?;
-    parse(&text).map_err(|e| format!("--hostfile {}: {e}", path.display()))
+    parse(&text).map_err(|e| ConfigError(format!("--hostfile {}: {e}", path.display())))
 }
 
 /// Parses a hostfile's text: blank lines and `#` comments are skipped.

@@ -26,7 +26,7 @@ pub use routes::routes;
 pub fn advertised_http(
     placement: &crate::cli::Placement,
     mine: Option<&str>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, crate::cli::ConfigError> {
     let me = placement.deployment.process;
     placement
         .hosts
@@ -35,10 +35,10 @@ pub fn advertised_http(
         .map(|(p, host)| {
             let given = if p == me { mine.or(host.http.as_deref()) } else { host.http.as_deref() };
             given.map(|h| h.trim_end_matches('/').to_owned()).ok_or_else(|| {
-                format!(
+                crate::cli::ConfigError(format!(
                     "the hostfile gives no HTTP address for process {p}: add it as a second column (e.g. `{} http://host:8080`) so the processes can send clients to each other",
                     host.timely
-                )
+                ))
             })
         })
         .collect()

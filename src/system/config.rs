@@ -61,10 +61,10 @@ impl RunConfig {
             ));
         }
         let advertised = if several {
-            Some(
-                crate::peers::advertised_http(&placement, args.advertise_http.as_deref())
-                    .map_err(ConfigError)?,
-            )
+            Some(crate::peers::advertised_http(
+                &placement,
+                args.advertise_http.as_deref(),
+            )?)
         } else {
             None
         };
