@@ -359,6 +359,58 @@ impl Intake {
 
 type ReactionConsumer = BaseConsumer<LagContext>;
 
+/// How long a starting source keeps asking for its group's committed offsets.
+const COMMITTED_WAIT: Duration = Duration::from_secs(60);
+
+/// Where each partition starts: after the group's committed offset, or at the beginning when
+/// nothing is committed. Asked explicitly, and again until the group coordinator answers: a
+/// broker that has just started (or elected a new coordinator) answers "not coordinator" or
+/// "load in progress" for a while, and an assignment at the stored offset would then never
+/// start fetching.
+fn committed_offsets(
+    consumer: &ReactionConsumer,
+    settings: &SourceSettings,
+    partitions: &[i32],
+) -> Result<TopicPartitionList, BrokerError> {
+    let topic = &settings.kafka.reactions_topic;
+    let mut wanted = TopicPartitionList::new();
+    for p in partitions {
+        wanted
+            .add_partition_offset(topic, *p, Offset::Stored)
+            .map_err(|e| BrokerError(format!("cannot ask for partition {p}'s offset: {e}")))?;
+    }
+    let deadline = Instant::now() + COMMITTED_WAIT;
+    let committed = loop {
+        match consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)) {
+            Ok(committed) => break committed,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(
+                    "waiting for the committed offsets of group {}: {e}",
+                    settings.kafka.group_id
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(BrokerError(format!(
+                    "cannot read the committed offsets of group {} on {} within {COMMITTED_WAIT:?}: {e}",
+                    settings.kafka.group_id, settings.kafka.brokers
+                )))
+            }
+        }
+    };
+    let mut start_at = TopicPartitionList::new();
+    for p in partitions {
+        let offset = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(n)) => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        start_at
+            .add_partition_offset(topic, *p, offset)
+            .map_err(|e| BrokerError(format!("cannot assign partition {p}: {e}")))?;
+    }
+    Ok(start_at)
+}
+
 fn open_consumer(
     settings: &SourceSettings,
     partitions: &[i32],
@@ -381,12 +433,8 @@ fn open_consumer(
                 settings.kafka.brokers
             )
         })?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(&settings.kafka.reactions_topic, *p, Offset::Stored)
-            .map_err(|e| format!("cannot assign partition {p}: {e}"))?;
-    }
-    consumer.assign(&tpl).map_err(|e| {
+    let start_at = committed_offsets(&consumer, settings, partitions)?;
+    consumer.assign(&start_at).map_err(|e| {
         format!(
             "cannot assign partitions {partitions:?} of {}: {e}",
             settings.kafka.reactions_topic

@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: starting a system, posting reactions, reading
-//! windows back; an SSE follower ([`sse`]), waits with deadlines ([`wait`]) and free ports
-//! ([`ports`]).
+//! windows back; an SSE follower ([`sse`]), waits with deadlines ([`wait`]), free ports
+//! ([`ports`]) and Apache Kafka ([`kafka`]).
 #![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
 
+pub mod kafka;
 pub mod ports;
 pub mod sse;
 pub mod wait;
@@ -13,6 +14,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use kafka::Kafka;
 pub use ports::{free_port, free_ports};
 pub use sse::Follower;
 pub use wait::{poll_until, poll_until_blocking, wait_until, PATIENCE};

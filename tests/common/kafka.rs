@@ -1,0 +1,116 @@
+//! Apache Kafka 4.4.0 for the tests, one broker per test: `tests/kafka/start.sh` fetches the
+//! jars once with Maven (Java 17 and Maven are all it needs), formats a KRaft node in a
+//! temporary directory and starts it. The tests that use it are ignored by default
+//! (`#[ignore = "needs Apache Kafka ..."]`); CI runs them with `--include-ignored`.
+//!
+//! The handle can pause the broker (SIGSTOP), resume it, kill it (SIGKILL) and start it again
+//! on the same data, for outage tests; dropping it stops the broker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running broker and its directory (config, data, log).
+pub struct Kafka {
+    dir: tempfile::TempDir,
+    /// `host:port` to bootstrap from.
+    pub brokers: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/start.sh")
+}
+
+fn run_script(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("bash runs tests/kafka/start.sh");
+    assert!(
+        out.status.success(),
+        "tests/kafka/start.sh {args:?} failed (it needs Java 17 and Maven): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Kafka {
+    /// Starts a fresh broker on a free loopback port.
+    pub fn start() -> Kafka {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let brokers = run_script(&["start", &dir.path().to_string_lossy()]);
+        Kafka { dir, brokers }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .expect("the broker's pid file")
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} the broker");
+    }
+
+    /// Stops the broker's process where it is (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kills the broker (SIGKILL): nothing is flushed beyond what the broker had written.
+    pub fn kill(&self) {
+        self.signal("-KILL");
+        let pid = self.pid().to_string();
+        // Wait until it is gone, so a restart does not find its ports taken.
+        for _ in 0..200 {
+            let alive = Command::new("kill")
+                .args(["-0", &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !alive {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the broker (pid {pid}) outlived SIGKILL");
+    }
+
+    /// Starts the broker again on the same data and address (after [`Kafka::kill`]).
+    pub fn restart(&self) {
+        let brokers = run_script(&["start", &self.dir.path().to_string_lossy()]);
+        assert_eq!(brokers, self.brokers, "a restart keeps the address");
+    }
+
+    /// `kafka-consumer-groups` against this broker, e.g. `["--describe", "--group", "g"]`.
+    pub fn consumer_groups(&self, args: &[&str]) -> String {
+        let mut all = vec!["groups", self.dir.path().to_str().expect("a UTF-8 path")];
+        all.extend_from_slice(args);
+        run_script(&all)
+    }
+
+    /// The broker's log, for a failing test's message.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("kafka.log")
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.dir.path().to_string_lossy()])
+            .status();
+    }
+}
