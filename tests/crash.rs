@@ -1,4 +1,5 @@
-//! A killed `emostream run` restarted on the same (external) broker loses and repeats nothing.
+//! A killed `emostream run` restarted on the same broker (Apache Kafka) loses and repeats
+//! nothing.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 mod common;
@@ -7,9 +8,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_contiguous, free_port, poll_until_blocking, sums, windows_topic};
+use common::{assert_contiguous, free_port, poll_until_blocking, sums, windows_topic, Kafka};
 use dataflows::WindowSummary;
-use emostream::kafka::embedded::EmbeddedBroker;
 use serde_json::{json, Value};
 
 /// Kills the process when dropped, so a failing test leaves nothing running.
@@ -106,13 +106,10 @@ fn wait_topic_total(brokers: &str, total: u64) -> Vec<WindowSummary> {
 }
 
 #[test]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
 fn a_killed_process_restarts_without_losing_or_repeating() {
-    let topics = [
-        ("emoji-reactions".to_string(), 4),
-        ("emoji-windows".to_string(), 1),
-    ];
-    let broker = EmbeddedBroker::start(&topics).unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let kafka = Kafka::start();
+    let brokers = kafka.brokers.clone();
     let port = free_port();
 
     let first = spawn(&brokers, port);

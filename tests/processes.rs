@@ -1,4 +1,4 @@
-//! `emostream run` as two processes (peers) on loopback, against tansu: reactions posted
+//! `emostream run` as two processes (peers) on loopback, against Apache Kafka: reactions posted
 //! to either process, clients on hubs owned by each, registration asked of either, redirects
 //! for foreign hubs, each window written once, and a lost process noticed.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, now_ms, poll_until, start_tansu, Follower};
+use common::{free_ports, now_ms, poll_until, Follower, Kafka};
 use dataflows::WindowSummary;
 use serde_json::{json, Value};
 
@@ -88,9 +88,10 @@ fn sums(windows: &[WindowSummary], after: i64) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs tansu on the PATH; run with --include-ignored"]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
 async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
-    let (_broker, brokers) = start_tansu();
+    let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
+    let brokers = kafka.brokers.clone();
     let dir = tempfile::tempdir().unwrap();
     let [t0, t1, h0, h1] = free_ports(4)[..] else {
         unreachable!()

@@ -4,7 +4,10 @@
 //! Each partition has its own event-time clock ([`EventClock`]); its [`Watermark`] is the first
 //! window still open on it. A reaction for a window below its partition's watermark is late.
 //! A partition with no message for the idle time follows the wall clock instead (less the idle
-//! time and the lateness), so windows keep closing when nobody reacts. A watermark never goes
+//! time and the lateness), so windows keep closing when nobody reacts; but only once it has
+//! been read to its end: a partition with a backlog (after a restart, or while the broker is
+//! slow to answer) is waiting, not idle, and its reactions are counted when they come. A
+//! watermark never goes
 //! back, and the source holds its capability at the least watermark of its partitions
 //! ([`PartitionWatermarks::hold`]), so a counted reaction can always be emitted at its window.
 //!
@@ -56,6 +59,8 @@ struct PartitionClock {
     watermark: Watermark,
     /// When the partition last had a message, valid or not (the source's start before any).
     last_message: Instant,
+    /// Read to its end, and no message since: a partition with a backlog is not idle.
+    at_end: bool,
 }
 
 /// The watermarks of the partitions one source reads, keyed by partition `P`.
@@ -84,6 +89,7 @@ impl<P: Ord> PartitionWatermarks<P> {
             clock: EventClock::default(),
             watermark: Watermark::EventTime(first_window),
             last_message: start,
+            at_end: false,
         };
         PartitionWatermarks {
             windowing,
@@ -119,15 +125,26 @@ impl<P: Ord> PartitionWatermarks<P> {
         Some(Arrival::Counted(window))
     }
 
+    /// Records that `partition` has been read to its end (the last offset the broker had when
+    /// the consumer last fetched it): until its next message, it may go idle. Returns false for
+    /// a partition not among these.
+    pub fn reached_end(&mut self, partition: &P) -> bool {
+        self.partitions
+            .get_mut(partition)
+            .map(|p| p.at_end = true)
+            .is_some()
+    }
+
     /// Advances idle partitions at wall-clock time `wall_ms` (monotonic time `at`): a partition
-    /// whose last message is at least the idle time old becomes [`Watermark::Idle`], open from
-    /// the window the wall clock less the idle time has reached, if that is later.
+    /// read to its end ([`PartitionWatermarks::reached_end`]) whose last message is at least
+    /// the idle time old becomes [`Watermark::Idle`], open from the window the wall clock less
+    /// the idle time has reached, if that is later.
     pub fn tick(&mut self, wall_ms: i64, at: Instant) {
         let idle_window = self
             .windowing
             .open_from(wall_ms.saturating_sub(self.idle_ms));
         for p in self.partitions.values_mut() {
-            if at.saturating_duration_since(p.last_message) >= self.idle {
+            if p.at_end && at.saturating_duration_since(p.last_message) >= self.idle {
                 p.watermark = Watermark::Idle(p.watermark.open_from().max(idle_window));
             }
         }
@@ -157,6 +174,7 @@ impl PartitionClock {
     /// A message ends idleness; the watermark it reached stays.
     fn heard(&mut self, at: Instant) {
         self.last_message = at;
+        self.at_end = false;
         self.watermark = Watermark::EventTime(self.watermark.open_from());
     }
 }
@@ -168,9 +186,12 @@ mod tests {
     const IDLE_MS: u64 = 1000;
 
     /// Two partitions (0 and 1) with the default windowing (2 s windows, 500 ms lateness),
-    /// started at `t0`.
+    /// started at `t0`, both read to their end (empty).
     fn two(first_window: WindowId, t0: Instant) -> PartitionWatermarks<i32> {
-        PartitionWatermarks::new(Windowing::default(), IDLE_MS, first_window, [0, 1], t0)
+        let mut w =
+            PartitionWatermarks::new(Windowing::default(), IDLE_MS, first_window, [0, 1], t0);
+        assert!(w.reached_end(&0) && w.reached_end(&1));
+        w
     }
 
     fn ms(t0: Instant, ms: u64) -> Instant {
@@ -310,8 +331,48 @@ mod tests {
         let t0 = Instant::now();
         let mut w = two(0, t0);
         w.observe(&0, 200_500, t0);
+        w.reached_end(&0);
         w.tick(100_000, ms(t0, IDLE_MS));
         assert_eq!(w.watermark(&0), Some(Watermark::Idle(100)));
         assert_eq!(w.watermark(&1), Some(Watermark::Idle(49)));
+    }
+
+    #[test]
+    fn a_partition_not_read_to_its_end_waits_instead_of_going_idle() {
+        let t0 = Instant::now();
+        let mut w = PartitionWatermarks::new(Windowing::default(), IDLE_MS, 0, [0, 1], t0);
+        let wall = 100_000;
+        w.tick(wall, ms(t0, 10 * IDLE_MS));
+        assert_eq!(
+            w.hold(),
+            Some(0),
+            "before the first fetch, nothing is known to be read"
+        );
+        // Partition 0 is empty; partition 1 has a backlog (a restart's, a slow first fetch).
+        assert!(w.reached_end(&0));
+        assert!(!w.reached_end(&7));
+        w.tick(wall, ms(t0, 10 * IDLE_MS));
+        assert_eq!(w.watermark(&0), Some(Watermark::Idle(49)));
+        assert_eq!(w.watermark(&1), Some(Watermark::EventTime(0)));
+        assert_eq!(w.hold(), Some(0), "the backlog holds the source");
+        assert_eq!(
+            w.observe(&1, 3_000, ms(t0, 10 * IDLE_MS + 1)),
+            Some(Arrival::Counted(1)),
+            "its reactions, however old, are counted when they come"
+        );
+        w.reached_end(&1);
+        w.tick(wall, ms(t0, 12 * IDLE_MS));
+        assert_eq!(
+            w.watermark(&1),
+            Some(Watermark::Idle(49)),
+            "read to its end"
+        );
+        w.observe(&1, 99_000, ms(t0, 12 * IDLE_MS + 1));
+        w.tick(wall + 10_000, ms(t0, 20 * IDLE_MS));
+        assert_eq!(
+            w.watermark(&1),
+            Some(Watermark::EventTime(49)),
+            "a message since its end: more may follow"
+        );
     }
 }

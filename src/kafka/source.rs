@@ -4,6 +4,8 @@
 //! capability) is [`dataflows::watermark`], asked once per message and once per activation.
 //!
 //! - Partition `p` belongs to worker `p mod peers` (static assignment, no group rebalances).
+//! - A partition goes idle only once the consumer has reported its end (`enable.partition.eof`):
+//!   a backlog (a restart's, or one the first fetch has not brought yet) keeps windows open.
 //! - The worker holds its capability at the least watermark of its partitions
 //!   ([`PartitionWatermarks::hold`]), so a counted reaction can always be emitted at its window.
 //! - The consumer wakes the operator when messages arrive; a timer wakes it for idleness and
@@ -26,6 +28,7 @@ use dataflows::{
     Windowing,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::source;
@@ -252,6 +255,9 @@ impl SourceState {
         for _ in 0..BUDGET {
             match self.consumer.poll(Duration::ZERO) {
                 None => return true,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.intake.watermarks.reached_end(&partition);
+                }
                 Some(Err(e)) => tracing::warn!(worker = self.worker, "Kafka consumer error: {e}"),
                 Some(Ok(message)) => self.intake.read(&message, now_ms, &self.settings),
             }
@@ -362,7 +368,7 @@ type ReactionConsumer = BaseConsumer<LagContext>;
 /// How long a starting source keeps asking for its group's committed offsets.
 const COMMITTED_WAIT: Duration = Duration::from_secs(60);
 
-/// Where each partition starts: after the group's committed offset, or at the beginning when
+/// Where each partition starts: at the group's committed offset, or at the beginning when
 /// nothing is committed. Asked explicitly, and again until the group coordinator answers: a
 /// broker that has just started (or elected a new coordinator) answers "not coordinator" or
 /// "load in progress" for a while, and an assignment at the stored offset would then never
@@ -425,6 +431,8 @@ fn open_consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
+        // A partition may go idle only once read to its end.
+        .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(context)
         .map_err(|e| {
