@@ -5,11 +5,283 @@
 
 mod common;
 
-use common::Kafka;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{poll_until_blocking, wait_until, Kafka, PATIENCE};
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
 async fn reactions_posted_come_out_as_windows_against_kafka() {
     let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
     common::end_to_end(&["--brokers", &kafka.brokers, "--idle-ms", "1000"]).await;
+}
+
+/// One row of `kafka-consumer-groups --describe` for the reactions topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    /// `CURRENT-OFFSET`: the group's committed offset (`None`: `-`, nothing committed).
+    current: Option<i64>,
+    /// `LOG-END-OFFSET`.
+    log_end: i64,
+    /// `LAG` (`None`: `-`).
+    lag: Option<i64>,
+}
+
+const REACTIONS: &str = "emoji-reactions";
+
+/// The group's committed offsets on the reactions topic as Kafka itself reports them
+/// (`kafka-consumer-groups --describe --group G`), by partition. The table is read by its
+/// header, so the column order does not matter.
+fn committed(kafka: &Kafka, group: &str) -> (BTreeMap<i32, Committed>, String) {
+    let out = kafka.consumer_groups(&["--describe", "--group", group]);
+    let mut columns: Option<Vec<String>> = None;
+    let mut rows = BTreeMap::new();
+    for line in out.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.first() == Some(&"GROUP") {
+            columns = Some(cells.iter().map(|c| c.to_string()).collect());
+            continue;
+        }
+        let Some(columns) = &columns else { continue };
+        let cell = |name: &str| {
+            let i = columns.iter().position(|c| c == name).unwrap_or_else(|| {
+                panic!("no {name} column in kafka-consumer-groups' table:\n{out}")
+            });
+            cells.get(i).copied().unwrap_or("-")
+        };
+        if cells.len() < columns.len().min(6)
+            || cell("GROUP") != group
+            || cell("TOPIC") != REACTIONS
+        {
+            continue;
+        }
+        let number = |s: &str| (s != "-").then(|| s.parse::<i64>().unwrap());
+        rows.insert(
+            cell("PARTITION").parse().unwrap(),
+            Committed {
+                current: number(cell("CURRENT-OFFSET")),
+                log_end: cell("LOG-END-OFFSET").parse().unwrap(),
+                lag: number(cell("LAG")),
+            },
+        );
+    }
+    (rows, out)
+}
+
+/// Polls [`committed`] (each call starts a JVM: seconds) until `done` holds.
+fn committed_until(
+    kafka: &Kafka,
+    group: &str,
+    what: &str,
+    done: impl Fn(&BTreeMap<i32, Committed>) -> bool,
+) -> BTreeMap<i32, Committed> {
+    poll_until_blocking(what, Duration::from_secs(60), || {
+        let (rows, out) = committed(kafka, group);
+        if done(&rows) {
+            Ok(rows)
+        } else {
+            Err(out)
+        }
+    })
+}
+
+fn sum(rows: &BTreeMap<i32, Committed>, f: impl Fn(&Committed) -> Option<i64>) -> i64 {
+    rows.values().map(|r| f(r).unwrap_or(0)).sum()
+}
+
+/// Reactions `n` users (`{user}0`...) send, stamped `ts`: distinct keys spread over every
+/// partition.
+fn stamped(user: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"user_id": format!("{user}{i}"), "emoji_type": emoji, "timestamp": ts}))
+        .collect()
+}
+
+/// README, "Kafka": offsets are committed (group `--group-id`) up to the first reaction of the
+/// first window not yet durable, every second; a stop writes the closed windows and commits.
+/// Once every reaction's window is in `emoji-windows`, Kafka's own view of the group is at the
+/// log end on every partition, while the system runs and after a clean stop, and the committed
+/// offsets add up to the reactions produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
+async fn the_group_commits_to_the_log_end_once_windows_are_written() {
+    const GROUP: &str = "lag-zero";
+    let kafka = Arc::new(tokio::task::spawn_blocking(Kafka::start).await.unwrap());
+    let args = [
+        "--brokers",
+        &kafka.brokers,
+        "--group-id",
+        GROUP,
+        "--idle-ms",
+        "1000",
+    ];
+    let (system, seen) = common::start(&args).await;
+    let mut reactions = stamped("a", "🔥", 300, common::now_ms());
+    reactions.extend(stamped("b", "😂", 100, common::now_ms()));
+    common::post_batch(&system, &reactions).await;
+    common::wait_for_total(&system, &seen, 400).await;
+    let expected: BTreeMap<String, u64> = [("🔥".to_string(), 300), ("😂".to_string(), 100)].into();
+    let brokers = kafka.brokers.clone();
+    let topic = tokio::task::spawn_blocking(move || common::windows_topic(&brokers))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::sums(&topic),
+        expected,
+        "the windows topic holds them"
+    );
+
+    // While it runs: the periodic commit (at most every second) reaches the log end.
+    let k = Arc::clone(&kafka);
+    let running = tokio::task::spawn_blocking(move || {
+        committed_until(
+            &k,
+            GROUP,
+            "the running group has no lag on any partition",
+            |rows| rows.len() == 4 && rows.values().all(|r| r.lag == Some(0)),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(sum(&running, |r| r.current), 400, "{running:?}");
+    for (p, row) in &running {
+        assert_eq!(
+            Some(row.log_end as u64),
+            system.stats.partition(*p).map(|s| s.consumed.get()),
+            "partition {p}: the system read the whole log ({running:?})"
+        );
+    }
+
+    system.shutdown().await.unwrap();
+    let k = Arc::clone(&kafka);
+    let (stopped, out) = tokio::task::spawn_blocking(move || committed(&k, GROUP))
+        .await
+        .unwrap();
+    assert_eq!(
+        stopped.len(),
+        4,
+        "every partition has a committed offset:\n{out}"
+    );
+    for (p, row) in &stopped {
+        assert_eq!(
+            row.current,
+            Some(row.log_end),
+            "partition {p} at its log end:\n{out}"
+        );
+        assert_eq!(row.lag, Some(0), "partition {p}:\n{out}");
+    }
+    assert_eq!(
+        sum(&stopped, |r| r.current),
+        400,
+        "one offset per reaction:\n{out}"
+    );
+    assert_eq!(
+        stopped, running,
+        "the stop committed nothing beyond the log end"
+    );
+}
+
+/// README, "Kafka" and "Stopping": a stop leaves open windows to the next run, their
+/// reactions uncommitted. Reactions stamped 8 s ahead (10 s are accepted) are read but their
+/// window is still open at the stop: Kafka shows the group's lag on the reactions topic as
+/// exactly those reactions, and a restart with the same group reads exactly them again and
+/// counts each once, in the window after the last one written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
+async fn reactions_of_an_open_window_stay_uncommitted_and_a_restart_counts_them_once() {
+    const GROUP: &str = "open-at-stop";
+    const PAST: usize = 300;
+    const AHEAD: usize = 120;
+    let kafka = Arc::new(tokio::task::spawn_blocking(Kafka::start).await.unwrap());
+    let args = [
+        "--brokers",
+        &kafka.brokers,
+        "--group-id",
+        GROUP,
+        "--idle-ms",
+        "1000",
+    ];
+    let (first, seen_first) = common::start(&args).await;
+    common::post_batch(&first, &stamped("p", "🔥", PAST, common::now_ms())).await;
+    common::wait_for_total(&first, &seen_first, PAST as u64).await;
+
+    // 8 s ahead: their window closes ~9.5 s from now at the soonest (lateness + idle time).
+    let ahead_ts = common::now_ms() + 8_000;
+    let posted = Instant::now();
+    common::post_batch(&first, &stamped("f", "😂", AHEAD, ahead_ts)).await;
+    let total = (PAST + AHEAD) as u64;
+    wait_until(
+        "the first run has read the reactions ahead",
+        PATIENCE,
+        || first.stats.consumed.get() == total,
+    )
+    .await;
+    first.shutdown().await.unwrap();
+    assert!(
+        posted.elapsed() < Duration::from_secs(7),
+        "the stop came while their window was open ({:?} after posting)",
+        posted.elapsed()
+    );
+    let first_windows = seen_first.lock().unwrap().clone();
+    let past: BTreeMap<String, u64> = [("🔥".to_string(), PAST as u64)].into();
+    assert_eq!(
+        common::sums(&first_windows),
+        past,
+        "the open window was not emitted"
+    );
+
+    let k = Arc::clone(&kafka);
+    let (stopped, out) = tokio::task::spawn_blocking(move || committed(&k, GROUP))
+        .await
+        .unwrap();
+    assert_eq!(sum(&stopped, |r| Some(r.log_end)), total as i64, "{out}");
+    assert_eq!(
+        sum(&stopped, |r| r.lag.or(Some(r.log_end))),
+        AHEAD as i64,
+        "the group's lag is the reactions of the open window:\n{out}"
+    );
+    assert_eq!(sum(&stopped, |r| r.current), PAST as i64, "{out}");
+
+    let (second, seen_second) = common::start(&args).await;
+    common::wait_for_total(&second, &seen_second, AHEAD as u64).await;
+    let ahead: BTreeMap<String, u64> = [("😂".to_string(), AHEAD as u64)].into();
+    assert_eq!(common::sums(&seen_second.lock().unwrap()), ahead);
+    assert_eq!(
+        second.stats.consumed.get(),
+        AHEAD as u64,
+        "the restart read exactly the uncommitted reactions"
+    );
+    assert_eq!(second.stats.late.get(), 0, "none of them was late");
+    let brokers = kafka.brokers.clone();
+    let topic = tokio::task::spawn_blocking(move || common::windows_topic(&brokers))
+        .await
+        .unwrap();
+    common::assert_contiguous(&topic);
+    let everything: BTreeMap<String, u64> = [
+        ("🔥".to_string(), PAST as u64),
+        ("😂".to_string(), AHEAD as u64),
+    ]
+    .into();
+    assert_eq!(
+        common::sums(&topic),
+        everything,
+        "each reaction in one window"
+    );
+    let second_first = seen_second.lock().unwrap().first().map(|w| w.window);
+    assert_eq!(
+        second_first,
+        first_windows.last().map(|w| w.window + 1),
+        "the restart resumes after the last window written"
+    );
+
+    second.shutdown().await.unwrap();
+    let k = Arc::clone(&kafka);
+    let (after, out) = tokio::task::spawn_blocking(move || committed(&k, GROUP))
+        .await
+        .unwrap();
+    assert_eq!(sum(&after, |r| r.lag), 0, "{out}");
+    assert_eq!(sum(&after, |r| r.current), total as i64, "{out}");
 }
