@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 3 processes (peers) on 3 hosts, made with network namespaces: each host has its own
-# network stack and one address on a shared bridge; tansu (the Kafka-protocol broker) runs
+# network stack and one address on a shared bridge; Apache Kafka (tests/kafka/start.sh) runs
 # on the bridge. `emostream load` then registers 9 SSE clients through host 2 (so
 # registrations are forwarded to process 0), follows each client's events URL on the host
 # that owns its subscriber, sends reactions to host 2, and checks every window on every
@@ -8,7 +8,7 @@
 #
 #   tests/multihost.sh [path/to/emostream]     (default: target/debug/emostream)
 #
-# Needs root (ip netns), iproute2 and tansu on the PATH. Without them it says why and exits 0
+# Needs root (ip netns), iproute2, and Java 17 with Maven for Kafka. Without them it says why and exits 0
 # (skipped), unless EMOSTREAM_REQUIRE_NETNS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ skip() {
 }
 [ "$(id -u)" = 0 ] || skip "needs root for ip netns"
 command -v ip >/dev/null || skip "needs ip (iproute2)"
-command -v tansu >/dev/null || skip "needs tansu on the PATH"
+command -v java >/dev/null || skip "needs Java 17 for Apache Kafka (tests/kafka/start.sh)"
 [ -x "$bin" ] || skip "no emostream binary at $bin (cargo build first)"
 
 tag=es$$
@@ -35,6 +35,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  bash tests/kafka/start.sh stop "$work/kafka" >/dev/null 2>&1 || true
   for h in 0 1 2; do ip netns del "${tag}h$h" 2>/dev/null || true; done
   ip link del "$bridge" 2>/dev/null || true
   rm -rf "$work"
@@ -54,10 +55,8 @@ for h in 0 1 2; do
   ip -n "$ns" link set lo up
 done
 
-broker=$net.254:9092
-tansu broker --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
+broker=$(bash tests/kafka/start.sh start "$work/kafka" "$net.254" 9092) \
+  || { echo "multihost: Apache Kafka did not start" >&2; tail -30 "$work/kafka/kafka.log" >&2; exit 1; }
 
 : >"$work/hosts"
 for h in 0 1 2; do

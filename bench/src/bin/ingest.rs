@@ -1,7 +1,9 @@
-//! Reactions/s from `POST /emoji/batch` to closed windows, through the embedded broker.
+//! Reactions/s from `POST /emoji/batch` to closed windows, through the embedded broker or
+//! an external one (`--brokers`, e.g. Apache Kafka from `tests/kafka/start.sh`).
 //!
 //! ```sh
 //! cargo run --release -p emostream-bench --bin ingest -- --reactions 2000000
+//! cargo run --release -p emostream-bench --bin ingest -- --brokers "$(bash tests/kafka/start.sh start /tmp/k)"
 //! ```
 //! The whole system runs in this process (as `emostream run` would); concurrent HTTP clients
 //! post pre-serialized batches without timestamps (the server stamps them), and the clock
@@ -18,7 +20,7 @@ use emostream::system::System;
 use emostream_bench::{ms, percentile};
 
 #[derive(Parser)]
-#[command(about = "POST /emoji/batch to closed windows, through the embedded broker")]
+#[command(about = "POST /emoji/batch to closed windows, through a Kafka broker")]
 struct Args {
     /// Reactions to send in all.
     #[arg(long, default_value_t = 2_000_000)]
@@ -35,21 +37,20 @@ struct Args {
     /// Partitions of the reactions topic.
     #[arg(long, default_value_t = 8)]
     partitions: u16,
+    /// An external broker (`host:port`), fresh for each run: the embedded one when absent.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let argv = [
-        "emostream",
-        "run",
-        "--http",
-        "127.0.0.1:0",
-        "--workers",
-        &args.workers.to_string(),
-        "--partitions",
-        &args.partitions.to_string(),
-    ];
+    let (workers, partitions) = (args.workers.to_string(), args.partitions.to_string());
+    let mut argv = vec!["emostream", "run", "--http", "127.0.0.1:0"];
+    argv.extend(["--workers", &workers, "--partitions", &partitions]);
+    if let Some(brokers) = &args.brokers {
+        argv.extend(["--brokers", brokers]);
+    }
     let Command::Run(run_args) = EmostreamCli::try_parse_from(argv)?.command else {
         bail!("not a run command");
     };
