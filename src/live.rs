@@ -59,7 +59,9 @@ pub fn start(
         let dataflow = worker.next_dataflow_index();
         worker.dataflow::<WindowId, _, _>(move |scope| {
             let durable = ProbeHandle::new();
-            let counts = kafka_source(scope, source, durable.clone());
+            let sources = ProbeHandle::new();
+            let counts =
+                kafka_source(scope, source, durable.clone(), sources.clone()).probe_with(&sources);
             let summaries = window_summaries(counts, &settings, EmptyWindows::From(first_window));
             write_windows(summaries, kafka, stats, faults)
                 .inspect(move |summary| on_window(summary))

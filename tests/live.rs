@@ -469,3 +469,37 @@ fn dropping_a_running_system_stops_it() {
         .recv_timeout(Duration::from_secs(30))
         .expect("a dropped system stops its workers instead of hanging the process");
 }
+
+/// A client whose clock runs 9.9 s ahead (the most the API accepts) has its reaction counted in
+/// its own, future window, but cannot close the others' windows: the partition's event time
+/// never runs past the time a reaction was queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_ahead_does_not_make_other_reactions_late() {
+    // One partition, so the early and the others' reactions share one event clock.
+    let (system, seen) = start(&["--partitions", "1"]).await;
+    let ahead = vec![json!({
+        "user_id": "early-bird",
+        "emoji_type": "🚀",
+        "timestamp": common::now_ms() + 9_900,
+    })];
+    post_batch(&system, &ahead).await;
+    wait_until("the reaction ahead was read", PATIENCE, || {
+        system.stats.consumed.get() == 1
+    })
+    .await;
+    let others: Vec<Value> = (0..50)
+        .map(|i| json!({"user_id": format!("u{i}"), "emoji_type": "🔥", "timestamp": common::now_ms()}))
+        .collect();
+    post_batch(&system, &others).await;
+    wait_until("the others were read", PATIENCE, || {
+        system.stats.consumed.get() == 51
+    })
+    .await;
+    assert_eq!(system.stats.late.get(), 0, "no reaction was late");
+    wait_for_total(&system, &seen, 51).await;
+    let windows = seen.lock().unwrap().clone();
+    assert_contiguous(&windows);
+    let expected: BTreeMap<String, u64> = [("🔥".to_string(), 50), ("🚀".to_string(), 1)].into();
+    assert_eq!(sums(&windows), expected);
+    system.shutdown().await.unwrap();
+}

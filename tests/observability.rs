@@ -36,12 +36,10 @@ async fn scrape(addr: std::net::SocketAddr) -> Exposition {
         .unwrap_or_else(|e| panic!("not valid OpenMetrics text ({e:?}):\n{text}"))
 }
 
-/// The sum of `family`'s samples whose labels include `labels`; `None` if it has none.
+/// The sum of `family`'s samples whose labels include `labels`; `None` if it has none (a
+/// gauge family with no sample yet is not in the exposition at all).
 fn value(metrics: &Exposition, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let family = metrics
-        .families
-        .get(family)
-        .unwrap_or_else(|| panic!("no metric family {family}"));
+    let family = metrics.families.get(family)?;
     let mut sum = None;
     for sample in family.iter_samples() {
         let set = sample.get_labelset().unwrap();

@@ -6,9 +6,10 @@
 //! harness that records what it does: a timeline sampled every 250 ms (the HTTP answer to a
 //! probe reaction, `/readyz`, the windows emitted so far), per phase and in figures (recovery
 //! times, windows in the topic, the load generator's report), printed to stderr. It asserts
-//! only what the harness guarantees: the broker really stopped answering while paused, really
-//! came back after the resume and the restart (a fresh client produces), the phases ran in
-//! order for the durations asked, and emostream is still alive at the end (`/healthz`).
+//! what the harness guarantees (the broker really stopped answering while paused, really came
+//! back after the resume and the restart, the phases ran in order for the durations asked),
+//! that emostream is alive at the end (`/healthz`) and stops cleanly, and that no window was
+//! lost or repeated; with `--ack queued`, that every accepted reaction is in its window.
 //!
 //! Probe reactions carry a timestamp a minute old: they take the whole path (the producer,
 //! the broker's acknowledgement with `--ack broker`) but their windows are closed, so the
@@ -606,10 +607,30 @@ async fn outage(ack: &str) {
             .collect();
         assert!(during.is_empty(), "202 from a stopped broker: {during:?}");
     }
-    // A stop in bounded time (its outcome is reported, not judged).
+    // Windows wait for what was accepted: a stall makes them later, never wrong. Every
+    // reaction answered 202 is counted once in its window, on every client; with --ack broker
+    // a request the client gave up on may still have been written, so only loss and repeats
+    // are judged there.
+    let check = &figures.report.check;
+    assert_eq!(
+        (check.lost, check.doubled),
+        (0, 0),
+        "windows lost or repeated: {check:?}"
+    );
+    if ack == "queued" {
+        assert_eq!(
+            check.exact,
+            check.windows * figures.report.sse_clients as u64,
+            "every reaction accepted with --ack queued is in its window: {check:?}"
+        );
+    }
+    // A clean stop in bounded time: the dataflow drains the windows it can close.
     let stopped = tokio::time::timeout(Duration::from_secs(30), system.shutdown()).await;
     eprintln!("shutdown: {stopped:?}");
-    assert!(stopped.is_ok(), "the system did not stop within 30 s");
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "the system did not stop cleanly within 30 s: {stopped:?}"
+    );
 }
 
 /// The two runs take turns: each measures phases of wall time, and two brokers, two systems

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod lag;
+pub mod marks;
 pub mod offsets;
 pub mod producer;
 pub mod resume;

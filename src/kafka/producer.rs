@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use dataflows::Reaction;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
+use super::marks::MARK_HEADER;
 use super::{client_config, BrokerError, KafkaSettings};
 use crate::stats::Stats;
 
@@ -62,6 +64,12 @@ impl Drop for Reservation {
     }
 }
 
+/// The opaque of a watermark mark: not a reaction, nobody waits for it.
+const MARK: usize = usize::MAX;
+/// Marks the queue holds beyond `--producer-queue` reactions. Marks that cannot be delivered
+/// are worth nothing (the next ones vouch for more), so beyond this none are queued.
+const MARK_ROOM: u64 = 2_000;
+
 /// Counts deliveries, and tells `--ack broker` requests when all of theirs are done.
 ///
 /// A message's opaque is 0, or the id of the request waiting for it in `waiting`: most
@@ -69,6 +77,8 @@ impl Drop for Reservation {
 struct Deliveries {
     stats: Arc<Stats>,
     waiting: Mutex<HashMap<usize, Waiter>>,
+    /// Marks queued and not yet delivered (or failed).
+    marks_in_flight: AtomicU64,
 }
 
 struct Waiter {
@@ -86,6 +96,13 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, request: usize) {
+        if request == MARK {
+            self.marks_in_flight.fetch_sub(1, Ordering::AcqRel);
+            if let Err((e, _)) = result {
+                tracing::debug!("a watermark mark was not delivered to Kafka: {e}");
+            }
+            return;
+        }
         let failure = match result {
             Ok(_) => {
                 self.stats.produced.inc();
@@ -146,12 +163,13 @@ impl ReactionProducer {
             .set("linger.ms", settings.linger_ms.to_string())
             .set(
                 "queue.buffering.max.messages",
-                settings.queue_messages.to_string(),
+                (settings.queue_messages + MARK_ROOM).to_string(),
             )
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries {
                 stats,
                 waiting: Mutex::default(),
+                marks_in_flight: AtomicU64::new(0),
             })
             .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
         Ok(ReactionProducer {
@@ -171,7 +189,9 @@ impl ReactionProducer {
         let n = n as u64;
         let mut reserved = self.reserved.load(Ordering::Acquire);
         loop {
-            let in_flight = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+            let in_flight = u64::try_from(self.producer.in_flight_count())
+                .unwrap_or(0)
+                .saturating_sub(self.marks_in_flight().load(Ordering::Acquire));
             if in_flight + reserved + n > self.queue_messages {
                 return None;
             }
@@ -243,6 +263,10 @@ impl ReactionProducer {
         }
     }
 
+    fn marks_in_flight(&self) -> &AtomicU64 {
+        &self.producer.context().marks_in_flight
+    }
+
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Waiter>> {
         self.producer
             .context()
@@ -262,6 +286,41 @@ impl ReactionProducer {
                 waiting.remove(&request);
             }
         }
+    }
+
+    /// Queues a watermark mark of process `process` into each of the topic's `partitions`
+    /// (see [`super::marks`]), stamped with the clock read before the first is queued. A mark
+    /// that does not fit in the queue is not written: the next one will be, and windows wait
+    /// meanwhile.
+    pub fn mark(&self, process: usize, partitions: i32) -> Result<(), ProduceError> {
+        let in_flight = self.marks_in_flight();
+        let wanted = u64::try_from(partitions).unwrap_or(0);
+        if in_flight.load(Ordering::Acquire) + wanted > MARK_ROOM {
+            return Err(ProduceError::QueueFull);
+        }
+        let at_ms = dataflows::wall_clock_ms().to_string();
+        let process = process.to_string();
+        for partition in 0..partitions {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: MARK_HEADER,
+                value: Some(&process),
+            });
+            let record = BaseRecord::<(), String, usize>::with_opaque_to(&self.topic, MARK)
+                .partition(partition)
+                .headers(headers)
+                .payload(&at_ms);
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            if let Err((e, _)) = self.producer.send(record) {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                        ProduceError::QueueFull
+                    }
+                    e => ProduceError::Failed(e.to_string()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sends everything queued, waiting up to `timeout`.

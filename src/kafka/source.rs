@@ -1,11 +1,13 @@
 //! The Kafka source: each worker reads its own partitions of the reactions topic and turns
 //! them into partial counts per window. This module does the I/O; the windowing rule (which
-//! reaction is late, when an idle partition follows the wall clock, where the worker holds its
-//! capability) is [`dataflows::watermark`], asked once per message and once per activation.
+//! reaction is late, how the ingest's marks and event time close windows, where the worker
+//! holds its capability) is [`dataflows::watermark`], asked once per message and once per
+//! activation.
 //!
 //! - Partition `p` belongs to worker `p mod peers` (static assignment, no group rebalances).
-//! - A partition goes idle only once the consumer has reported its end (`enable.partition.eof`):
-//!   a backlog (a restart's, or one the first fetch has not brought yet) keeps windows open.
+//! - Marks (records with the [`super::marks::MARK_HEADER`] header, written by each process's ingest, see
+//!   [`super::marks`]) are handed to the rule and counted nowhere else; a reaction's event time
+//!   is bounded by its record's timestamp, the time its producer queued it.
 //! - The worker holds its capability at the least watermark of its partitions
 //!   ([`PartitionWatermarks::hold`]), so a counted reaction can always be emitted at its window.
 //! - The consumer wakes the operator when messages arrive; a timer wakes it for idleness and
@@ -28,7 +30,6 @@ use dataflows::{
     Windowing,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::source;
@@ -36,6 +37,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use super::lag::{LagContext, STATISTICS_INTERVAL_MS};
+use super::marks::read_mark;
 use super::offsets::PartitionProgress;
 use super::{client_config, BrokerError, KafkaSettings};
 use crate::stats::Stats;
@@ -48,8 +50,10 @@ pub struct SourceSettings {
     pub kafka: KafkaSettings,
     /// Windows and lateness.
     pub windowing: Windowing,
-    /// A partition with no message for this long follows the wall clock.
+    /// A partition with no reaction for this long follows the marks alone.
     pub idle_ms: u64,
+    /// Producers that mark the partitions: one per process of the deployment.
+    pub producers: usize,
     /// Windows below this were emitted before a restart: their reactions are late.
     pub first_window: WindowId,
     /// Counters.
@@ -71,11 +75,13 @@ const TICK: Duration = Duration::from_millis(200);
 const COMMIT_EVERY: Duration = Duration::from_millis(1000);
 
 /// The Kafka source. `durable` probes the end of the dataflow: windows it has passed are in the
-/// windows topic.
+/// windows topic. `sources` must probe this source's output: its frontier is the least hold of
+/// every worker's source, which is as far as windows can close.
 pub fn kafka_source<'scope>(
     scope: Scope<'scope, WindowId>,
     settings: SourceSettings,
     durable: ProbeHandle<WindowId>,
+    sources: ProbeHandle<WindowId>,
 ) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
     let worker = scope.index();
     let peers = scope.peers();
@@ -85,7 +91,8 @@ pub fn kafka_source<'scope>(
         let wake = move || {
             let _ = sync_activator.activate();
         };
-        let mut state = SourceState::start(settings, worker, peers, cap, durable, wake);
+        let probes = Probes { durable, sources };
+        let mut state = SourceState::start(settings, worker, peers, cap, probes, wake);
         activator.activate();
         move |output| {
             let Some(state) = state.as_mut() else {
@@ -128,10 +135,31 @@ struct SourceState {
     consumer: ReactionConsumer,
     /// Held at the least watermark of the partitions (see [`PartitionWatermarks::hold`]).
     held: Capability<WindowId>,
-    durable: ProbeHandle<WindowId>,
+    probes: Probes,
     phase: Phase,
     last_commit: Instant,
     intake: Intake,
+}
+
+/// Where the dataflow is: what is durable, and as far as every worker's source has let windows
+/// close.
+struct Probes {
+    durable: ProbeHandle<WindowId>,
+    sources: ProbeHandle<WindowId>,
+}
+
+impl Probes {
+    /// Every window that can close now is durable: the durable frontier has reached the least
+    /// hold of the sources. A worker's own hold may be higher than another's, so waiting for
+    /// its own would wait forever once every source has stopped reading.
+    fn drained(&self, durable_below: Option<WindowId>) -> bool {
+        let sources_below = self.sources.with_frontier(|f| f.iter().copied().min());
+        match (durable_below, sources_below) {
+            (None, _) => true,
+            (Some(durable), Some(sources)) => durable >= sources,
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// What the source has read and not yet emitted or committed.
@@ -153,7 +181,7 @@ impl SourceState {
         worker: usize,
         peers: usize,
         mut cap: Capability<WindowId>,
-        durable: ProbeHandle<WindowId>,
+        probes: Probes,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Option<SourceState> {
         let mine: Vec<i32> = (0..settings.kafka.partitions)
@@ -185,6 +213,7 @@ impl SourceState {
         let watermarks = PartitionWatermarks::new(
             settings.windowing,
             settings.idle_ms,
+            settings.producers,
             settings.first_window,
             mine.iter().copied(),
             start,
@@ -202,7 +231,7 @@ impl SourceState {
             settings,
             consumer,
             held: cap,
-            durable,
+            probes,
             phase: Phase::Reading,
             last_commit: Instant::now(),
             intake,
@@ -230,10 +259,13 @@ impl SourceState {
         let refused = give_partial_counts(&self.held, output, &mut self.intake.counts);
         self.settings.stats.late.add(refused);
         if self.phase == Phase::Reading {
-            self.advance(now_ms);
+            self.advance();
         }
-        let durable_below = self.durable.with_frontier(|f| f.iter().copied().min());
-        if self.phase == Phase::Draining && durable_below.is_none_or(|d| d >= *self.held.time()) {
+        let durable_below = self
+            .probes
+            .durable
+            .with_frontier(|f| f.iter().copied().min());
+        if self.phase == Phase::Draining && self.probes.drained(durable_below) {
             self.commit_durable(durable_below, CommitMode::Sync);
             self.settings.stopped.fetch_add(1, Ordering::SeqCst);
             self.phase = Phase::Stopped;
@@ -255,9 +287,6 @@ impl SourceState {
         for _ in 0..BUDGET {
             match self.consumer.poll(Duration::ZERO) {
                 None => return true,
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.intake.watermarks.reached_end(&partition);
-                }
                 Some(Err(e)) => tracing::warn!(worker = self.worker, "Kafka consumer error: {e}"),
                 Some(Ok(message)) => self.intake.read(&message, now_ms, &self.settings),
             }
@@ -265,10 +294,10 @@ impl SourceState {
         false
     }
 
-    /// Moves idle partitions along the wall clock and the capability up to the least
+    /// Lets idle partitions follow their marks, and moves the capability up to the least
     /// watermark.
-    fn advance(&mut self, now_ms: i64) {
-        self.intake.watermarks.tick(now_ms, Instant::now());
+    fn advance(&mut self) {
+        self.intake.watermarks.tick(Instant::now());
         if let Some(hold) = self.intake.watermarks.hold() {
             if hold > *self.held.time() {
                 self.held.downgrade(&hold);
@@ -317,10 +346,6 @@ impl Intake {
     /// `now_ms` is the clock reactions are validated against.
     fn read(&mut self, message: &BorrowedMessage<'_>, now_ms: i64, settings: &SourceSettings) {
         let stats = &settings.stats;
-        stats.consumed.inc();
-        if let Some(counters) = stats.partition(message.partition()) {
-            counters.consumed.inc();
-        }
         let partition = message.partition();
         let Some(progress) = self.progress.get_mut(&partition) else {
             return;
@@ -335,29 +360,51 @@ impl Intake {
                 "offsets {expected}..{offset} were never read (the broker dropped them)"
             );
         }
+        match read_mark(message) {
+            Some(Ok(mark)) => {
+                if !self.watermarks.mark(&partition, mark.process, mark.at_ms) {
+                    tracing::debug!(partition, ?mark, "a mark of a process beyond --processes");
+                }
+                progress.read(offset, None);
+                return;
+            }
+            Some(Err(e)) => tracing::debug!(partition, offset, "not a mark: {e}"),
+            None => {}
+        }
+        stats.consumed.inc();
+        if let Some(counters) = stats.partition(partition) {
+            counters.consumed.inc();
+        }
         let at = Instant::now();
         let payload = message.payload().unwrap_or_default();
+        // The time the producer queued it; the broker's append time on a LogAppendTime topic.
+        let queued_ms = message.timestamp().to_millis().unwrap_or(now_ms);
         let counted_in = match parse_reaction(payload, now_ms, MissingTimestamp::Refuse) {
             Err(_) => {
                 stats.invalid_on_topic.inc();
                 self.watermarks.heard(&partition, at);
                 None
             }
-            Ok(reaction) => match self.watermarks.observe(&partition, reaction.timestamp, at) {
-                Some(Arrival::Counted(window)) => {
-                    *self
-                        .counts
-                        .entry((window, reaction.emoji_type))
-                        .or_default() += 1;
-                    Some(window)
+            Ok(reaction) => {
+                match self
+                    .watermarks
+                    .observe(&partition, reaction.timestamp, queued_ms, at)
+                {
+                    Some(Arrival::Counted(window)) => {
+                        *self
+                            .counts
+                            .entry((window, reaction.emoji_type))
+                            .or_default() += 1;
+                        Some(window)
+                    }
+                    Some(Arrival::Late(_)) => {
+                        stats.late.inc();
+                        None
+                    }
+                    // Not reached: `progress` and `watermarks` hold the same partitions.
+                    None => None,
                 }
-                Some(Arrival::Late(_)) => {
-                    stats.late.inc();
-                    None
-                }
-                // Not reached: `progress` and `watermarks` hold the same partitions.
-                None => None,
-            },
+            }
         };
         progress.read(offset, counted_in);
     }
@@ -431,8 +478,6 @@ fn open_consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        // A partition may go idle only once read to its end.
-        .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(context)
         .map_err(|e| {

@@ -122,6 +122,7 @@ impl System {
         let producer = broker::start_producer(&config, &kafka, &stats).await?;
         let tasks = Tasks::new(faults.clone());
         let rate_limit = spawn_tasks(&tasks, &config, &registry, &peers, &stats);
+        spawn_marks(&tasks, &config, &kafka, &producer);
         let ingest = Ingest {
             producer: producer.clone(),
             rate_limit,
@@ -254,6 +255,7 @@ async fn start_dataflow(
         kafka: kafka.clone(),
         windowing: config.settings.windowing,
         idle_ms: config.idle_ms,
+        producers: config.placement.deployment.processes(),
         first_window,
         stats: Arc::clone(stats),
         stop: Arc::default(),
@@ -288,6 +290,29 @@ fn observe_windows(stats: Arc<Stats>, on_window: Option<OnWindow>) -> OnWindow {
             f(summary);
         }
     })
+}
+
+/// Step 7 (the ingest's part): this process's watermark marks, into every partition, until the
+/// stop. A mark the queue cannot take is skipped: windows wait for the next one.
+fn spawn_marks(
+    tasks: &Tasks,
+    config: &RunConfig,
+    kafka: &KafkaSettings,
+    producer: &ReactionProducer,
+) {
+    let process = config.placement.deployment.process;
+    let partitions = kafka.partitions;
+    let producer = producer.clone();
+    tasks.spawn("watermark-marks", async move {
+        let mut every = tokio::time::interval(crate::kafka::marks::MARK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = producer.mark(process, partitions) {
+                tracing::debug!("watermark marks not queued: {e}");
+            }
+        }
+    });
 }
 
 /// Step 7: the background tasks. Returns the rate limit the ingest uses.

@@ -8,6 +8,25 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Condvar, Mutex};
+
+/// Whether a test of this binary holds a broker: the tests of one binary take turns, since a
+/// broker, the system under test and its clients already share the 2 cores of a CI machine.
+static BUSY: Mutex<bool> = Mutex::new(false);
+static FREE: Condvar = Condvar::new();
+
+fn take_turn() {
+    let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        busy = FREE.wait(busy).unwrap_or_else(|e| e.into_inner());
+    }
+    *busy = true;
+}
+
+fn end_turn() {
+    *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    FREE.notify_one();
+}
 
 /// A running broker and its directory (config, data, log).
 pub struct Kafka {
@@ -35,11 +54,20 @@ fn run_script(args: &[&str]) -> String {
 }
 
 impl Kafka {
-    /// Starts a fresh broker on a free loopback port.
+    /// Starts a fresh broker on a free loopback port, once no other test of this binary holds
+    /// one.
     pub fn start() -> Kafka {
+        take_turn();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let brokers = run_script(&["start", &dir.path().to_string_lossy()]);
-        Kafka { dir, brokers }
+        let started =
+            std::panic::catch_unwind(|| run_script(&["start", &dir.path().to_string_lossy()]));
+        match started {
+            Ok(brokers) => Kafka { dir, brokers },
+            Err(panic) => {
+                end_turn();
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// The broker's process id.
@@ -112,5 +140,6 @@ impl Drop for Kafka {
             .arg(script())
             .args(["stop", &self.dir.path().to_string_lossy()])
             .status();
+        end_turn();
     }
 }
