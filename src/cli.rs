@@ -100,9 +100,36 @@ pub struct RunArgs {
     /// Delivery settings.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    /// Connection limits.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Dataflow settings.
     #[command(flatten)]
     pub dataflow: DataflowArgs,
+}
+
+/// Flags that bound what one connection may hold.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Open connections served at once; beyond, a new one is answered
+    /// `503 too_many_connections` and closed. Default: the open-file limit less what the broker
+    /// clients, logs and the dataflow need.
+    #[arg(long, env = "EMOSTREAM_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// A new connection's request head must be complete within this, in ms.
+    #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_HEADER_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection idle this long (no next request head, no bytes either way), in
+    /// ms, is closed.
+    #[arg(long, default_value_t = 30_000, env = "EMOSTREAM_IDLE_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub idle_timeout_ms: u64,
+    /// An event-stream write that cannot complete within this, in ms, closes a slow client.
+    #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_WRITE_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub write_timeout_ms: u64,
 }
 
 /// Flags of SSE delivery.

@@ -4,6 +4,7 @@
 //! dataflow agree on what a reaction is. A batch is validated whole before anything is queued.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dataflows::reaction::{parse_reaction, MissingTimestamp};
@@ -14,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::http_error::ApiError;
 use crate::kafka::producer::{ProduceError, ReactionProducer};
-use crate::rate_limit::UserRateLimit;
+use crate::rate_limit::{Limited, UserRateLimit};
 use crate::stats::{RejectReason, Stats};
 
 /// Largest body of `POST /emoji`.
@@ -33,19 +34,60 @@ pub struct Ingest {
     pub rate_limit: Option<Arc<UserRateLimit>>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// How long a request's body may take to arrive whole (the header timeout).
+    pub body_timeout: Duration,
+}
+
+/// The request body, read whole within `limit`: a body that stalls is a 408, one cut short
+/// (the client closed before `Content-Length` bytes) a 400.
+fn body_within(limit: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |body| async move {
+        match tokio::time::timeout(limit, collect(body)).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(warp::reject::custom(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "incomplete_body",
+                format!("the body ended before its Content-Length: {e}"),
+            ))),
+            Err(_) => Err(warp::reject::custom(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} ms", limit.as_millis()),
+            ))),
+        }
+    })
+}
+
+async fn collect(
+    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+) -> Result<Bytes, warp::Error> {
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk?;
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            all.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(all.freeze())
 }
 
 /// `POST /emoji` and `POST /emoji/batch`.
 pub fn routes(
     ingest: Ingest,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let body = body_within(ingest.body_timeout);
     let single = {
         let ingest = ingest.clone();
         warp::path!("emoji")
             .and(warp::post())
             .and(warp::body::content_length_limit(MAX_SINGLE_BYTES))
             .and(warp::header::optional::<String>("content-type"))
-            .and(warp::body::bytes())
+            .and(body.clone())
             .and_then(move |content_type: Option<String>, body: Bytes| {
                 let ingest = ingest.clone();
                 async move {
@@ -60,7 +102,7 @@ pub fn routes(
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BATCH_BYTES))
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
+        .and(body)
         .and_then(move |content_type: Option<String>, body: Bytes| {
             let ingest = ingest.clone();
             async move {
@@ -79,16 +121,26 @@ enum Format {
     Ndjson,
 }
 
+/// The body's format, from its `Content-Type`, which is required: without it a web page of any
+/// origin could post reactions with no CORS preflight.
 fn format_of(content_type: Option<&str>, ndjson_allowed: bool) -> Result<Format, ApiError> {
+    let Some(content_type) = content_type else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            if ndjson_allowed {
+                "send Content-Type: application/json (an array) or application/x-ndjson"
+            } else {
+                "send Content-Type: application/json"
+            },
+        ));
+    };
     let essence = content_type
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "application/json".into());
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Format::Json),
         "application/x-ndjson" | "application/ndjson" if ndjson_allowed => Ok(Format::Ndjson),
@@ -197,15 +249,30 @@ impl Ingest {
                 *per_user.entry(&r.user_id).or_default() += 1;
             }
             for (user, n) in per_user {
-                if let Err(wait) = limit.check(user, n) {
-                    self.stats
-                        .reject(RejectReason::RateLimited, reactions.len() as u64);
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!("user {user:?} is sending reactions too fast; slow down"),
-                    )
-                    .retry_after(wait.as_secs_f64().ceil().min(3600.0) as u64));
+                match limit.check(user, n) {
+                    Ok(()) => {}
+                    Err(Limited::Wait(wait)) => {
+                        self.stats
+                            .reject(RejectReason::RateLimited, reactions.len() as u64);
+                        return Err(ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            format!("user {user:?} is sending reactions too fast; slow down"),
+                        )
+                        .retry_after(wait.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64));
+                    }
+                    // Waiting would not help: say so instead of asking for a retry.
+                    Err(Limited::TooMany { burst }) => {
+                        self.stats
+                            .reject(RejectReason::RateLimited, reactions.len() as u64);
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_many_for_rate_limit",
+                            format!(
+                                "the batch holds {n} reactions of user {user:?}; the rate limit lets at most {burst} through at once: split it"
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod http_error;
 pub mod ingest;
 pub mod kafka;
+pub mod limits;
 pub mod live;
 pub mod load;
 pub mod logging;

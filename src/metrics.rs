@@ -145,6 +145,20 @@ fn encode_ingest(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
             ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
         }
     }
+    let refusals = s.refusals();
+    // A family with no sample is not valid OpenMetrics: it appears with the first refusal.
+    if !refusals.is_empty() {
+        let mut family = e.encode_descriptor(
+            "emostream_http_refusals",
+            "HTTP requests answered with an error status (4xx, 5xx) by the API, by status.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (status, n) in refusals {
+            let labels = [("status", status.to_string())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
     counter(
         e,
         "emostream_producer_queue_full",
@@ -315,8 +329,20 @@ fn encode_delivery(e: &mut DescriptorEncoder, s: &Stats, tree: &TreeView) -> Fmt
     counter(
         e,
         "emostream_sse_slow_clients_closed",
-        "Clients closed because they kept falling behind.",
+        "Clients closed because they kept falling behind or stopped reading.",
         &s.slow_clients_closed,
+    )?;
+    counter(
+        e,
+        "emostream_connections_refused",
+        "Connections beyond --max-connections, answered 503 too_many_connections.",
+        &s.connections_refused,
+    )?;
+    counter(
+        e,
+        "emostream_connections_timed_out",
+        "Connections closed for no request head within --header-timeout-ms or idle for --idle-timeout-ms.",
+        &s.connections_timed_out,
     )?;
     gauge(
         e,

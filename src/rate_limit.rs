@@ -10,6 +10,19 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 pub struct UserRateLimit {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    burst: u32,
+}
+
+/// Why a user's reactions cannot pass now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limited {
+    /// Too fast: the tokens are there after this wait.
+    Wait(Duration),
+    /// More at once than the burst: they can never pass together.
+    TooMany {
+        /// The burst: the most one request may carry for one user.
+        burst: u32,
+    },
 }
 
 impl UserRateLimit {
@@ -20,17 +33,18 @@ impl UserRateLimit {
                 Quota::per_second(per_second).allow_burst(burst),
             ),
             clock: DefaultClock::default(),
+            burst: burst.get(),
         }
     }
 
-    /// Takes `n` tokens from `user`'s bucket, or says how long until they would be there.
-    pub fn check(&self, user: &str, n: u32) -> Result<(), Duration> {
+    /// Takes `n` tokens from `user`'s bucket, or says how long until they would be there, or
+    /// that they never will be.
+    pub fn check(&self, user: &str, n: u32) -> Result<(), Limited> {
         let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_key_n(&user.to_owned(), n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
-            // More than the burst at once can never pass.
-            Err(_) => Err(Duration::from_secs(u64::MAX / 4)),
+            Ok(Err(not_until)) => Err(Limited::Wait(not_until.wait_time_from(self.clock.now()))),
+            Err(_) => Err(Limited::TooMany { burst: self.burst }),
         }
     }
 

@@ -151,8 +151,16 @@ pub struct Stats {
     pub events_sent: Counter,
     /// Clients that fell behind and were sent the latest window instead.
     pub resyncs: Counter,
-    /// Clients closed because they kept falling behind.
+    /// Clients closed because they kept falling behind, or stopped reading (a write that
+    /// could not complete within `--write-timeout-ms`).
     pub slow_clients_closed: Counter,
+    /// Connections beyond `--max-connections`, answered 503 and closed.
+    pub connections_refused: Counter,
+    /// HTTP requests answered with an error status, by status.
+    pub refusals: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Connections closed for sending no request head within `--header-timeout-ms`, or for
+    /// being idle for `--idle-timeout-ms`.
+    pub connections_timed_out: Counter,
     /// Per partition of the reactions topic, indexed by partition id.
     pub partitions: Vec<PartitionStats>,
     /// Per worker of this process: event time (ms since the Unix epoch) below which its
@@ -169,6 +177,26 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Counts one request answered with `status` (400 or above).
+    pub fn refused(&self, status: u16) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// The refusals counted so far, by status.
+    pub fn refusals(&self) -> Vec<(u16, u64)> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(s, n)| (*s, *n))
+            .collect()
+    }
+
     /// Counters for a reactions topic of `partitions` partitions read by `workers` workers.
     pub fn new(partitions: usize, workers: usize) -> Stats {
         Stats {
@@ -187,6 +215,9 @@ impl Stats {
             events_sent: Counter::default(),
             resyncs: Counter::default(),
             slow_clients_closed: Counter::default(),
+            connections_refused: Counter::default(),
+            refusals: std::sync::Mutex::default(),
+            connections_timed_out: Counter::default(),
             partitions: (0..partitions)
                 .map(|_| PartitionStats {
                     consumed: Counter::default(),

@@ -366,6 +366,10 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
         "100",
         "--client-queue",
         "8",
+        // The pause below is longer than the default write timeout, which would close the
+        // client instead (tests/connections.rs and delivery::lean test that).
+        "--write-timeout-ms",
+        "120000",
     ])
     .await;
     // A client with a small receive buffer that sends its request and then stops reading, so

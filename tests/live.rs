@@ -209,6 +209,16 @@ async fn every_bad_input_gets_its_status_and_json_error() {
         (status, body["error"].as_str().unwrap()),
         (415, "unsupported_media_type")
     );
+    // No Content-Type: a cross-origin page could send that without a preflight.
+    let reaction = r#"{"user_id":"u","emoji_type":"🔥"}"#;
+    for path in ["/emoji", "/emoji/batch"] {
+        let (status, body, _) = request(&system, "POST", path, None, reaction).await;
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            (415, "unsupported_media_type"),
+            "{path}: {body}"
+        );
+    }
     let big = format!(
         r#"{{"user_id":"{}","emoji_type":"🔥"}}"#,
         "x".repeat(20_000)
@@ -279,6 +289,20 @@ async fn every_bad_input_gets_its_status_and_json_error() {
     )
     .await;
     assert_eq!(status, 202, "other users are not limited");
+    // More reactions of one user in one batch than the burst could never pass: said so.
+    let (status, body, retry) = request(
+        &system,
+        "POST",
+        "/emoji/batch",
+        json,
+        &serde_json::to_string(&vec![json!({"user_id": "big", "emoji_type": "🔥"}); 3]).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (413, "too_many_for_rate_limit")
+    );
+    assert_eq!(retry, None, "no retry would pass: {body}");
 
     let (status, body, _) = request(&system, "GET", "/healthz", None, "").await;
     assert_eq!((status, body["status"].as_str().unwrap()), (200, "ok"));

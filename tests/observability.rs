@@ -164,6 +164,11 @@ async fn metrics_move_as_reactions_flow() {
     .await;
     assert_eq!(counter(&after, "emostream_reactions_accepted", &[]), 30.0);
     assert_eq!(
+        counter(&after, "emostream_http_refusals", &[("status", "400")]),
+        2.0,
+        "each refused request counted by its status"
+    );
+    assert_eq!(
         counter(
             &after,
             "emostream_reactions_rejected",

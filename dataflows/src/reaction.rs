@@ -160,6 +160,13 @@ pub fn parse_reaction(
     now_ms: i64,
     missing: MissingTimestamp,
 ) -> Result<ReactionRef<'_>, InvalidReaction> {
+    // serde takes a JSON array for a struct too (`["u", "🔥"]`); a reaction is an object.
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(InvalidReaction::new(
+            Field::Body,
+            "is not a JSON object; send {\"user_id\", \"emoji_type\", \"timestamp\"}",
+        ));
+    }
     let raw: RawReaction<'_> = match serde_json::from_slice(json) {
         Ok(raw) => raw,
         Err(_) => return Err(describe_json_error(json)),
@@ -207,6 +214,14 @@ pub fn validate_reaction<'a>(
     })
 }
 
+/// Characters that print as nothing or reorder the text around them (Unicode's format
+/// characters): an id made of them looks like another, or like none.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 fn check_user_id(user_id: &str) -> Result<(), InvalidReaction> {
     let mut chars = 0;
     for c in user_id.chars() {
@@ -216,10 +231,22 @@ fn check_user_id(user_id: &str) -> Result<(), InvalidReaction> {
                 format!("must be printable; it contains the control character {c:?}"),
             ));
         }
+        if is_invisible(c) {
+            return Err(InvalidReaction::new(
+                Field::UserId,
+                format!(
+                    "must be printable; it contains the invisible character U+{:04X}",
+                    u32::from(c)
+                ),
+            ));
+        }
         chars += 1;
     }
     if chars == 0 {
         return Err(InvalidReaction::new(Field::UserId, "is empty"));
+    }
+    if user_id.chars().all(char::is_whitespace) {
+        return Err(InvalidReaction::new(Field::UserId, "is only spaces"));
     }
     if chars > MAX_USER_ID_CHARS {
         return Err(InvalidReaction::new(
@@ -301,6 +328,14 @@ impl RawTimestamp<'_> {
     pub fn to_millis(&self) -> Result<i64, InvalidReaction> {
         let ms = match self {
             RawTimestamp::Millis(ms) => *ms,
+            // chrono also takes a space for the `T`, as RFC 3339 allows by agreement; the
+            // contract's format is ISO 8601's, with the `T`.
+            RawTimestamp::Rfc3339(text) if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) => {
+                return Err(InvalidReaction::new(
+                    Field::Timestamp,
+                    format!("{text:?} is not an RFC 3339 date-time: separate the date and the time with T, e.g. \"2025-11-23T00:00:00Z\""),
+                ))
+            }
             RawTimestamp::Rfc3339(text) => chrono::DateTime::parse_from_rfc3339(text)
                 .map_err(|e| {
                     InvalidReaction::new(
@@ -489,5 +524,37 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(json, r#"{"user_id":"u","emoji_type":"❤️","timestamp":9}"#);
         assert_eq!(parse(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn arrays_invisible_ids_and_spaced_timestamps_are_refused() {
+        let now = 1_764_633_600_000;
+        let refused = |json: &str| {
+            parse_reaction(json.as_bytes(), now, MissingTimestamp::Use(now)).unwrap_err()
+        };
+        assert_eq!(refused(r#"["u", "🔥"]"#).field, Field::Body);
+        assert_eq!(refused(r#" ["u", "🔥", 1]"#).field, Field::Body);
+        for id in [" ", "   ", r"\u202e", r"a\u200bb", r"\ufeff", "\u{202E}x"] {
+            let json = format!(r#"{{"user_id": "{id}", "emoji_type": "🔥"}}"#);
+            assert_eq!(refused(&json).field, Field::UserId, "{id:?}");
+        }
+        let e =
+            refused(r#"{"user_id": "u", "emoji_type": "🔥", "timestamp": "2025-11-23 00:00:00Z"}"#);
+        assert_eq!(e.field, Field::Timestamp);
+        assert!(e.message.contains("with T"), "{}", e.message);
+        let ok = |json: &str| {
+            parse_reaction(json.as_bytes(), now, MissingTimestamp::Use(now))
+                .unwrap()
+                .into_owned()
+        };
+        assert_eq!(
+            ok(r#" {"user_id": "a b", "emoji_type": "🔥"}"#).user_id,
+            "a b"
+        );
+        assert_eq!(
+            ok(r#"{"user_id": "u", "emoji_type": "🔥", "timestamp": "2025-11-23T00:00:00Z"}"#)
+                .timestamp,
+            1_763_856_000_000
+        );
     }
 }

@@ -140,7 +140,7 @@ impl Hub {
     /// A client's stream: the retained windows after `last_event_id` (the latest one without
     /// an id), then the live windows, with no gap and no duplicate between the two.
     pub fn subscribe(self: &Arc<Self>, last_event_id: Option<WindowId>) -> ClientStream {
-        let (replay, live) = {
+        let (replay, live, ahead) = {
             // Subscribing and copying under one lock: a window published after the copy is
             // in the broadcast, one published before is in the copy.
             let state = self.state();
@@ -158,21 +158,48 @@ impl Hub {
                 // A new client starts from the current state, not five minutes of history.
                 None => state.retained.back().cloned().into_iter().collect(),
             };
-            (replay, live)
+            // An id past every window published here (another system's, or made up) would
+            // skip every window to come: resync such a client to the latest instead.
+            let ahead = match (last_event_id, state.retained.back()) {
+                (Some(last), Some(latest)) if last > latest.window => Ahead::Of(latest.clone()),
+                (Some(_), None) => Ahead::OfNothingYet,
+                _ => Ahead::No,
+            };
+            (replay, live, ahead)
         };
+        let mut preface = preface();
+        let mut last_sent = last_event_id;
+        if let Ahead::Of(latest) = &ahead {
+            let mut first = bytes::BytesMut::from(&preface[..]);
+            first.extend_from_slice(&latest.resync());
+            preface = first.freeze();
+            last_sent = Some(latest.window);
+            self.stats.resyncs.inc();
+            self.stats.events_sent.inc();
+        }
         self.connected.fetch_add(1, Ordering::Relaxed);
         ClientStream {
             hub: Arc::clone(self),
-            preface: Some(preface()),
+            preface: Some(preface),
             replay,
             live: BroadcastStream::new(live),
-            last_sent: last_event_id,
+            last_sent,
             since_resync: usize::MAX,
             resyncs_in_a_row: 0,
             done: false,
             on_close: None,
+            ahead: matches!(ahead, Ahead::OfNothingYet),
         }
     }
+}
+
+/// Whether a client's `Last-Event-ID` is past every window published here.
+enum Ahead {
+    No,
+    /// Past the latest retained window: resynced to it at once.
+    Of(Frame),
+    /// Nothing retained yet: the first window it would skip is sent as a resync.
+    OfNothingYet,
 }
 
 /// The bytes of one client's SSE stream.
@@ -186,6 +213,9 @@ pub struct ClientStream {
     resyncs_in_a_row: u32,
     done: bool,
     on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// The client's `Last-Event-ID` is past every window published so far: the first window it
+    /// would skip is sent as a resync instead.
+    ahead: bool,
 }
 
 impl ClientStream {
@@ -257,8 +287,16 @@ impl Stream for ClientStream {
                 }
                 Poll::Ready(Some(Ok(Signal::Window(frame)))) => {
                     if this.last_sent.is_some_and(|last| frame.window <= last) {
+                        if this.ahead {
+                            this.ahead = false;
+                            this.last_sent = Some(frame.window);
+                            this.hub.stats.resyncs.inc();
+                            this.hub.stats.events_sent.inc();
+                            return Poll::Ready(Some(Ok(frame.resync())));
+                        }
                         continue;
                     }
+                    this.ahead = false;
                     return Poll::Ready(Some(Ok(this.send(&frame))));
                 }
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
@@ -373,6 +411,43 @@ mod tests {
         hub.publish(frame(7));
         assert_eq!(next_event(&mut slow).await, Some(("window".to_string(), 7)));
         assert_eq!(hub.stats.resyncs.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_id_past_every_window_is_resynced_to_the_latest() {
+        let hub = hub(10, 4);
+        for w in 1..=3 {
+            hub.publish(frame(w));
+        }
+        let mut client = hub.subscribe(Some(4_294_967_296));
+        assert_eq!(
+            next_event(&mut client).await,
+            Some(("resync".to_string(), 3))
+        );
+        hub.publish(frame(4));
+        assert_eq!(
+            next_event(&mut client).await,
+            Some(("window".to_string(), 4))
+        );
+        // Before any window: the first one comes as a resync.
+        let fresh = super::tests::hub(10, 4);
+        let mut early = fresh.subscribe(Some(99));
+        fresh.publish(frame(5));
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(("resync".to_string(), 5))
+        );
+        fresh.publish(frame(6));
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(("window".to_string(), 6))
+        );
+        // An id within the retained ones still resumes after it.
+        let mut resuming = hub.subscribe(Some(2));
+        assert_eq!(
+            next_event(&mut resuming).await,
+            Some(("window".to_string(), 3))
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
@@ -19,6 +20,8 @@ use tokio::net::TcpStream;
 use super::events::{self, EventsRequest, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
+use crate::limits::Activity;
+use crate::stats::Stats;
 
 /// The largest request head read before giving the connection to hyper.
 const MAX_HEAD: usize = 8192;
@@ -96,9 +99,29 @@ fn head() -> Vec<u8> {
     head
 }
 
-/// Writes the stream's events to the socket until the stream ends or the client leaves.
-pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
-    if socket.write_all(&HEAD).await.is_err() {
+/// Writes the stream's events to the socket until the stream ends or the client leaves. A
+/// write that cannot complete within `write_timeout` (the client stopped reading and the
+/// socket's buffers are full) closes the client as slow: the hub's resync is for clients that
+/// fall behind and still read, this is for those that do not.
+pub async fn serve_events<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    mut events: ClientStream,
+    write_timeout: Duration,
+    stats: &Stats,
+) {
+    let write = async |socket: &mut S, bytes: &[u8]| match tokio::time::timeout(
+        write_timeout,
+        socket.write_all(bytes),
+    )
+    .await
+    {
+        Ok(written) => written.is_ok(),
+        Err(_) => {
+            stats.slow_clients_closed.inc();
+            false
+        }
+    };
+    if !write(&mut socket, &HEAD).await {
         return;
     }
     let mut probe = [0u8; 64];
@@ -106,7 +129,7 @@ pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
         tokio::select! {
             next = events.next() => match next {
                 Some(Ok(bytes)) => {
-                    if socket.write_all(&bytes).await.is_err() {
+                    if !write(&mut socket, &bytes).await {
                         return;
                     }
                 }
@@ -122,16 +145,22 @@ pub async fn serve_events(mut socket: TcpStream, mut events: ClientStream) {
     let _ = socket.shutdown().await;
 }
 
-/// A connection whose first bytes were already read: they are read again first.
+/// A connection whose first bytes were already read: they are read again first. Every byte
+/// it moves is recorded in its [`Activity`], for the idle timeout.
 pub struct Rewound {
     prefix: Bytes,
     inner: TcpStream,
+    activity: Activity,
 }
 
 impl Rewound {
     /// `prefix` then the rest of `inner`.
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Rewound { prefix, inner }
+    pub fn new(prefix: Bytes, inner: TcpStream, activity: Activity) -> Self {
+        Rewound {
+            prefix,
+            inner,
+            activity,
+        }
     }
 }
 
@@ -147,7 +176,12 @@ impl AsyncRead for Rewound {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
     }
 }
 
@@ -157,7 +191,11 @@ impl AsyncWrite for Rewound {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -170,7 +208,11 @@ impl AsyncWrite for Rewound {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -228,5 +270,31 @@ mod tests {
                 Request::Events(_) => panic!("served here: {}", String::from_utf8_lossy(request)),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+        let registry = Arc::new(Registry::for_tests(
+            Topology {
+                clusters: 1,
+                subscribers: 1,
+            },
+            10,
+        ));
+        let hub = registry.hub(dataflows::HubId {
+            cluster: 0,
+            subscriber: 0,
+        });
+        let stream = hub.expect("hub 0/0").subscribe(None);
+        // 64 bytes of buffer and a reader that never reads: the head alone does not fit.
+        let (server, _client) = tokio::io::duplex(64);
+        let stats = Stats::default();
+        let served = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve_events(server, stream, Duration::from_millis(100), &stats),
+        )
+        .await;
+        assert!(served.is_ok(), "the stream ended at the write timeout");
+        assert_eq!(stats.slow_clients_closed.get(), 1);
     }
 }

@@ -108,7 +108,7 @@ impl System {
         ));
         let first_window = broker::resume_point(&kafka, &config).await?;
         let (registry, peers) = delivery_tree(&config, &stats);
-        raise_open_files_limit();
+        let limits = crate::limits::Limits::from_args(&args.connections, raise_open_files_limit());
         let live = start_dataflow(
             &config,
             &kafka,
@@ -127,11 +127,14 @@ impl System {
             producer: producer.clone(),
             rate_limit,
             stats: Arc::clone(&stats),
+            body_timeout: limits.header_timeout,
         };
-        let (http_addr, http) = open_http(
-            &config, ingest, &registry, peers, &stats, &faults, &producer,
-        )
-        .await?;
+        let readiness = Arc::new(server::SystemReadiness {
+            producer: producer.clone(),
+            faults: faults.clone(),
+        });
+        let (http_addr, http) =
+            open_http(&config, ingest, &registry, peers, &stats, readiness, limits).await?;
         Ok(System {
             http_addr,
             brokers: kafka.brokers.clone(),
@@ -382,8 +385,8 @@ async fn open_http(
     registry: &Arc<delivery::Registry>,
     peers: Arc<peers::Peers>,
     stats: &Arc<Stats>,
-    faults: &Faults,
-    producer: &ReactionProducer,
+    readiness: Arc<server::SystemReadiness>,
+    limits: crate::limits::Limits,
 ) -> Result<(SocketAddr, HttpServer), RunError> {
     let cannot = |e: std::io::Error| {
         RunError::Bind(format!(
@@ -395,10 +398,6 @@ async fn open_http(
         .await
         .map_err(cannot)?;
     let http_addr = listener.local_addr().map_err(cannot)?;
-    let readiness = Arc::new(server::SystemReadiness {
-        producer: producer.clone(),
-        faults: faults.clone(),
-    });
     let metrics = metrics::Metrics::new(Arc::clone(stats), Arc::clone(registry));
     let more_routes = peers::routes(peers, Arc::clone(registry))
         .or(delivery::routes::routes(Arc::clone(registry), http_addr))
@@ -415,6 +414,8 @@ async fn open_http(
         more_routes,
         Arc::clone(registry),
         readiness,
+        limits,
+        Arc::clone(stats),
         stop.clone().cancelled_owned(),
     ));
     Ok((http_addr, HttpServer { stop, task }))
@@ -451,16 +452,19 @@ async fn stop_dataflow(live: Live, faults: &Faults) -> Result<(), RunError> {
 }
 
 /// Raises the soft limit on open files to the hard one: each SSE client holds a socket.
-fn raise_open_files_limit() {
+fn raise_open_files_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(
-            open_files = limit,
-            "open-file limit {limit}: room for about {} concurrent connections",
-            limit.saturating_sub(FILES_KEPT_FOR_THE_REST)
-        ),
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+        Ok(limit) => {
+            tracing::info!(
+                open_files = limit,
+                "open-file limit {limit}: room for about {} concurrent connections",
+                limit.saturating_sub(crate::limits::FILES_KEPT_FOR_THE_REST)
+            );
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            None
+        }
     }
 }
-
-/// Files the process needs besides client connections (broker sockets, logs, timely).
-const FILES_KEPT_FOR_THE_REST: u64 = 200;
