@@ -21,6 +21,7 @@ use serde_json::Value;
 async fn register(http: &reqwest::Client, system: &System) -> Value {
     let response = http
         .post(format!("http://{}/clients", system.http_addr))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -226,6 +227,12 @@ async fn registration_release_tree_and_errors() {
     .await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", system.http_addr);
+    // Without Content-Type a page of any origin could register without a CORS preflight.
+    let bare = http.post(format!("{base}/clients")).send().await.unwrap();
+    assert_eq!(bare.status(), 415);
+    let body: Value = bare.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_media_type");
+    assert_eq!(system.stats.registrations.get(), 0);
     let mut regs = Vec::new();
     for _ in 0..3 {
         regs.push(register(&http, &system).await);
@@ -411,7 +418,21 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     // socket drains: fill the buffers with large windows first.
     wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
     let until = last_window(&seen).unwrap() + 60;
+    let give_up = Instant::now() + 2 * PATIENCE;
     while last_window(&seen).is_none_or(|w| w < until) {
+        assert!(
+            Instant::now() < give_up,
+            "windows stopped at {:?} (waiting for {until}); watermarks {:?}, consumed {}, late {}",
+            last_window(&seen),
+            system
+                .stats
+                .watermarks
+                .iter()
+                .map(|w| w.get())
+                .collect::<Vec<_>>(),
+            system.stats.consumed.get(),
+            system.stats.late.get(),
+        );
         post_many_emojis(&system, 5000).await;
         // Paces the load, not a wait for a condition: a few large batches per window keep
         // every window large without flooding the broker.

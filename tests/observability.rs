@@ -116,6 +116,7 @@ async fn metrics_move_as_reactions_flow() {
     let http = reqwest::Client::new();
     let client: Value = http
         .post(format!("http://{addr}/clients"))
+        .json(&json!({}))
         .send()
         .await
         .unwrap()

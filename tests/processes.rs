@@ -122,6 +122,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     for i in 0..4 {
         let r = http
             .post(format!("{}/clients", bases[i % 2]))
+            .json(&json!({}))
             .send()
             .await
             .unwrap();

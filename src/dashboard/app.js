@@ -25,7 +25,11 @@ function setState(state) {
 async function register() {
   setState("connecting");
   try {
-    const response = await fetch("/clients", { method: "POST" });
+    const response = await fetch("/clients", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
     if (!response.ok) throw new Error(`POST /clients answered ${response.status}`);
     client = await response.json();
   } catch (e) {

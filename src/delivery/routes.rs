@@ -24,6 +24,7 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
     let with_registry = warp::any().map(move || Arc::clone(&registry));
     let register = warp::path!("clients")
         .and(warp::post())
+        .and(crate::http_error::json_content_type())
         .and(with_registry.clone())
         .and(warp::header::optional::<String>("host"))
         .map(move |registry: Arc<Registry>, host: Option<String>| {

@@ -34,6 +34,8 @@ pub async fn register(
 ) -> Result<Registration, super::LoadError> {
     let response = client
         .post(format!("{target}/clients"))
+        .header("content-type", "application/json")
+        .body("{}")
         .send()
         .await
         .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;

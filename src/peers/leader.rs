@@ -51,7 +51,13 @@ impl Leader {
     /// Sends the request to the leader and answers with its answer.
     pub async fn forward(&self, method: Method, path: &str) -> Response {
         let url = format!("{}{path}", self.base);
-        let answer = match self.http.request(method, &url).send().await {
+        let mut request = self.http.request(method.clone(), &url);
+        if method == Method::POST {
+            request = request
+                .header(header::CONTENT_TYPE.as_str(), "application/json")
+                .body("{}");
+        }
+        let answer = match request.send().await {
             Ok(answer) => answer,
             Err(e) => return leader_unavailable(&url, &e.to_string()),
         };

@@ -26,6 +26,7 @@ pub fn routes(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Respon
     let with_leader = warp::any().map(move || leader.clone());
     let register = warp::path!("clients")
         .and(warp::post())
+        .and(crate::http_error::json_content_type())
         .and(with_leader.clone())
         .then(|leader: Leader| async move { leader.forward(Method::POST, "/clients").await });
     let release = warp::path!("clients" / String)

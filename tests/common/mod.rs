@@ -85,6 +85,7 @@ pub fn batch(user: &str, emoji: &str, n: usize) -> Vec<Value> {
 pub async fn post_batch(system: &System, reactions: &[Value]) {
     let response = reqwest::Client::new()
         .post(format!("http://{}/emoji/batch", system.http_addr))
+        .timeout(PATIENCE)
         .json(reactions)
         .send()
         .await

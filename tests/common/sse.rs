@@ -162,11 +162,14 @@ impl Follower {
         mut done: impl FnMut(&[Event]) -> bool,
     ) {
         let mut log = self.log.clone();
-        let waited = tokio::time::timeout(
+        // `wait_for` answers with a read guard: it is dropped here, before the borrow below,
+        // since a second read while the reader task waits to write would deadlock.
+        let timed_out = tokio::time::timeout(
             within,
             log.wait_for(|log| log.end.is_some() || done(&log.events)),
         )
-        .await;
+        .await
+        .is_err();
         let log = self.log.borrow();
         if let Some(End::Broken(why)) = &log.end {
             panic!("{}: {why} (after ids {:?})", self.url, ids(&log));
@@ -174,13 +177,13 @@ impl Follower {
         if done(&log.events) {
             return;
         }
-        match waited {
-            Err(_) => panic!(
+        match timed_out {
+            true => panic!(
                 "{}: timed out after {within:?} waiting until {what}; ids received: {:?}",
                 self.url,
                 ids(&log)
             ),
-            Ok(_) => panic!(
+            false => panic!(
                 "{}: the stream ended ({:?}) before {what}; ids received: {:?}",
                 self.url,
                 log.end,
@@ -208,13 +211,15 @@ impl Follower {
     /// Waits until the stream has ended, however it ended (a broken contract fails).
     pub async fn wait_ended(&self, within: Duration) {
         let mut log = self.log.clone();
-        let ended = tokio::time::timeout(within, log.wait_for(|log| log.end.is_some())).await;
+        let ended = tokio::time::timeout(within, log.wait_for(|log| log.end.is_some()))
+            .await
+            .is_ok();
         let log = self.log.borrow();
         if let Some(End::Broken(why)) = &log.end {
             panic!("{}: {why} (after ids {:?})", self.url, ids(&log));
         }
         assert!(
-            ended.is_ok(),
+            ended,
             "{}: still open after {within:?}; ids received: {:?}",
             self.url,
             ids(&log)
