@@ -42,7 +42,13 @@ pub struct Ingest {
 /// (the client closed before `Content-Length` bytes) a 400.
 fn body_within(limit: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::body::stream().and_then(move |body| async move {
-        match tokio::time::timeout(limit, collect(body)).await {
+        let mut whole = std::pin::pin!(collect(body));
+        // Most bodies came with their head: no timer for those.
+        let read = match futures_util::FutureExt::now_or_never(&mut whole) {
+            Some(read) => Ok(read),
+            None => tokio::time::timeout(limit, whole).await,
+        };
+        match read {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => Err(warp::reject::custom(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -63,8 +69,18 @@ async fn collect(
 ) -> Result<Bytes, warp::Error> {
     use futures_util::StreamExt;
     let mut body = std::pin::pin!(body);
-    let mut all = bytes::BytesMut::new();
-    while let Some(chunk) = body.next().await {
+    let Some(first) = body.next().await else {
+        return Ok(Bytes::new());
+    };
+    let mut first = first?;
+    let first = first.copy_to_bytes(first.remaining());
+    let Some(second) = body.next().await else {
+        // One chunk, the usual case: no copy.
+        return Ok(first);
+    };
+    let mut all = bytes::BytesMut::from(&first[..]);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         let mut chunk = chunk?;
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -72,6 +88,7 @@ async fn collect(
             let n = part.len();
             chunk.advance(n);
         }
+        next = body.next().await;
     }
     Ok(all.freeze())
 }
