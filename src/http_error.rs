@@ -114,17 +114,23 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(error.into_response())
 }
 
+/// A `Content-Type`'s media type, lowercased, without its parameters (`; charset=...`).
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// Requires `Content-Type: application/json` (parameters allowed): a request without it is a
 /// "simple" cross-origin request a web page of any origin could send without a CORS preflight.
 pub fn json_content_type() -> impl warp::Filter<Extract = (), Error = Rejection> + Clone {
     use warp::Filter;
     warp::header::optional::<String>("content-type")
         .and_then(|content_type: Option<String>| async move {
-            let essence = content_type
-                .as_deref()
-                .and_then(|c| c.split(';').next())
-                .map(|c| c.trim().to_ascii_lowercase());
-            match essence.as_deref() {
+            match content_type.as_deref().map(media_type).as_deref() {
                 Some("application/json") => Ok(()),
                 _ => Err(warp::reject::custom(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::http_error::ApiError;
+use crate::http_error::{media_type, ApiError};
 use crate::kafka::producer::{ProduceError, ReactionProducer};
 use crate::rate_limit::{Limited, UserRateLimit};
 use crate::stats::{RejectReason, Stats};
@@ -152,13 +152,7 @@ fn format_of(content_type: Option<&str>, ndjson_allowed: bool) -> Result<Format,
             },
         ));
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+    match media_type(content_type).as_str() {
         "application/json" => Ok(Format::Json),
         "application/x-ndjson" | "application/ndjson" if ndjson_allowed => Ok(Format::Ndjson),
         other => Err(ApiError::new(

@@ -148,6 +148,18 @@ fn split_at_commits(
     split
 }
 
+/// `emostream run` on `kafka` with consumer group `group`.
+fn run_args<'a>(kafka: &'a Kafka, group: &'a str) -> [&'a str; 6] {
+    [
+        "--brokers",
+        &kafka.brokers,
+        "--group-id",
+        group,
+        "--idle-ms",
+        "1000",
+    ]
+}
+
 async fn offsets_now(kafka: &Arc<Kafka>) -> BTreeMap<i32, Vec<i64>> {
     let brokers = kafka.brokers.clone();
     tokio::task::spawn_blocking(move || reaction_offsets(&brokers))
@@ -173,14 +185,7 @@ fn stamped(user: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
 async fn the_group_commits_every_reaction_once_windows_are_written() {
     const GROUP: &str = "all-committed";
     let kafka = Arc::new(tokio::task::spawn_blocking(Kafka::start).await.unwrap());
-    let args = [
-        "--brokers",
-        &kafka.brokers,
-        "--group-id",
-        GROUP,
-        "--idle-ms",
-        "1000",
-    ];
+    let args = run_args(&kafka, GROUP);
     let (system, seen) = common::start(&args).await;
     let mut reactions = stamped("a", "🔥", 300, common::now_ms());
     reactions.extend(stamped("b", "😂", 100, common::now_ms()));
@@ -237,9 +242,9 @@ async fn the_group_commits_every_reaction_once_windows_are_written() {
 
 /// README, "Kafka" and "Stopping": a stop leaves open windows to the next run, their
 /// reactions uncommitted. Reactions stamped 8 s ahead (10 s are accepted) are read but their
-/// window is still open at the stop: Kafka shows the group's lag on the reactions topic as
-/// exactly those reactions, and a restart with the same group reads exactly them again and
-/// counts each once, in the window after the last one written.
+/// window is still open at the stop: past the group's committed offsets Kafka holds exactly
+/// those reactions (and watermark marks), and a restart with the same group reads exactly them
+/// again and counts each once, in the window after the last one written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
 async fn reactions_of_an_open_window_stay_uncommitted_and_a_restart_counts_them_once() {
@@ -247,14 +252,7 @@ async fn reactions_of_an_open_window_stay_uncommitted_and_a_restart_counts_them_
     const PAST: usize = 300;
     const AHEAD: usize = 120;
     let kafka = Arc::new(tokio::task::spawn_blocking(Kafka::start).await.unwrap());
-    let args = [
-        "--brokers",
-        &kafka.brokers,
-        "--group-id",
-        GROUP,
-        "--idle-ms",
-        "1000",
-    ];
+    let args = run_args(&kafka, GROUP);
     let (first, seen_first) = common::start(&args).await;
     common::post_batch(&first, &stamped("p", "🔥", PAST, common::now_ms())).await;
     common::wait_for_total(&first, &seen_first, PAST as u64).await;

@@ -208,12 +208,10 @@ impl PartitionClock {
         self.watermark = Watermark::EventTime(self.watermark.open_from());
     }
 
+    /// The least of the producers' latest marks: `None` while one has not marked (`None` sorts
+    /// below every time), or when there are no producers.
     fn mark_time(&self) -> Option<i64> {
-        self.marks
-            .iter()
-            .copied()
-            .try_fold(i64::MAX, |least, mark| mark.map(|m| least.min(m)))
-            .filter(|_| !self.marks.is_empty())
+        self.marks.iter().copied().min().flatten()
     }
 
     /// Moves the watermark up to what the clocks allow now; never back.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Statistics};
 
 use crate::stats::Stats;
@@ -21,18 +20,6 @@ pub struct LagContext {
 }
 
 impl ClientContext for LagContext {
-    /// librdkafka hands every consumer error to the context as well as to `poll`; the end of a
-    /// partition (`enable.partition.eof`) is how the source learns it has read everything, not
-    /// an error.
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(
-            error,
-            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
-        ) {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;

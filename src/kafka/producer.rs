@@ -52,6 +52,16 @@ pub enum ProduceError {
     Failed(String),
 }
 
+impl From<KafkaError> for ProduceError {
+    /// A message librdkafka would not queue: its queue is full, or something else went wrong.
+    fn from(e: KafkaError) -> Self {
+        match e {
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+            e => ProduceError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// Queue room held for one request; see [`ReactionProducer::reserve`].
 pub struct Reservation {
     reserved: Arc<AtomicU64>,
@@ -242,15 +252,7 @@ impl ReactionProducer {
                 if request != 0 {
                     self.forget(request, reactions.len() - i);
                 }
-                return Err((
-                    i,
-                    match e {
-                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                            ProduceError::QueueFull
-                        }
-                        e => ProduceError::Failed(e.to_string()),
-                    },
-                ));
+                return Err((i, e.into()));
             }
         }
         let Some(done) = done else {
@@ -312,12 +314,7 @@ impl ReactionProducer {
             in_flight.fetch_add(1, Ordering::AcqRel);
             if let Err((e, _)) = self.producer.send(record) {
                 in_flight.fetch_sub(1, Ordering::AcqRel);
-                return Err(match e {
-                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                        ProduceError::QueueFull
-                    }
-                    e => ProduceError::Failed(e.to_string()),
-                });
+                return Err(e.into());
             }
         }
         Ok(())

@@ -5,9 +5,9 @@
 //! activation.
 //!
 //! - Partition `p` belongs to worker `p mod peers` (static assignment, no group rebalances).
-//! - Marks (records with the [`super::marks::MARK_HEADER`] header, written by each process's ingest, see
-//!   [`super::marks`]) are handed to the rule and counted nowhere else; a reaction's event time
-//!   is bounded by its record's timestamp, the time its producer queued it.
+//! - Marks (records with the [`super::marks::MARK_HEADER`] header, written by each process's
+//!   ingest, see [`super::marks`]) are handed to the rule and counted nowhere else; a reaction's
+//!   event time is bounded by its record's timestamp, the time its producer queued it.
 //! - The worker holds its capability at the least watermark of its partitions
 //!   ([`PartitionWatermarks::hold`]), so a counted reaction can always be emitted at its window.
 //! - The consumer wakes the operator when messages arrive; a timer wakes it for idleness and
