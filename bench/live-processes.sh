@@ -37,13 +37,14 @@ case $broker in
   *) echo "BROKER is kafka (the default) or tansu, not $broker" >&2; exit 1 ;;
 esac
 https=()
+head -c 32 /dev/urandom | base64 >"$work/cluster.secret"
 for p in $(seq 0 $((processes - 1))); do
   https+=("127.0.0.1:$(port)")
   echo "127.0.0.1:$(port) http://${https[$p]}" >>"$work/hosts"
 done
 for p in $(seq 0 $((processes - 1))); do
   "$bin" run --brokers "$kafka" --http "${https[$p]}" --processes "$processes" --process "$p" \
-    --hostfile "$work/hosts" --workers "$workers" --partitions 8 >/dev/null 2>"$work/p$p.log" &
+    --hostfile "$work/hosts" --cluster-secret-file "$work/cluster.secret" --workers "$workers" --partitions 8 >/dev/null 2>"$work/p$p.log" &
   pids+=($!)
 done
 for h in "${https[@]}"; do

@@ -83,20 +83,45 @@ pub struct RunArgs {
     /// When the API answers 202: once the reaction is queued, or once the broker has it.
     #[arg(long, value_enum, default_value_t = Ack::Queued, env = "EMOSTREAM_ACK")]
     pub ack: Ack,
+    /// How long the broker has to confirm reactions, in ms: with `--ack broker` every request
+    /// is answered within it (and a second), `503 broker_unavailable` if the broker did not
+    /// confirm; with either, nothing confirmed for this long makes `/readyz` answer 503.
+    #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_ACK_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub ack_timeout_ms: u64,
     /// Per-user limit in reactions per second (off when not given); beyond it the API answers 429.
     #[arg(long, env = "EMOSTREAM_RATE_LIMIT", value_parser = crate::run_cmd::non_zero)]
     pub rate_limit: Option<std::num::NonZeroU32>,
     /// Burst allowed by the per-user limit (default: one second's worth).
     #[arg(long, env = "EMOSTREAM_RATE_LIMIT_BURST", value_parser = crate::run_cmd::non_zero)]
     pub rate_limit_burst: Option<std::num::NonZeroU32>,
+    /// Registrations (`POST /clients`) per second from one client address; 0 turns the limit
+    /// off (e.g. behind a proxy, where every client has the proxy's address).
+    #[arg(long, default_value_t = 50, env = "EMOSTREAM_REGISTRATION_RATE_LIMIT")]
+    pub registration_rate_limit: u32,
+    /// Registrations one client address may make at once before the rate applies.
+    #[arg(long, default_value = "1000", env = "EMOSTREAM_REGISTRATION_BURST",
+          value_parser = crate::run_cmd::non_zero)]
+    pub registration_burst: std::num::NonZeroU32,
     /// A partition with no reaction for this many ms follows the wall clock, so windows close
     /// when nobody reacts.
     #[arg(long, default_value_t = 1000, env = "EMOSTREAM_IDLE_MS")]
     pub idle_ms: u64,
-    /// This process's HTTP address as clients and the other processes reach it
-    /// (`http://host:port`); by default the hostfile's second column, else --http.
+    /// This process's HTTP base URL as clients and the other processes reach it
+    /// (`http://host:port`), used in each registration's `events_url`; by default the
+    /// hostfile's second column, else `http://` and the --http address.
     #[arg(long, env = "EMOSTREAM_ADVERTISE_HTTP")]
     pub advertise_http: Option<String>,
+    /// Origins (`https://example.com`, comma-separated or repeated) whose web pages may post
+    /// reactions and register clients; default none. Event streams are readable from any
+    /// origin.
+    #[arg(long, env = "EMOSTREAM_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// A file holding the secret the processes of a cluster share (the same file on every
+    /// process): the endpoints they use among themselves refuse callers without it. Needed
+    /// with --processes above 1.
+    #[arg(long, env = "EMOSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Delivery settings.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
@@ -160,6 +185,10 @@ pub struct DeliveryArgs {
     #[arg(long, default_value_t = 16, env = "EMOSTREAM_CLIENT_QUEUE",
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub client_queue: u64,
+    /// Bytes of missed windows one reconnect with `Last-Event-ID` may replay; a client that
+    /// missed more is sent `event: resync` with the latest window instead. 0 never replays.
+    #[arg(long, default_value_t = 1 << 20, env = "EMOSTREAM_MAX_RESUME_BYTES")]
+    pub max_resume_bytes: u64,
     /// Seconds between keep-alive comments on idle streams.
     #[arg(long, default_value_t = 15, env = "EMOSTREAM_KEEP_ALIVE_SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]

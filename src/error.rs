@@ -77,6 +77,7 @@ impl From<crate::system::Fault> for RunError {
         let message = fault.to_string();
         match fault.component {
             Component::Peers => RunError::Peer(message),
+            Component::Broker => RunError::Broker(crate::kafka::BrokerError(message)),
             Component::Dataflow | Component::WindowsProducer => RunError::Dataflow(message),
             Component::Task(_) => RunError::Internal(message),
         }

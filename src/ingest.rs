@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::http_error::{media_type, ApiError};
 use crate::kafka::producer::{ProduceError, ReactionProducer};
-use crate::rate_limit::{Limited, UserRateLimit};
+use crate::rate_limit::{KeyedRateLimit, Limited};
 use crate::stats::{RejectReason, Stats};
 
 /// Largest body of `POST /emoji`.
@@ -31,7 +31,7 @@ pub struct Ingest {
     /// Where reactions go.
     pub producer: ReactionProducer,
     /// Per-user limit, if configured.
-    pub rate_limit: Option<Arc<UserRateLimit>>,
+    pub rate_limit: Option<Arc<KeyedRateLimit>>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// How long a request's body may take to arrive whole (the header timeout).
@@ -260,31 +260,33 @@ impl Ingest {
                 *per_user.entry(&r.user_id).or_default() += 1;
             }
             for (user, n) in per_user {
-                match limit.check(user, n) {
-                    Ok(()) => {}
-                    Err(Limited::Wait(wait)) => {
-                        self.stats
-                            .reject(RejectReason::RateLimited, reactions.len() as u64);
-                        return Err(ApiError::new(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "rate_limited",
-                            format!("user {user:?} is sending reactions too fast; slow down"),
-                        )
-                        .retry_after(wait.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64));
-                    }
+                let Err(limited) = limit.check(user, n) else {
+                    continue;
+                };
+                self.stats
+                    .reject(RejectReason::RateLimited, reactions.len() as u64);
+                return Err(match limited {
+                    Limited::Wait(wait) => ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("user {user:?} is sending reactions too fast; slow down"),
+                    )
+                    .retry_after(crate::rate_limit::retry_after_secs(wait)),
+                    Limited::Full => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "rate_limiter_full",
+                        "the rate limiter holds as many users as it may (a flood of new user ids); retry",
+                    )
+                    .retry_after(crate::rate_limit::FORGET_EVERY.as_secs().max(1)),
                     // Waiting would not help: say so instead of asking for a retry.
-                    Err(Limited::TooMany { burst }) => {
-                        self.stats
-                            .reject(RejectReason::RateLimited, reactions.len() as u64);
-                        return Err(ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too_many_for_rate_limit",
-                            format!(
-                                "the batch holds {n} reactions of user {user:?}; the rate limit lets at most {burst} through at once: split it"
-                            ),
-                        ));
-                    }
-                }
+                    Limited::TooMany { burst } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_for_rate_limit",
+                        format!(
+                            "the batch holds {n} reactions of user {user:?}; the rate limit lets at most {burst} through at once: split it"
+                        ),
+                    ),
+                });
             }
         }
         let Some(_room) = self.producer.reserve(reactions.len()) else {
@@ -315,6 +317,27 @@ impl Ingest {
                             format!("the reactions could not be written to Kafka: {e}"),
                         )
                         .retry_after(1)
+                    }
+                    // The broker may have them: counted neither as accepted nor as refused.
+                    e @ ProduceError::Unconfirmed(_) => {
+                        self.stats.unconfirmed.add(unsent);
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "broker_unavailable",
+                            format!("{e}: the Kafka broker is slow or away; resending may count them twice"),
+                        )
+                        .retry_after(2)
+                    }
+                    e @ ProduceError::Stalled(_) => {
+                        self.stats.reject(RejectReason::BrokerUnavailable, unsent);
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "broker_unavailable",
+                            format!(
+                                "{e}: the Kafka broker is slow or away; retry after Retry-After"
+                            ),
+                        )
+                        .retry_after(2)
                     }
                 };
                 answer.accepted = Some(sent);

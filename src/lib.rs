@@ -16,6 +16,7 @@
 //! - [`dashboard`]: the live page at `/`; [`load`]: `emostream load`, the load generator.
 
 pub mod cli;
+pub mod cors;
 pub mod dashboard;
 pub mod delivery;
 pub mod drop_log;

@@ -52,6 +52,7 @@ pub fn start(
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);
         let stats = Arc::clone(&source.stats);
+        let published = Arc::clone(&stats);
         let kafka = source.kafka.clone();
         let faults = source.faults.clone();
         let registry = Arc::clone(&registry);
@@ -67,6 +68,7 @@ pub fn start(
                 .inspect(move |summary| on_window(summary))
                 .broadcast()
                 .inspect(move |summary| {
+                    published.window_published(summary.end_ms);
                     let frame = Frame::window(summary);
                     registry.for_each_owned(index, peers, |hub| hub.publish(frame.clone()));
                 })

@@ -176,6 +176,12 @@ fn encode_ingest(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
         "emostream_reactions_produce_failed",
         "Reactions the producer could not deliver after its retries.",
         &s.produce_failed,
+    )?;
+    counter(
+        e,
+        "emostream_reactions_unconfirmed",
+        "Reactions answered 503 (--ack broker) because the broker did not confirm them within --ack-timeout-ms: they may be counted or not.",
+        &s.unconfirmed,
     )
 }
 
@@ -331,6 +337,12 @@ fn encode_delivery(e: &mut DescriptorEncoder, s: &Stats, tree: &TreeView) -> Fmt
         "emostream_sse_slow_clients_closed",
         "Clients closed because they kept falling behind or stopped reading.",
         &s.slow_clients_closed,
+    )?;
+    counter(
+        e,
+        "emostream_resume_truncated",
+        "Resumes (Last-Event-ID) whose missed windows were over --max-resume-bytes, resynced to the latest window instead.",
+        &s.resume_truncated,
     )?;
     counter(
         e,

@@ -3,6 +3,7 @@
 //! streams are served on the socket directly ([`crate::delivery::lean`]); every other request
 //! goes to hyper with the warp routes.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +16,19 @@ use warp::{Filter, Reply};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 
+use crate::cors::Cors;
 use crate::delivery::{lean, Registry};
 use crate::http_error::recover;
 use crate::ingest::{self, Ingest};
-use crate::kafka::producer::ReactionProducer;
 use crate::limits::{self, Activity, Limits, OpenConnections};
 use crate::stats::Stats;
-use crate::system::Faults;
+
+/// The address a request came from, for routes limited per client address
+/// (`warp::ext::optional::<ClientAddr>()`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// What `/readyz` checks.
 pub trait Readiness: Send + Sync + 'static {
@@ -42,6 +46,7 @@ pub fn serve(
     registry: Arc<Registry>,
     readiness: Arc<dyn Readiness>,
     limits: Limits,
+    cors: Cors,
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
@@ -81,16 +86,6 @@ pub fn serve(
         .or(readyz)
         .recover(recover)
         .map(Reply::into_response)
-        .map({
-            let stats = Arc::clone(&stats);
-            move |reply: warp::reply::Response| {
-                let status = reply.status().as_u16();
-                if status >= 400 {
-                    stats.refused(status);
-                }
-                reply
-            }
-        })
         .boxed();
     async move {
         let graceful = GracefulShutdown::new();
@@ -116,6 +111,7 @@ pub fn serve(
             };
             let connection = Connection {
                 routes: routes.clone(),
+                cors: cors.clone(),
                 registry: Arc::clone(&registry),
                 stats: Arc::clone(&stats),
                 limits,
@@ -131,9 +127,57 @@ pub fn serve(
     }
 }
 
+/// Serves one request hyper read: answers CORS preflights, lets the pages of allowed origins
+/// read the routes' answers, and counts every error answer by status. Here rather than in warp
+/// filters: warp's whole-path filters panic on a request target with no path
+/// (`CONNECT host:443`).
+async fn answer<B, S>(
+    routes: &mut S,
+    cors: &Cors,
+    stats: &Stats,
+    request: hyper::Request<B>,
+) -> Response
+where
+    S: tower_service::Service<hyper::Request<B>, Response = Response, Error = Infallible>,
+{
+    let policy = crate::cors::policy(request.uri().path());
+    let origin = || {
+        request
+            .headers()
+            .get(warp::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+    };
+    let preflight = (request.method() == warp::http::Method::OPTIONS)
+        .then(|| cors.answer_preflight(request.uri().path(), origin()))
+        .flatten();
+    // Only the answers of listed paths carry the origin back.
+    let listed_origin = (policy == Some(crate::cors::Policy::Listed))
+        .then(|| origin().map(str::to_owned))
+        .flatten();
+    let response = match preflight {
+        Some(preflight) => preflight,
+        None => {
+            let mut response = match tower_service::Service::call(routes, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            if policy == Some(crate::cors::Policy::Listed) {
+                cors.let_read(listed_origin.as_deref(), &mut response);
+            }
+            response
+        }
+    };
+    let status = response.status().as_u16();
+    if status >= 400 {
+        stats.refused(status);
+    }
+    response
+}
+
 /// What serving one connection needs.
 struct Connection {
     routes: BoxedFilter<(Response,)>,
+    cors: Cors,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     limits: Limits,
@@ -151,10 +195,25 @@ impl Connection {
             Ok(Ok(lean::Request::Events(events))) => {
                 lean::serve_events(socket, events, self.limits.write_timeout, &self.stats).await
             }
+            Ok(Ok(lean::Request::Refused(answer))) => {
+                self.stats.refused(answer.status);
+                lean::refuse(socket, &answer).await;
+            }
             Ok(Ok(lean::Request::Other(head))) => {
                 let activity = Activity::new();
+                let client = socket.peer_addr().ok().map(ClientAddr);
                 let io = TokioIo::new(lean::Rewound::new(head, socket, activity.clone()));
-                let service = TowerToHyperService::new(warp::service(self.routes));
+                let routes = warp::service(self.routes);
+                let (cors, stats) = (self.cors, Arc::clone(&self.stats));
+                let service = hyper::service::service_fn(move |mut request| {
+                    // warp's own server tells routes the client's address; this one does too.
+                    if let Some(client) = client {
+                        request.extensions_mut().insert(client);
+                    }
+                    let (mut routes, cors, stats) =
+                        (routes.clone(), cors.clone(), Arc::clone(&stats));
+                    async move { Ok::<_, Infallible>(answer(&mut routes, &cors, &stats, request).await) }
+                });
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 // hyper starts this timer when it waits for a request head: after a response,
                 // it is the keep-alive connection's idle time.
@@ -169,6 +228,14 @@ impl Connection {
                         Err(e) if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) => {
                             self.stats.connections_timed_out.inc();
                         }
+                        // hyper answered a head it could not parse itself (400, or 431 for
+                        // one too large): a refusal like any other.
+                        Err(e) if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) => {
+                            let too_large = e
+                                .downcast_ref::<hyper::Error>()
+                                .is_some_and(hyper::Error::is_parse_too_large);
+                            self.stats.refused(if too_large { 431 } else { 400 });
+                        }
                         Err(e) => tracing::debug!("HTTP connection ended: {e}"),
                     },
                     // HTTP/2 and stalled bodies: nothing moved either way for the idle time.
@@ -180,27 +247,5 @@ impl Connection {
             Ok(Err(_)) => {}
             Err(_) => self.stats.connections_timed_out.inc(),
         }
-    }
-}
-
-/// Readiness of a running system: nothing has stopped windows from flowing, and the broker
-/// answers.
-pub struct SystemReadiness {
-    /// Used to ask the broker for metadata.
-    pub producer: ReactionProducer,
-    /// Any fault that stopped windows from flowing (the dataflow, the windows producer, a
-    /// peer).
-    pub faults: Faults,
-}
-
-impl Readiness for SystemReadiness {
-    fn not_ready(&self) -> Option<String> {
-        if let Some(fault) = self.faults.first() {
-            return Some(format!("windows are not flowing: {fault}"));
-        }
-        if !self.producer.broker_reachable(Duration::from_secs(2)) {
-            return Some("the Kafka broker does not answer".into());
-        }
-        None
     }
 }

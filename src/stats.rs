@@ -108,6 +108,10 @@ impl From<Field> for RejectReason {
 pub struct PartitionStats {
     /// Messages read from it.
     pub consumed: Counter,
+    /// Reactions this process's producer wrote to it (the broker confirmed them).
+    pub produced: Counter,
+    /// Offsets never read from it (the broker dropped them).
+    pub lost: Counter,
     /// Messages on the broker that this process has not read yet; -1 until the consumer's
     /// statistics first report it.
     pub lag: Gauge,
@@ -133,8 +137,14 @@ pub struct Stats {
     pub produced: Counter,
     /// Reactions the producer failed to deliver after its retries.
     pub produce_failed: Counter,
+    /// Reactions of requests answered 503 because the broker did not confirm them within the
+    /// ack timeout: they may be counted or not.
+    pub unconfirmed: Counter,
     /// Messages read from the reactions topic.
     pub consumed: Counter,
+    /// Messages read from the reactions topic, watermark marks included: whether the source
+    /// moves.
+    pub read: Counter,
     /// Messages on the reactions topic that were not valid reactions.
     pub invalid_on_topic: Counter,
     /// Reactions dropped because their window had closed.
@@ -154,6 +164,9 @@ pub struct Stats {
     /// Clients closed because they kept falling behind, or stopped reading (a write that
     /// could not complete within `--write-timeout-ms`).
     pub slow_clients_closed: Counter,
+    /// Resumes (`Last-Event-ID`) whose missed windows were over `--max-resume-bytes`, sent
+    /// the latest window as a resync instead.
+    pub resume_truncated: Counter,
     /// Connections beyond `--max-connections`, answered 503 and closed.
     pub connections_refused: Counter,
     /// HTTP requests answered with an error status, by status.
@@ -168,6 +181,8 @@ pub struct Stats {
     pub watermarks: Vec<Gauge>,
     /// Seconds from a window's end to its emission.
     pub window_close_delay: Histogram,
+    /// The end (ms since the epoch) of the latest window this process published; 0 before.
+    last_window_end_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Default for Stats {
@@ -205,7 +220,9 @@ impl Stats {
             rejected_queue_full: Counter::default(),
             produced: Counter::default(),
             produce_failed: Counter::default(),
+            unconfirmed: Counter::default(),
             consumed: Counter::default(),
+            read: Counter::default(),
             invalid_on_topic: Counter::default(),
             late: Counter::default(),
             lost: Counter::default(),
@@ -215,17 +232,21 @@ impl Stats {
             events_sent: Counter::default(),
             resyncs: Counter::default(),
             slow_clients_closed: Counter::default(),
+            resume_truncated: Counter::default(),
             connections_refused: Counter::default(),
             refusals: std::sync::Mutex::default(),
             connections_timed_out: Counter::default(),
             partitions: (0..partitions)
                 .map(|_| PartitionStats {
                     consumed: Counter::default(),
+                    produced: Counter::default(),
+                    lost: Counter::default(),
                     lag: Gauge::new(-1),
                 })
                 .collect(),
             watermarks: (0..workers).map(|_| Gauge::new(i64::MIN)).collect(),
             window_close_delay: Histogram::new(CLOSE_DELAY_BUCKETS),
+            last_window_end_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -244,5 +265,41 @@ impl Stats {
         usize::try_from(partition)
             .ok()
             .and_then(|p| self.partitions.get(p))
+    }
+
+    /// Notes a window this process published, ending at `end_ms`.
+    pub fn window_published(&self, end_ms: i64) {
+        self.last_window_end_ms
+            .fetch_max(end_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The end of the latest window this process published, if any.
+    pub fn last_window_end_ms(&self) -> Option<i64> {
+        let end = self
+            .last_window_end_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        (end > 0).then_some(end)
+    }
+
+    /// The most reactions written to one partition and neither read nor lost yet.
+    pub fn most_unread(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| {
+                p.produced
+                    .get()
+                    .saturating_sub(p.consumed.get())
+                    .saturating_sub(p.lost.get())
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Messages this process's partitions hold that it has not read, as far as known.
+    pub fn lag_total(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| u64::try_from(p.lag.get()).unwrap_or(0))
+            .sum()
     }
 }

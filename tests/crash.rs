@@ -139,3 +139,47 @@ fn a_killed_process_restarts_without_losing_or_repeating() {
     .into();
     assert_eq!(sums(&windows), expected);
 }
+
+/// A broker that comes back empty (its disk lost, or replaced): the topics and offsets are
+/// gone. emostream must not take the new, empty log for the one it counted (reading it from
+/// the start, or skipping): it stops with the broker's exit status and says why.
+#[test]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
+fn a_broker_restarted_empty_stops_the_run_with_a_clear_error() {
+    let kafka = Kafka::start();
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_emostream"))
+            .args(["run", "--brokers", &kafka.brokers])
+            .args(["--http", &format!("127.0.0.1:{port}"), "--idle-ms", "200"])
+            .env("EMOSTREAM_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port);
+    post(port, "🔥", 100, 0);
+    wait_topic_total(&kafka.brokers, 100);
+    kafka.restart_empty();
+    let status = poll_until_blocking(
+        "emostream stops after the broker came back empty",
+        Duration::from_secs(60),
+        || match child.0.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(emostream::error::exit::BROKER.into()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is gone from the brokers") && stderr.contains("restarted empty"),
+        "{stderr}"
+    );
+}

@@ -600,3 +600,206 @@ async fn streams_start_with_a_retry_hint_and_carry_keep_alives() {
     assert!(text.starts_with("retry: 2000\n\n"), "{text:?}");
     system.shutdown().await.unwrap();
 }
+
+/// The first event of a raw SSE body, after the `retry:` preface: its text, and the bytes of
+/// the body up to its end.
+async fn first_event<S, E>(body: &mut S) -> (String, usize)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut read = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // The preface is one block, the first event the next.
+        let blocks: Vec<usize> = read
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == b"\n\n")
+            .map(|(i, _)| i + 2)
+            .collect();
+        if let [preface, end, ..] = blocks[..] {
+            let text = String::from_utf8(read[preface..end].to_vec()).unwrap();
+            return (text, end);
+        }
+        let within = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(within, body.next())
+            .await
+            .expect("a first event in time")
+            .expect("the stream is open")
+            .unwrap();
+        read.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_past_max_resume_bytes_skips_to_the_latest_window() {
+    const BOUND: usize = 120_000;
+    let (system, seen) = start(&[
+        "--window-ms",
+        "500",
+        "--lateness-ms",
+        "100",
+        "--max-resume-bytes",
+        &BOUND.to_string(),
+    ])
+    .await;
+    // Three windows of a batch each of distinct emojis: each encodes to tens of KB.
+    let mut large: Vec<WindowSummary> = Vec::new();
+    for _ in 0..3 {
+        post_many_emojis(&system, 2000).await;
+        let known: Vec<u64> = large.iter().map(|w| w.window).collect();
+        let window = poll_until("the batch's window closed", PATIENCE, || {
+            let found = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|w| w.total >= 1000 && !known.contains(&w.window))
+                .cloned();
+            std::future::ready(found.ok_or_else(|| "not yet".to_owned()))
+        })
+        .await;
+        large.push(window);
+    }
+    let encoded = |w: &WindowSummary| w.to_json().len() + 64;
+    let largest = large.iter().map(encoded).max().unwrap();
+    assert!(
+        large.iter().map(encoded).sum::<usize>() > BOUND && largest + 10_000 < BOUND,
+        "the three windows are over the bound, one (and a few empty ones) within it"
+    );
+    let last_large = large.last().unwrap().window;
+    let url = format!(
+        "http://{}/clusters/0/subscribers/0/events",
+        system.http_addr
+    );
+    let http = reqwest::Client::new();
+
+    // A small request asking for every retained window gets one window, as a resync.
+    let response = http
+        .get(&url)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (event, bytes) = first_event(&mut body).await;
+    assert!(event.contains("\nevent: resync\n"), "{}", &event[..80]);
+    assert!(
+        bytes <= BOUND + largest,
+        "{bytes} bytes before the live stream, over {BOUND} and a window"
+    );
+    let id: u64 = event
+        .strip_prefix("id: ")
+        .and_then(|rest| rest.split('\n').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(id >= last_large, "the latest window, {id}");
+    drop(body);
+    assert_eq!(system.stats.resume_truncated.get(), 1);
+    let metrics = http
+        .get(format!("http://{}/metrics", system.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("\nemostream_resume_truncated_total 1\n"));
+
+    // A resume within the bound still replays what it missed, then goes live.
+    let resumed = Follower::open(&http, &url, Some(last_large - 1)).await;
+    let target = last_window(&seen).unwrap() + 1;
+    resumed.wait_for_window(target).await;
+    let ids = resumed.ids();
+    assert_eq!(ids[0], last_large);
+    assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
+    assert!(resumed.kinds().iter().all(|k| k == "window"));
+    assert_eq!(resumed.windows()[0], *large.last().unwrap());
+    assert_eq!(system.stats.resume_truncated.get(), 1);
+    system.shutdown().await.unwrap();
+}
+
+/// Subscribers in a `GET /clusters` answer.
+fn subscribers(tree: &Value) -> usize {
+    tree["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subscribers"].as_array().unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_added_at_capacity_go_once_their_clients_expire() {
+    let (system, _seen) = start(&[
+        "--clusters",
+        "2",
+        "--subscribers",
+        "1",
+        "--subscriber-capacity",
+        "1",
+        "--client-ttl-secs",
+        "1",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let mut regs = Vec::new();
+    for _ in 0..12 {
+        regs.push(register(&http, &system).await);
+    }
+    assert_eq!(subscribers(&tree(&http, &system).await), 12);
+    // A stream on the last subscriber holds it, and those before it, after the others expire.
+    let last = regs.last().unwrap();
+    let stream = Follower::open(&http, last["events_url"].as_str().unwrap(), None).await;
+    let (h, sys) = (&http, &system);
+    poll_until(
+        "every client without a stream expired",
+        Duration::from_secs(10),
+        || async move {
+            match tree(h, sys).await["clients"].as_u64().unwrap() {
+                1 => Ok(()),
+                n => Err(format!("{n} clients")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(subscribers(&tree(&http, &system).await), 12);
+    stream.close().await;
+    poll_until(
+        "the tree is back to its 2 subscribers",
+        Duration::from_secs(10),
+        || async move {
+            let tree = tree(h, sys).await;
+            match (tree["clients"].as_u64().unwrap(), subscribers(&tree)) {
+                (0, 2) => Ok(()),
+                seen => Err(format!("(clients, subscribers) {seen:?}")),
+            }
+        },
+    )
+    .await;
+    let gone = http
+        .get(last["events_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(
+        gone.json::<Value>().await.unwrap()["error"],
+        "unknown_subscriber"
+    );
+    // Registering again grows the tree from where it ends.
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        again.push(register(&http, &system).await);
+    }
+    assert_eq!(
+        (
+            again[2]["cluster"].as_u64(),
+            again[2]["subscriber"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    system.shutdown().await.unwrap();
+}

@@ -103,6 +103,43 @@ fn each_failure_class_exits_with_its_own_status() {
     assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
     assert!(stderr.contains("--hostfile"), "{stderr}");
 
+    // A cluster without its secret would leave its internal endpoints open to anyone.
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        "127.0.0.1:1 http://127.0.0.1:2\n127.0.0.1:3 http://127.0.0.1:4\n",
+    )
+    .unwrap();
+    let hostfile = hostfile.to_string_lossy();
+    let cluster = [
+        "--processes",
+        "2",
+        "--hostfile",
+        &hostfile,
+        "--brokers",
+        "127.0.0.1:9",
+    ];
+    let out = emostream(&cluster);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
+    assert!(stderr.contains("--cluster-secret-file"), "{stderr}");
+    let short = dir.path().join("short");
+    std::fs::write(&short, "guessable\n").unwrap();
+    let short = short.to_string_lossy();
+    let out = emostream(&[&cluster[..], &["--cluster-secret-file", &short]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
+    assert!(stderr.contains("at least 16"), "{stderr}");
+    let out = emostream(&["--advertise-http", "live.example:8080"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
+    assert!(stderr.contains("--advertise-http"), "{stderr}");
+    let out = emostream(&["--cors-origin", "live.example"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{stderr}");
+    assert!(stderr.contains("--cors-origin"), "{stderr}");
+
     // Nothing listens on a port just released.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nobody = free.local_addr().unwrap().to_string();
@@ -127,7 +164,11 @@ async fn a_peer_that_never_connects_exits_with_the_peer_status() {
         format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
     )
     .unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "lifecycle-test-secret-0123456789").unwrap();
     let args: Vec<String> = [
+        "--cluster-secret-file",
+        &secret.to_string_lossy(),
         "--http",
         &format!("127.0.0.1:{h1}"),
         "--brokers",

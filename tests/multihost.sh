@@ -59,13 +59,14 @@ broker=$(bash tests/kafka/start.sh start "$work/kafka" "$net.254" 9092) \
   || { echo "multihost: Apache Kafka did not start" >&2; tail -30 "$work/kafka/kafka.log" >&2; exit 1; }
 
 : >"$work/hosts"
+head -c 32 /dev/urandom | base64 >"$work/cluster.secret"
 for h in 0 1 2; do
   echo "$net.$((h + 1)):2101 http://$net.$((h + 1)):8080" >>"$work/hosts"
 done
 echo "multihost: hosts $net.1, $net.2, $net.3; broker $broker"
 for h in 0 1 2; do
   ip netns exec "${tag}h$h" "$bin" run --brokers "$broker" --http "$net.$((h + 1)):8080" \
-    --processes 3 --process "$h" --hostfile "$work/hosts" --workers 1 --partitions 6 \
+    --processes 3 --process "$h" --hostfile "$work/hosts" --cluster-secret-file "$work/cluster.secret" --workers 1 --partitions 6 \
     --idle-ms 1000 >"$work/h$h.out" 2>"$work/h$h.log" &
   pids+=($!)
 done

@@ -394,7 +394,12 @@ async fn the_dashboard_shows_a_clicked_emoji_in_a_real_browser() {
         missing.is_empty(),
         "the browser test needs {missing:?} (apt install chromium fonts-noto-color-emoji nodejs npm; npm ci --prefix tests/browser)"
     );
-    let (system, _seen) = start(&[]).await;
+    // dashboard.mjs checks the CORS policy too: the page's origin (127.0.0.1) is not listed,
+    // localhost on the same port is.
+    let port = common::free_port();
+    let http = format!("127.0.0.1:{port}");
+    let listed = format!("http://localhost:{port}");
+    let (system, _seen) = start(&["--http", &http, "--cors-origin", &listed]).await;
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let mut node = Command::new("node");
     node.arg(browser_dir.join("dashboard.mjs"))

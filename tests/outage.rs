@@ -43,7 +43,10 @@ const BOOT_GUESS: Duration = Duration::from_secs(6);
 /// One sample of the timeline every...
 const TICK: Duration = Duration::from_millis(250);
 /// A probe reaction with no answer within this is "no answer".
-const REACTION_TIMEOUT: Duration = Duration::from_secs(2);
+const REACTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--ack-timeout-ms` of the `--ack broker` run: every request is answered within it and a
+/// second.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/readyz` asks the broker for up to 2 s itself.
 const READYZ_TIMEOUT: Duration = Duration::from_secs(4);
 /// The whole test, Kafka's start included.
@@ -404,7 +407,16 @@ fn print(ack: &str, f: &Figures) {
 
 async fn outage(ack: &str) {
     let kafka = Arc::new(tokio::task::spawn_blocking(Kafka::start).await.unwrap());
-    let (system, seen) = common::start(&["--brokers", &kafka.brokers, "--ack", ack]).await;
+    let ack_timeout = ACK_TIMEOUT.as_millis().to_string();
+    let (system, seen) = common::start(&[
+        "--brokers",
+        &kafka.brokers,
+        "--ack",
+        ack,
+        "--ack-timeout-ms",
+        &ack_timeout,
+    ])
+    .await;
     let brokers = kafka.brokers.clone();
     let target = format!("http://{}", system.http_addr);
     let http = reqwest::Client::builder()
@@ -606,7 +618,44 @@ async fn outage(ack: &str) {
             })
             .collect();
         assert!(during.is_empty(), "202 from a stopped broker: {during:?}");
+        // Every request is answered within the ack timeout (and a second): none hangs.
+        let hung: Vec<&Probe> = figures
+            .timeline
+            .reactions
+            .iter()
+            .filter(|p| p.sent >= paused && p.sent < resumed)
+            .filter(|p| {
+                p.answer == Answer::TimedOut || p.took > ACK_TIMEOUT + Duration::from_millis(1500)
+            })
+            .collect();
+        assert!(hung.is_empty(), "requests not answered in time: {hung:?}");
+        // Once nothing was confirmed for the ack timeout, requests are refused at once, with
+        // nothing queued.
+        let slow: Vec<&Probe> = figures
+            .timeline
+            .reactions
+            .iter()
+            .filter(|p| p.sent >= paused + ACK_TIMEOUT * 2 && p.sent + p.took < resumed)
+            .filter(|p| p.answer != Answer::Status(503) || p.took > Duration::from_millis(500))
+            .collect();
+        assert!(
+            slow.is_empty(),
+            "not refused at once during the stall: {slow:?}"
+        );
     }
+    // Readiness says the broker is away while it is.
+    let (paused, resumed) = (m.start_of(Phase::Paused), m.start_of(Phase::Resumed));
+    let ready_while_stopped: Vec<&Probe> = figures
+        .timeline
+        .readyz
+        .iter()
+        .filter(|p| p.sent >= paused + ACK_TIMEOUT * 2 && p.sent + p.took < resumed)
+        .filter(|p| p.answer == Answer::Status(200))
+        .collect();
+    assert!(
+        ready_while_stopped.is_empty(),
+        "/readyz said ready while the broker was stopped: {ready_while_stopped:?}"
+    );
     // Windows wait for what was accepted: a stall makes them later, never wrong. Every
     // reaction answered 202 is counted once in its window, on every client; with --ack broker
     // a request the client gave up on may still have been written, so only loss and repeats

@@ -24,13 +24,18 @@ impl Drop for Process {
 }
 
 /// Starts process `process`; its log goes to `{hostfile}.{process}.log`.
+/// The cluster's secret lies beside the hostfile, in `{hostfile}.secret`.
 fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process {
+    let secret = hostfile.with_extension("secret");
+    std::fs::write(&secret, "processes-test-secret-0123456789\n").unwrap();
     let log = std::fs::File::create(hostfile.with_extension(format!("{process}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_emostream"))
         .args(["run", "--brokers", brokers, "--http", http])
         .args(["--processes", "2", "--process", &process.to_string()])
         .arg("--hostfile")
         .arg(hostfile)
+        .arg("--cluster-secret-file")
+        .arg(&secret)
         .args(["--workers", "1", "--partitions", "4", "--clusters", "2"])
         .args([
             "--subscribers",
@@ -202,6 +207,30 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         },
     )
     .await;
+    // Anyone else's heartbeat is refused before its body is read: no forged loads.
+    let forged = json!({"process": 1, "attached": [], "connected": [[0, 1000000]]});
+    for authorization in [None, Some("Bearer not-the-cluster-secret")] {
+        let mut request = http
+            .post(format!("{}/peers/heartbeat", bases[0]))
+            .json(&forged);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{authorization:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+    }
+    let tree = get_json(&http, &format!("{}/clusters", bases[0])).await;
+    assert!(
+        tree["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["subscribers"].as_array().unwrap().iter())
+            .all(|s| s["connected"] == 1),
+        "a refused heartbeat changed the tree: {tree}"
+    );
     // Time must pass in the other processes, not a condition come true: past the 3 s time to
     // live, no client with an open stream may have expired.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -27,6 +27,69 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// Raises this process's open-files limit as far as it goes (each connection a benchmark opens
+/// is a file) and says how far that is.
+pub fn raise_open_files() -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let limit =
+        rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-files limit")?;
+    println!("client open-files limit: {limit}");
+    Ok(limit)
+}
+
+/// A server a benchmark started; killed when dropped, however the benchmark ends.
+pub struct Server {
+    child: std::process::Child,
+    /// Where it serves HTTP.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `bin run` on a free loopback port with `extra` flags, its log in `log`, and
+    /// waits until it is ready (30 s at most).
+    pub async fn start(bin: &std::path::Path, extra: &[&str], log: &str) -> anyhow::Result<Server> {
+        use anyhow::Context;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let child = std::process::Command::new(bin)
+            .args(["run", "--http", &addr.to_string()])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
+        let server = Server { child, addr };
+        let http = reqwest::Client::new();
+        let began = std::time::Instant::now();
+        while http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            if began.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("the server did not get ready; see {log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(server)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

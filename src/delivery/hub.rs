@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -28,6 +28,9 @@ pub struct HubSettings {
     pub retention: usize,
     /// Windows a client may fall behind before it is resynced.
     pub client_queue: usize,
+    /// Encoded bytes a resume (`Last-Event-ID`) may replay; past it the client is resynced
+    /// to the latest window, so one small request cannot ask for the whole retention.
+    pub max_resume_bytes: usize,
 }
 
 /// Resyncs in a row (with fewer than `client_queue` windows between them) after which a
@@ -49,6 +52,9 @@ pub struct Hub {
     pub index: usize,
     state: Mutex<HubState>,
     connected: AtomicUsize,
+    /// Removed from the tree: nothing is published here any more, so its streams end (and
+    /// their clients, reconnecting, learn the subscriber is gone) rather than hang.
+    retired: AtomicBool,
     settings: HubSettings,
     stats: Arc<Stats>,
 }
@@ -70,6 +76,7 @@ impl Hub {
                 live: Some(live),
             }),
             connected: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             settings,
             stats,
         }
@@ -115,6 +122,18 @@ impl Hub {
         self.state().live = None;
     }
 
+    /// Ends every client's stream at once and refuses new ones: the hub left the tree.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        // Dropping the sender wakes the streams waiting on it, which then see the flag.
+        self.close();
+    }
+
+    /// Whether the hub left the tree.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
     /// The newest retained window.
     pub fn latest(&self) -> Option<Frame> {
         self.state().retained.back().cloned()
@@ -138,9 +157,10 @@ impl Hub {
     }
 
     /// A client's stream: the retained windows after `last_event_id` (the latest one without
-    /// an id), then the live windows, with no gap and no duplicate between the two.
+    /// an id), then the live windows, with no gap and no duplicate between the two. A resume
+    /// that would replay more than `max_resume_bytes` is resynced to the latest window instead.
     pub fn subscribe(self: &Arc<Self>, last_event_id: Option<WindowId>) -> ClientStream {
-        let (replay, live, ahead) = {
+        let (start, live) = {
             // Subscribing and copying under one lock: a window published after the copy is
             // in the broadcast, one published before is in the copy.
             let state = self.state();
@@ -148,34 +168,22 @@ impl Hub {
                 Some(live) => live.subscribe(),
                 None => broadcast::channel(1).1,
             };
-            let replay: VecDeque<Frame> = match last_event_id {
-                Some(last) => state
-                    .retained
-                    .iter()
-                    .filter(|f| f.window > last)
-                    .cloned()
-                    .collect(),
-                // A new client starts from the current state, not five minutes of history.
-                None => state.retained.back().cloned().into_iter().collect(),
-            };
-            // An id past every window published here (another system's, or made up) would
-            // skip every window to come: resync such a client to the latest instead.
-            let ahead = match (last_event_id, state.retained.back()) {
-                (Some(last), Some(latest)) if last > latest.window => Ahead::Of(latest.clone()),
-                (Some(_), None) => Ahead::OfNothingYet,
-                _ => Ahead::No,
-            };
-            (replay, live, ahead)
+            (self.start(&state.retained, last_event_id), live)
         };
         let mut preface = preface();
         let mut last_sent = last_event_id;
-        if let Ahead::Of(latest) = &ahead {
-            let mut first = bytes::BytesMut::from(&preface[..]);
-            first.extend_from_slice(&latest.resync());
-            preface = first.freeze();
-            last_sent = Some(latest.window);
-            self.stats.resyncs.inc();
-            self.stats.events_sent.inc();
+        let mut replay = VecDeque::new();
+        let mut ahead = false;
+        match start {
+            Start::Replay(windows) => replay = windows,
+            Start::Resync(latest) => {
+                let mut first = bytes::BytesMut::from(&preface[..]);
+                first.extend_from_slice(&latest.resync());
+                preface = first.freeze();
+                last_sent = Some(latest.window);
+                self.stats.events_sent.inc();
+            }
+            Start::AheadOfNothingYet => ahead = true,
         }
         self.connected.fetch_add(1, Ordering::Relaxed);
         ClientStream {
@@ -188,18 +196,74 @@ impl Hub {
             resyncs_in_a_row: 0,
             done: false,
             on_close: None,
-            ahead: matches!(ahead, Ahead::OfNothingYet),
+            ahead,
+        }
+    }
+
+    /// How a stream resuming after `last_event_id` starts, given what is retained.
+    fn start(&self, retained: &VecDeque<Frame>, last_event_id: Option<WindowId>) -> Start {
+        let Some(last) = last_event_id else {
+            // A new client starts from the current state, not five minutes of history.
+            return Start::Replay(retained.back().cloned().into_iter().collect());
+        };
+        let Some(latest) = retained.back() else {
+            return Start::AheadOfNothingYet;
+        };
+        // An id past every window published here (another system's, or made up) would skip
+        // every window to come: resync such a client to the latest instead.
+        if last > latest.window {
+            self.stats.resyncs.inc();
+            return Start::Resync(latest.clone());
+        }
+        match missed(retained, last, self.settings.max_resume_bytes) {
+            Some(replay) => Start::Replay(replay),
+            None => {
+                self.stats.resume_truncated.inc();
+                tracing::debug!(
+                    cluster = self.id.cluster,
+                    subscriber = self.id.subscriber,
+                    last_event_id = last,
+                    "a resume would replay more than {} bytes: resynced to the latest window",
+                    self.settings.max_resume_bytes
+                );
+                Start::Resync(latest.clone())
+            }
         }
     }
 }
 
-/// Whether a client's `Last-Event-ID` is past every window published here.
-enum Ahead {
-    No,
-    /// Past the latest retained window: resynced to it at once.
-    Of(Frame),
-    /// Nothing retained yet: the first window it would skip is sent as a resync.
-    OfNothingYet,
+/// The retained windows after `last`, or `None` when their events add up to more than
+/// `max_bytes`. Counted from the newest back, so an oversized resume stops early and copies
+/// nothing.
+fn missed(retained: &VecDeque<Frame>, last: WindowId, max_bytes: usize) -> Option<VecDeque<Frame>> {
+    let mut bytes = 0usize;
+    let mut count = 0;
+    for frame in retained.iter().rev().take_while(|f| f.window > last) {
+        bytes = bytes.saturating_add(frame.event.len());
+        if bytes > max_bytes {
+            return None;
+        }
+        count += 1;
+    }
+    Some(
+        retained
+            .iter()
+            .skip(retained.len() - count)
+            .cloned()
+            .collect(),
+    )
+}
+
+/// How a client's stream starts.
+enum Start {
+    /// With these windows, then live.
+    Replay(VecDeque<Frame>),
+    /// With this (the latest) window as a resync: the client's id is past every window
+    /// published here, or the windows after it are too many bytes to replay.
+    Resync(Frame),
+    /// The client's id is past every window, and nothing is retained yet: the first window it
+    /// would skip is sent as a resync.
+    AheadOfNothingYet,
 }
 
 /// The bytes of one client's SSE stream.
@@ -266,7 +330,7 @@ impl Stream for ClientStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.done {
+        if this.done || this.hub.is_retired() {
             return Poll::Ready(None);
         }
         if let Some(preface) = this.preface.take() {
@@ -328,18 +392,19 @@ mod tests {
     use dataflows::WindowSummary;
 
     fn hub(retention: usize, client_queue: usize) -> Arc<Hub> {
-        Arc::new(Hub::new(
-            HubId {
-                cluster: 0,
-                subscriber: 0,
-            },
-            0,
-            HubSettings {
-                retention,
-                client_queue,
-            },
-            Arc::default(),
-        ))
+        hub_with(HubSettings {
+            retention,
+            client_queue,
+            max_resume_bytes: usize::MAX,
+        })
+    }
+
+    fn hub_with(settings: HubSettings) -> Arc<Hub> {
+        let id = HubId {
+            cluster: 0,
+            subscriber: 0,
+        };
+        Arc::new(Hub::new(id, 0, settings, Arc::default()))
     }
 
     fn frame(window: WindowId) -> Frame {
@@ -483,5 +548,67 @@ mod tests {
             Some(("window".to_string(), 1))
         );
         assert_eq!(next_event(&mut stream).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_resume_past_the_byte_bound_is_resynced_to_the_latest() {
+        // The bound holds exactly the last two windows.
+        let two = frame(4).event.len() + frame(5).event.len();
+        let hub = hub_with(HubSettings {
+            retention: 10,
+            client_queue: 8,
+            max_resume_bytes: two,
+        });
+        for w in 1..=5 {
+            hub.publish(frame(w));
+        }
+        // Two missed windows fit, to the byte.
+        let mut within = hub.subscribe(Some(3));
+        assert_eq!(
+            next_event(&mut within).await,
+            Some(("window".to_string(), 4))
+        );
+        assert_eq!(
+            next_event(&mut within).await,
+            Some(("window".to_string(), 5))
+        );
+        // An id before every retained window asks for all five: the latest, as a resync.
+        let mut early = hub.subscribe(Some(0));
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(("resync".to_string(), 5))
+        );
+        hub.publish(frame(6));
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(("window".to_string(), 6))
+        );
+        assert_eq!(
+            next_event(&mut within).await,
+            Some(("window".to_string(), 6))
+        );
+        assert_eq!(hub.stats.resume_truncated.get(), 1);
+        assert_eq!(hub.stats.resyncs.get(), 0, "not a slow client");
+    }
+
+    #[tokio::test]
+    async fn retiring_a_hub_ends_its_streams_now_and_later() {
+        let hub = hub(10, 8);
+        hub.publish(frame(1));
+        let mut open = hub.subscribe(None);
+        assert_eq!(next_event(&mut open).await, Some(("window".to_string(), 1)));
+        let waiting = tokio::spawn(async move { next_event(&mut open).await });
+        tokio::task::yield_now().await;
+        hub.retire();
+        assert_eq!(
+            waiting.await.unwrap(),
+            None,
+            "a waiting stream is woken and ends"
+        );
+        // One that got the hub before it was removed, and subscribes after.
+        let mut late = hub.subscribe(Some(0));
+        assert!(late.next().await.is_none(), "not even the preface");
+        drop(late);
+        assert_eq!(hub.connected(), 0);
     }
 }

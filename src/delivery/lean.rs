@@ -32,6 +32,36 @@ pub enum Request {
     Events(ClientStream),
     /// Anything else, for hyper: the bytes read so far come first.
     Other(Bytes),
+    /// A request refused here, answered and closed.
+    Refused(Refusal),
+}
+
+/// An answer that closes the connection.
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// The whole response.
+    bytes: Vec<u8>,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &str, code: &str, message: &str) -> Refusal {
+        let body = serde_json::json!({ "error": code, "message": message }).to_string();
+        let bytes = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        Refusal {
+            status,
+            bytes: bytes.into_bytes(),
+        }
+    }
+}
+
+/// Writes the refusal and closes the connection.
+pub async fn refuse(mut socket: TcpStream, refusal: &Refusal) {
+    let _ = socket.write_all(&refusal.bytes).await;
+    let _ = socket.shutdown().await;
 }
 
 /// Reads the request head and decides who serves it. `Err` means the client went away.
@@ -48,10 +78,10 @@ pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::R
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&head) {
             Ok(httparse::Status::Complete(len)) => {
-                let events = (len == head.len())
-                    .then(|| events_stream(&request, registry))
-                    .flatten();
-                return Ok(match events {
+                if len < head.len() && is_events_request(&request) {
+                    return Ok(Request::Refused(pipelined()));
+                }
+                return Ok(match events_stream(&request, registry) {
                     Some(stream) => Request::Events(stream),
                     None => Request::Other(Bytes::from(head)),
                 });
@@ -60,6 +90,24 @@ pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::R
             // Too long or malformed: hyper answers it as it answers any bad request.
             _ => return Ok(Request::Other(Bytes::from(head))),
         }
+    }
+}
+
+/// An event stream holds its connection until it ends, so a request sent after it on the
+/// same connection would never be answered: it is refused instead.
+fn pipelined() -> Refusal {
+    Refusal::new(
+        400,
+        "Bad Request",
+        "pipelined_after_events",
+        "an event stream takes its connection for as long as it runs: send other requests on another connection",
+    )
+}
+
+fn is_events_request(request: &httparse::Request<'_, '_>) -> bool {
+    match (request.method, request.path) {
+        (Some(method), Some(path)) => EventsRequest::parse(method, path, None).is_some(),
+        _ => false,
     }
 }
 
@@ -135,9 +183,14 @@ pub async fn serve_events<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 _ => break,
             },
-            // A client sends nothing after its request: a read returns only when it leaves.
+            // A client sends nothing after its request: a read returns when it leaves, or
+            // when it sent a request that this connection will never answer, which the close
+            // tells it.
             read = socket.read(&mut probe) => match read {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    stats.refused(400);
+                    return;
+                }
                 _ => return,
             },
         }
@@ -220,6 +273,10 @@ impl AsyncWrite for Rewound {
 }
 
 #[cfg(test)]
+#[path = "lean_prop.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
 
     use dataflows::Topology;
@@ -267,9 +324,28 @@ mod tests {
         ] {
             match classify_bytes(request).await {
                 Request::Other(head) => assert_eq!(&head[..], request),
-                Request::Events(_) => panic!("served here: {}", String::from_utf8_lossy(request)),
+                _ => panic!("not for hyper: {}", String::from_utf8_lossy(request)),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_pipelined_after_an_event_stream_is_refused() {
+        let request =
+            b"GET /clusters/1/subscribers/0/events HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n";
+        let Request::Refused(refusal) = classify_bytes(request).await else {
+            panic!("a pipelined request after an event stream is not refused");
+        };
+        assert_eq!(refusal.status, 400);
+        let answer = String::from_utf8(refusal.bytes).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        let body = answer.split_once("\r\n\r\n").unwrap().1;
+        assert!(answer.contains(&format!("content-length: {}\r\n", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"], "pipelined_after_events");
     }
 
     #[tokio::test]

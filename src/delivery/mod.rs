@@ -7,7 +7,7 @@
 //! ```
 //! - [`frame`]: a window encoded once as SSE bytes, shared by every connection.
 //! - [`hub`]: one (cluster, subscriber) hub and its clients' streams.
-//! - [`registry`]: the tree, least-loaded assignment, growth at capacity.
+//! - [`registry`]: the tree, least-loaded assignment, growth at capacity and shrinking after.
 //! - [`events`]: what an event-stream request gets, and the head every stream starts with.
 //! - [`routes`]: the HTTP side; [`lean`]: event streams served without hyper's buffers.
 //! - [`shared`]: what delivery asks of other processes serving the same tree.

@@ -3,7 +3,10 @@
 //! Load is the number of clients assigned to a subscriber (registered and not released).
 //! A new client goes to the subscriber with the fewest, ties to the lowest (cluster,
 //! subscriber). When every subscriber holds `capacity` clients, a subscriber is added to the
-//! cluster with the fewest clients (ties to the lowest cluster).
+//! cluster with the fewest clients (ties to the lowest cluster). Added subscribers go again,
+//! last added first, once no client is assigned to them and no stream is open on them: a
+//! registration flood must not leave the tree (and its memory) grown for good. Hub numbers stay
+//! dense, so [`dataflows::hub_owner`] keeps its answer for every hub that remains.
 //!
 //! When several processes serve the tree ([`SharedTree`]), the one holding the registrations
 //! runs all of the above; the others only keep a copy of the hubs, to serve the ones they own.
@@ -72,6 +75,8 @@ pub struct SubscriberView {
 pub struct Registry {
     hubs: RwLock<Vec<Arc<Hub>>>,
     tree: Mutex<Tree>,
+    /// Hubs of the initial topology, which are never removed.
+    initial: usize,
     capacity: usize,
     client_ttl: Duration,
     hub_settings: HubSettings,
@@ -114,6 +119,7 @@ impl Registry {
         }
         let assigned = vec![0; hubs.len()];
         Registry {
+            initial: hubs.len(),
             hubs: RwLock::new(hubs),
             tree: Mutex::new(Tree {
                 clusters,
@@ -153,6 +159,42 @@ impl Registry {
         if index != hubs.len() {
             return false;
         }
+        self.push_hub(&mut tree, &mut hubs, id);
+        true
+    }
+
+    /// Makes this copy's hubs `theirs` (the holder's, by hub number): drops its hubs from the
+    /// first that differs, as the holder's tree shrinks from the end (never those of the
+    /// initial topology), then adds the ones it lacks. Under one lock, so two syncs at once
+    /// cannot undo each other. The streams of a dropped hub end.
+    pub fn follow(&self, theirs: &[HubId]) {
+        let mut tree = self.tree();
+        let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
+        let agreeing = hubs
+            .iter()
+            .zip(theirs)
+            .take_while(|(hub, id)| hub.id == **id)
+            .count();
+        let before = hubs.len();
+        while hubs.len() > agreeing.max(self.initial) {
+            remove_last(&mut tree, &mut hubs);
+        }
+        let removed = before - hubs.len();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                subscribers = hubs.len(),
+                "removed subscribers that process 0 no longer has"
+            );
+        }
+        for &id in theirs.iter().skip(hubs.len()) {
+            self.push_hub(&mut tree, &mut hubs, id);
+        }
+    }
+
+    /// Adds hub `id` as the next number.
+    fn push_hub(&self, tree: &mut Tree, hubs: &mut Vec<Arc<Hub>>, id: HubId) {
+        let index = hubs.len();
         let hub = Hub::new(id, index, self.hub_settings, Arc::clone(&self.stats));
         hubs.push(Arc::new(hub));
         while tree.clusters.len() <= id.cluster as usize {
@@ -160,7 +202,6 @@ impl Registry {
         }
         tree.clusters[id.cluster as usize].push(index);
         tree.assigned.push(0);
-        true
     }
 
     /// Restarts the time to live of these clients: they have streams open on another process.
@@ -181,6 +222,11 @@ impl Registry {
 
     fn hubs(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Hub>>> {
         self.hubs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hubs in the tree (their numbers are 0 to this less one).
+    pub fn hub_count(&self) -> usize {
+        self.hubs().len()
     }
 
     /// The hub `id`, if the tree has it.
@@ -276,16 +322,59 @@ impl Registry {
         index
     }
 
+    /// Removes the added subscribers that nobody uses, last added first: it stops at the
+    /// first with a client assigned or a stream open (here or on another process). Returns how
+    /// many went. Only the process holding the registrations decides this; copies follow it
+    /// with [`Registry::follow`].
+    pub fn shrink(&self) -> usize {
+        if self.held_elsewhere().is_some() {
+            return 0;
+        }
+        let mut tree = self.tree();
+        self.shrink_idle(&mut tree)
+    }
+
+    fn shrink_idle(&self, tree: &mut Tree) -> usize {
+        let elsewhere = |h: usize| self.shared.get().map_or(0, |s| s.connected_elsewhere(h));
+        let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
+        let before = hubs.len();
+        while hubs.len() > self.initial {
+            let index = hubs.len() - 1;
+            let in_use = tree.assigned[index] > 0 || hubs[index].connected() + elsewhere(index) > 0;
+            if in_use {
+                break;
+            }
+            remove_last(tree, &mut hubs);
+        }
+        let removed = before - hubs.len();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                subscribers = hubs.len(),
+                "removed added subscribers with no client assigned and no stream open"
+            );
+        }
+        removed
+    }
+
+    /// Every hub's id, by hub number.
+    pub fn hub_ids(&self) -> Vec<HubId> {
+        self.hubs().iter().map(|h| h.id).collect()
+    }
+
     /// Releases a client; `false` if the id is unknown.
     pub fn release(&self, client_id: &str) -> bool {
         let mut tree = self.tree();
-        match tree.clients.remove(client_id) {
-            Some(client) => {
-                tree.assigned[client.hub] -= 1;
-                true
-            }
-            None => false,
+        let Some(client) = tree.clients.remove(client_id) else {
+            return false;
+        };
+        tree.assigned[client.hub] -= 1;
+        // Only the last hub can be removed, so only its last client's release is worth a look.
+        let last = tree.assigned.len() - 1;
+        if client.hub == last && tree.assigned[last] == 0 && self.held_elsewhere().is_none() {
+            self.shrink_idle(&mut tree);
         }
+        true
     }
 
     /// Notes an event stream opened by a registered client; `false` if the id is unknown.
@@ -370,6 +459,20 @@ impl Registry {
     }
 }
 
+/// Removes the last hub, which is the last subscriber of its cluster: hubs are only ever added
+/// at the end of both. Its streams end, so their clients come back to find it gone.
+fn remove_last(tree: &mut Tree, hubs: &mut Vec<Arc<Hub>>) {
+    let Some(hub) = hubs.pop() else {
+        return;
+    };
+    tree.assigned.pop();
+    if let Some(members) = tree.clusters.get_mut(hub.id.cluster as usize) {
+        let popped = members.pop();
+        debug_assert_eq!(popped, Some(hub.index), "the last hub ends its cluster");
+    }
+    hub.retire();
+}
+
 /// A small registry for unit tests: clients expire after 60 s, hubs retain and queue 4 windows.
 #[cfg(test)]
 impl Registry {
@@ -381,6 +484,7 @@ impl Registry {
             HubSettings {
                 retention: 4,
                 client_queue: 4,
+                max_resume_bytes: usize::MAX,
             },
             Arc::default(),
         )
@@ -505,5 +609,108 @@ mod tests {
         assert_eq!(r.expire(Instant::now() + Duration::from_secs(61)), 1);
         assert_eq!(r.view().clients, 0);
         assert_eq!(r.stats.clients_expired.get(), 2);
+    }
+
+    /// Subscribers per cluster.
+    fn sizes(r: &Registry) -> Vec<usize> {
+        r.view()
+            .clusters
+            .iter()
+            .map(|c| c.subscribers.len())
+            .collect()
+    }
+
+    #[test]
+    fn added_subscribers_go_once_their_clients_are_released_or_expired() {
+        let r = registry(2, 1, 1);
+        let clients: Vec<_> = (0..6).map(|_| r.register()).collect();
+        assert_eq!(sizes(&r), [3, 3]);
+        let added = r.hub(at(1, 2)).unwrap();
+        for client in &clients[..3] {
+            assert!(r.release(&client.client_id));
+        }
+        assert_eq!(r.hub_count(), 6, "the last ones still have clients");
+        assert_eq!(r.expire(Instant::now() + Duration::from_secs(61)), 3);
+        assert_eq!(r.shrink(), 4);
+        assert_eq!(sizes(&r), [1, 1], "back to the topology, never below");
+        assert_eq!(r.shrink(), 0);
+        assert!(added.is_retired());
+        assert!(r.hub(at(1, 2)).is_none());
+        // Growing again numbers the hubs from where the tree ends.
+        let grown = (0..3).map(|_| r.register()).last().unwrap();
+        assert_eq!(grown.hub, at(0, 1));
+        assert_eq!(r.view().clusters[0].subscribers[1].hub, 2);
+    }
+
+    #[test]
+    fn an_added_subscriber_with_a_stream_open_stays() {
+        let r = registry(1, 1, 1);
+        let clients: Vec<_> = (0..3).map(|_| r.register()).collect();
+        let stream = r.hub(at(0, 2)).unwrap().subscribe(None);
+        for client in &clients {
+            assert!(r.release(&client.client_id));
+        }
+        assert_eq!(r.shrink(), 0);
+        assert_eq!(sizes(&r), [3], "and so do the ones before it");
+        drop(stream);
+        assert_eq!(r.shrink(), 2);
+        assert_eq!(sizes(&r), [1]);
+    }
+
+    /// Another process serving the tree with `streams` open on hub `hub`.
+    struct Elsewhere {
+        hub: usize,
+        streams: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedTree for Elsewhere {
+        fn serving(&self, _: usize) -> Serving {
+            Serving::alone()
+        }
+        fn holds_registrations(&self) -> bool {
+            true
+        }
+        fn connected_elsewhere(&self, hub: usize) -> usize {
+            match hub == self.hub {
+                true => self.streams.load(std::sync::atomic::Ordering::Relaxed),
+                false => 0,
+            }
+        }
+        fn attached(&self, _: &str) {}
+        fn detached(&self, _: &str) {}
+    }
+
+    #[test]
+    fn an_added_subscriber_with_a_stream_open_on_another_process_stays() {
+        let r = registry(1, 1, 1);
+        let elsewhere = Arc::new(Elsewhere {
+            hub: 1,
+            streams: 1.into(),
+        });
+        assert!(r.share(Arc::clone(&elsewhere) as Arc<dyn SharedTree>));
+        let clients: Vec<_> = (0..2).map(|_| r.register()).collect();
+        for client in &clients {
+            assert!(r.release(&client.client_id));
+        }
+        assert_eq!(sizes(&r), [2]);
+        elsewhere
+            .streams
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(r.shrink(), 1);
+    }
+
+    #[test]
+    fn only_the_trailing_unused_subscribers_go() {
+        let r = registry(1, 1, 1);
+        let clients: Vec<_> = (0..4).map(|_| r.register()).collect();
+        // The last hub's last client leaving removes it at once; hub 1 is empty but hub 2,
+        // after it, still has a client.
+        assert!(r.release(&clients[1].client_id));
+        assert!(r.release(&clients[3].client_id));
+        assert_eq!(sizes(&r), [3]);
+        assert_eq!(r.shrink(), 0);
+        assert!(r.release(&clients[2].client_id));
+        assert_eq!(sizes(&r), [1]);
+        assert_eq!(r.view().clients, 1);
     }
 }

@@ -3,7 +3,6 @@
 //! These serve one process's view; with several processes, the ones that do not hold the
 //! registrations put `crate::peers`' forwarding routes in front of these.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dataflows::HubId;
@@ -16,20 +15,26 @@ use super::events::{self, events_path, EventsRequest, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
 use crate::http_error::ApiError;
+use crate::peers::ClusterSecret;
+use crate::rate_limit::{KeyedRateLimit, Limited};
+use crate::server::ClientAddr;
 
 /// `POST /clients`, `DELETE /clients/{id}`, `GET /clusters`,
-/// `GET /clusters/{c}/subscribers/{s}/events`. `local` names this server in `events_url`
-/// when a request has no `Host`.
-pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Response,)> {
+/// `GET /clusters/{c}/subscribers/{s}/events`. `public` (`http://host:port`) is this server
+/// in `events_url`: never the request's `Host`, which any caller can set.
+pub fn routes(
+    registry: Arc<Registry>,
+    public: String,
+    registration: Registration,
+) -> BoxedFilter<(Response,)> {
     let with_registry = warp::any().map(move || Arc::clone(&registry));
+    let public: Arc<str> = public.into();
     let register = warp::path!("clients")
         .and(warp::post())
         .and(crate::http_error::json_content_type())
+        .and(registration.within_limit())
         .and(with_registry.clone())
-        .and(warp::header::optional::<String>("host"))
-        .map(move |registry: Arc<Registry>, host: Option<String>| {
-            register(&registry, host.unwrap_or_else(|| local.to_string()))
-        });
+        .map(move |registry: Arc<Registry>| register(&registry, &public));
     let release = warp::path!("clients" / String)
         .and(warp::delete())
         .and(with_registry.clone())
@@ -84,9 +89,85 @@ pub fn routes(registry: Arc<Registry>, local: SocketAddr) -> BoxedFilter<(Respon
         .boxed()
 }
 
+/// What registration checks before it registers.
+#[derive(Clone, Default)]
+pub struct Registration {
+    /// Registrations per client address.
+    pub limit: Option<Arc<KeyedRateLimit>>,
+    /// Requests that carry it come from another process of the cluster, which applied the
+    /// limit to the client's address already.
+    pub secret: Option<ClusterSecret>,
+}
+
+impl Registration {
+    /// Passes a registration within its address's limit, refuses it otherwise.
+    pub fn within_limit(&self) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+        let this = self.clone();
+        warp::ext::optional::<ClientAddr>()
+            .and(warp::header::optional::<String>("authorization"))
+            .and_then(
+                move |client: Option<ClientAddr>, authorization: Option<String>| {
+                    let checked = this.check(client, authorization.as_deref());
+                    async move { checked.map_err(warp::reject::custom) }
+                },
+            )
+            .untuple_one()
+    }
+
+    fn check(
+        &self,
+        client: Option<ClientAddr>,
+        authorization: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let (Some(limit), Some(ClientAddr(address))) = (&self.limit, client) else {
+            return Ok(());
+        };
+        if self
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.admits(authorization))
+        {
+            return Ok(());
+        }
+        match limit.check(&address_key(address.ip()), 1) {
+            Ok(()) => Ok(()),
+            Err(Limited::Wait(wait)) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "registration_rate_limited",
+                format!(
+                    "{} registers clients too fast (--registration-rate-limit); retry later",
+                    address.ip()
+                ),
+            )
+            .retry_after(crate::rate_limit::retry_after_secs(wait))),
+            Err(Limited::TooMany { .. } | Limited::Full) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registration_limiter_full",
+                "the registration limiter holds as many addresses as it may; retry",
+            )
+            .retry_after(1)),
+        }
+    }
+}
+
+/// Whom a registration limit counts: an IPv4 address, or an IPv6 /64 (one host usually holds a
+/// whole /64, and could take a new address for each request).
+fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// Registers a client; its `events_url` points at the process that serves its stream, else at
-/// `host`.
-fn register(registry: &Registry, host: String) -> Response {
+/// `public`.
+fn register(registry: &Registry, public: &str) -> Response {
     let assignment = registry.register();
     let path = format!(
         "{}?client_id={}",
@@ -96,7 +177,7 @@ fn register(registry: &Registry, host: String) -> Response {
     let base = registry
         .hub(assignment.hub)
         .and_then(|hub| registry.serving(hub.index).url)
-        .unwrap_or_else(|| format!("http://{host}"));
+        .unwrap_or_else(|| public.to_owned());
     let body = serde_json::json!({
         "client_id": assignment.client_id,
         "cluster": assignment.hub.cluster,
@@ -134,6 +215,15 @@ fn sse_response(stream: ClientStream) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_are_counted_per_ipv4_address_or_ipv6_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 
     #[test]
     fn the_sse_head_is_valid_http() {

@@ -12,6 +12,12 @@ use rdkafka::mocking::MockCluster;
 
 use super::BrokerError;
 
+/// Reactions a partition may hold that the sources have not read: a reaction takes about
+/// 100 bytes there, so this stays well inside the mock's 5 MiB, which drops unread messages
+/// beyond it (and a consumer that falls behind that far resets and falls further behind). The
+/// ingest answers 503 beyond it: a burst waits for the sources instead of being lost.
+pub const UNREAD_PER_PARTITION: u64 = 30_000;
+
 /// A running embedded broker. Dropping it shuts the broker down.
 pub struct EmbeddedBroker {
     bootstrap: String,

@@ -30,6 +30,9 @@ pub struct KafkaSettings {
 pub fn client_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
     let mut config = rdkafka::ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
+    // emostream creates its topics with the partitions it reads; one a broker made up (after
+    // it lost its data, say) would hide that the log is gone.
+    config.set("allow.auto.create.topics", "false");
     config
 }
 

@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dataflows::Reaction;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Message};
 use tokio::sync::oneshot;
 
 use super::marks::MARK_HEADER;
@@ -39,6 +39,13 @@ pub struct ProducerSettings {
     pub queue_messages: u64,
     /// When a 202 is sent.
     pub ack: Ack,
+    /// How long the broker has to confirm: with [`Ack::Broker`] a request is answered within
+    /// it; with either, nothing confirmed for this long is a stall (not ready).
+    pub ack_timeout: Duration,
+    /// Reactions one partition may hold written and not yet read by the sources (its share
+    /// of the queued ones included): the embedded broker drops what its consumers have not
+    /// read once a partition is full, so beyond this the API answers 503 instead.
+    pub unread_limit: Option<u64>,
 }
 
 /// Why a reaction could not be queued.
@@ -50,6 +57,14 @@ pub enum ProduceError {
     /// The broker did not take the reaction.
     #[error("the broker did not accept the reaction: {0}")]
     Failed(String),
+    /// The broker did not confirm within the ack timeout: the reactions may be written yet.
+    #[error(
+        "the broker did not confirm the reactions within {0:?}; they may or may not be counted"
+    )]
+    Unconfirmed(Duration),
+    /// The broker has confirmed nothing for this long: nothing was queued.
+    #[error("the broker has confirmed nothing for {0:?}; nothing was queued")]
+    Stalled(Duration),
 }
 
 impl From<KafkaError> for ProduceError {
@@ -89,6 +104,21 @@ struct Deliveries {
     waiting: Mutex<HashMap<usize, Waiter>>,
     /// Marks queued and not yet delivered (or failed).
     marks_in_flight: AtomicU64,
+    /// When the broker last confirmed a message (or the producer started), in ms since
+    /// `started`: a monotonic clock, so a wall clock step is no stall.
+    last_confirmed_ms: AtomicU64,
+    started: Instant,
+}
+
+impl Deliveries {
+    fn confirmed(&self) {
+        self.last_confirmed_ms
+            .fetch_max(self.since_start_ms(), Ordering::AcqRel);
+    }
+
+    fn since_start_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 struct Waiter {
@@ -96,8 +126,16 @@ struct Waiter {
     /// Delivered so far: with idempotence on, a request's reactions are written in order, so
     /// these are its first ones.
     delivered: usize,
-    failure: Option<String>,
-    done: Option<oneshot::Sender<Result<(), (usize, String)>>>,
+    failure: Option<Failure>,
+    done: Option<oneshot::Sender<Result<(), (usize, Failure)>>>,
+}
+
+/// Why librdkafka gave up on a message.
+enum Failure {
+    /// Not confirmed within `message.timeout.ms`: it may have been written.
+    TimedOut,
+    /// Anything else.
+    Other(String),
 }
 
 impl ClientContext for Deliveries {}
@@ -108,14 +146,19 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, request: usize) {
         if request == MARK {
             self.marks_in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Err((e, _)) = result {
-                tracing::debug!("a watermark mark was not delivered to Kafka: {e}");
+            match result {
+                Ok(_) => self.confirmed(),
+                Err((e, _)) => tracing::debug!("a watermark mark was not delivered to Kafka: {e}"),
             }
             return;
         }
         let failure = match result {
-            Ok(_) => {
+            Ok(message) => {
+                self.confirmed();
                 self.stats.produced.inc();
+                if let Some(partition) = self.stats.partition(message.partition()) {
+                    partition.produced.inc();
+                }
                 None
             }
             Err((e, _)) => {
@@ -123,7 +166,12 @@ impl ProducerContext for Deliveries {
                 if request == 0 {
                     tracing::debug!("a reaction was not delivered to Kafka: {e}");
                 }
-                Some(e.to_string())
+                Some(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                        Failure::TimedOut
+                    }
+                    e => Failure::Other(e.to_string()),
+                })
             }
         };
         if request == 0 {
@@ -159,8 +207,15 @@ pub struct ReactionProducer {
     next_request: Arc<AtomicUsize>,
     topic: Arc<str>,
     ack: Ack,
+    ack_timeout: Duration,
     queue_messages: u64,
+    unread_limit: Option<u64>,
+    partitions: u64,
+    stats: Arc<Stats>,
 }
+
+/// Beyond the ack timeout, how long a request waits for librdkafka's own verdict.
+const VERDICT_GRACE: Duration = Duration::from_secs(1);
 
 impl ReactionProducer {
     /// A producer for the reactions topic.
@@ -169,7 +224,15 @@ impl ReactionProducer {
         settings: &ProducerSettings,
         stats: Arc<Stats>,
     ) -> Result<Self, BrokerError> {
-        let producer: ThreadedProducer<Deliveries> = client_config(kafka)
+        let mut config = client_config(kafka);
+        if settings.ack == Ack::Broker {
+            // A request is answered within the ack timeout, so librdkafka gives up on its
+            // reactions by then; with --ack queued they are retried for its default 5 minutes.
+            let timeout = settings.ack_timeout.as_millis().max(1);
+            config.set("message.timeout.ms", timeout.to_string());
+            config.set("request.timeout.ms", timeout.clamp(1, 30_000).to_string());
+        }
+        let producer: ThreadedProducer<Deliveries> = config
             .set("linger.ms", settings.linger_ms.to_string())
             .set(
                 "queue.buffering.max.messages",
@@ -177,9 +240,11 @@ impl ReactionProducer {
             )
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries {
-                stats,
+                stats: Arc::clone(&stats),
                 waiting: Mutex::default(),
                 marks_in_flight: AtomicU64::new(0),
+                last_confirmed_ms: AtomicU64::new(0),
+                started: Instant::now(),
             })
             .map_err(|e| format!("cannot create a Kafka producer for {}: {e}", kafka.brokers))?;
         Ok(ReactionProducer {
@@ -188,7 +253,11 @@ impl ReactionProducer {
             next_request: Arc::new(AtomicUsize::new(1)),
             topic: Arc::from(kafka.reactions_topic.as_str()),
             ack: settings.ack,
+            ack_timeout: settings.ack_timeout,
             queue_messages: settings.queue_messages,
+            unread_limit: settings.unread_limit,
+            partitions: u64::try_from(kafka.partitions).unwrap_or(1),
+            stats,
         })
     }
 
@@ -204,6 +273,14 @@ impl ReactionProducer {
                 .saturating_sub(self.marks_in_flight().load(Ordering::Acquire));
             if in_flight + reserved + n > self.queue_messages {
                 return None;
+            }
+            if let Some(limit) = self.unread_limit {
+                // What the broker must keep for the sources, on the partition that holds the
+                // most; what is queued is spread over the partitions by user id.
+                let queued = (in_flight + reserved + n) / self.partitions.max(1);
+                if self.stats.most_unread() + queued > limit {
+                    return None;
+                }
             }
             match self.reserved.compare_exchange_weak(
                 reserved,
@@ -225,6 +302,13 @@ impl ReactionProducer {
     /// Queues reactions, in order; with [`Ack::Broker`], waits for the broker. Returns how many
     /// were queued before an error, with the error.
     pub async fn send(&self, reactions: &[Reaction]) -> Result<(), (usize, ProduceError)> {
+        if self.ack == Ack::Broker {
+            // It could not be confirmed in time: say so before queueing anything, so the
+            // answer is certain.
+            if let Some(stalled) = self.stalled() {
+                return Err((0, ProduceError::Stalled(stalled)));
+            }
+        }
         let (request, done) = match self.ack {
             Ack::Queued => (0, None),
             Ack::Broker => {
@@ -258,11 +342,39 @@ impl ReactionProducer {
         let Some(done) = done else {
             return Ok(());
         };
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((delivered, e))) => Err((delivered, ProduceError::Failed(e))),
-            Err(_) => Err((0, ProduceError::Failed("the producer shut down".into()))),
+        match tokio::time::timeout(self.ack_timeout + VERDICT_GRACE, done).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err((delivered, Failure::TimedOut)))) => {
+                Err((delivered, ProduceError::Unconfirmed(self.ack_timeout)))
+            }
+            Ok(Ok(Err((delivered, Failure::Other(e))))) => {
+                Err((delivered, ProduceError::Failed(e)))
+            }
+            Ok(Err(_)) => Err((0, ProduceError::Failed("the producer shut down".into()))),
+            Err(_) => {
+                let delivered = self.abandon(request);
+                Err((delivered, ProduceError::Unconfirmed(self.ack_timeout)))
+            }
         }
+    }
+
+    /// How long the broker has confirmed nothing while messages wait, if longer than the ack
+    /// timeout.
+    pub fn stalled(&self) -> Option<Duration> {
+        if self.producer.in_flight_count() == 0 {
+            return None;
+        }
+        let deliveries = self.producer.context();
+        let last = deliveries.last_confirmed_ms.load(Ordering::Acquire);
+        let silent = Duration::from_millis(deliveries.since_start_ms().saturating_sub(last));
+        (silent > self.ack_timeout).then_some(silent)
+    }
+
+    /// Stops waiting for `request`; returns how many of its reactions were delivered.
+    fn abandon(&self, request: usize) -> usize {
+        self.waiting()
+            .remove(&request)
+            .map_or(0, |waiter| waiter.delivered)
     }
 
     fn marks_in_flight(&self) -> &AtomicU64 {
@@ -333,5 +445,51 @@ impl ReactionProducer {
             .client()
             .fetch_metadata(Some(&self.topic), Timeout::After(timeout))
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::embedded::EmbeddedBroker;
+
+    #[test]
+    fn a_producer_with_an_unread_limit_refuses_room_beyond_what_the_sources_have_not_read() {
+        let broker = EmbeddedBroker::start(&[("r".to_owned(), 1)]).unwrap();
+        let kafka = KafkaSettings {
+            brokers: broker.bootstrap_servers().to_owned(),
+            reactions_topic: "r".into(),
+            windows_topic: "w".into(),
+            partitions: 1,
+            group_id: "g".into(),
+        };
+        let settings = ProducerSettings {
+            linger_ms: 5,
+            queue_messages: 1_000,
+            ack: Ack::Queued,
+            ack_timeout: Duration::from_secs(10),
+            unread_limit: Some(100),
+        };
+        let stats = Arc::new(Stats::new(1, 1));
+        let producer = ReactionProducer::new(&kafka, &settings, Arc::clone(&stats)).unwrap();
+        let partition = stats.partition(0).unwrap();
+        partition.produced.add(95);
+        assert!(producer.reserve(5).is_some());
+        assert!(
+            producer.reserve(6).is_none(),
+            "101 unread would be over the limit"
+        );
+        partition.consumed.add(40);
+        partition.lost.add(10);
+        assert!(
+            producer.reserve(6).is_some(),
+            "the sources read 40 of them, and 10 will never be read"
+        );
+        let unlimited = ProducerSettings {
+            unread_limit: None,
+            ..settings
+        };
+        let producer = ReactionProducer::new(&kafka, &unlimited, stats).unwrap();
+        assert!(producer.reserve(900).is_some());
     }
 }

@@ -351,9 +351,25 @@ impl Intake {
             return;
         };
         let offset = message.offset();
+        stats.read.inc();
+        if let Some(expected) = progress.expected().filter(|e| offset < *e) {
+            // Assigned partitions only move forward: the log itself went back. The partition
+            // is read no further (its windows stay open) and the fault stops the system.
+            self.progress.remove(&partition);
+            settings.faults.report(
+                crate::system::Component::Broker,
+                format!(
+                    "partition {partition} of the reactions topic went back from offset {expected} to {offset}: the brokers lost what emostream had read (restarted empty?). Stopped rather than count it again or skip; start emostream again to begin afresh on the new log"
+                ),
+            );
+            return;
+        }
         if let Some(expected) = progress.expected().filter(|e| offset > *e) {
             let lost = (offset - expected) as u64;
             stats.lost.add(lost);
+            if let Some(counters) = stats.partition(partition) {
+                counters.lost.add(lost);
+            }
             tracing::warn!(
                 partition,
                 lost,

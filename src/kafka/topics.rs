@@ -92,3 +92,68 @@ pub fn reactions_partitions(kafka: &KafkaSettings, timeout: Duration) -> Result<
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// What a check of the topics found: a problem, if any; `Err` when the brokers did not
+/// answer.
+pub type TopicsFinding = Result<Option<String>, String>;
+
+/// Watches the topics of a running system from a client of its own, so its metadata requests
+/// never touch the producer's or the consumers' view of the cluster.
+pub struct TopicsCheck {
+    client: AdminClient<DefaultClientContext>,
+    kafka: KafkaSettings,
+}
+
+impl TopicsCheck {
+    /// A check of `kafka`'s topics (the reactions topic with `kafka.partitions`).
+    pub fn new(kafka: &KafkaSettings) -> Result<TopicsCheck, BrokerError> {
+        let client = client_config(kafka).create().map_err(|e| {
+            format!(
+                "cannot create a Kafka admin client for {}: {e}",
+                kafka.brokers
+            )
+        })?;
+        Ok(TopicsCheck {
+            client,
+            kafka: kafka.clone(),
+        })
+    }
+
+    /// What is wrong with the topics (the reactions topic with the partitions read since the
+    /// start, the windows topic present), if anything; `Err` when the brokers do not answer
+    /// within `timeout`, or answer with an error that may pass (no leader yet). Blocks.
+    pub fn problem(&self, timeout: Duration) -> TopicsFinding {
+        let kafka = &self.kafka;
+        // The windows topic is written in order whatever its partitions: only its absence
+        // matters.
+        for (topic, partitions) in [
+            (&kafka.reactions_topic, Some(kafka.partitions)),
+            (&kafka.windows_topic, None),
+        ] {
+            let metadata = self
+                .client
+                .inner()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| format!("the Kafka brokers do not answer: {e}"))?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            let gone = || Some(format!("topic {topic} is gone from the brokers"));
+            let problem = match found.map(|t| (t, t.error())) {
+                None => gone(),
+                Some((_, Some(e))) => match RDKafkaErrorCode::from(e) {
+                    RDKafkaErrorCode::UnknownTopicOrPartition => gone(),
+                    e => return Err(format!("the brokers answer for topic {topic}: {e}")),
+                },
+                Some((t, None)) => {
+                    let now = t.partitions().len();
+                    partitions
+                        .filter(|p| i32::try_from(now).ok() != Some(*p))
+                        .map(|p| format!("topic {topic} has {now} partitions, not the {p} emostream reads since its start"))
+                }
+            };
+            if problem.is_some() {
+                return Ok(problem);
+            }
+        }
+        Ok(None)
+    }
+}

@@ -27,18 +27,36 @@ pub struct Registration {
     pub events_url: String,
 }
 
-/// Registers one client.
+/// How long registration waits out the server's registration rate limit.
+const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Registers one client, waiting as the server asks while its registration rate limit holds.
 pub async fn register(
     client: &reqwest::Client,
     target: &str,
 ) -> Result<Registration, super::LoadError> {
-    let response = client
-        .post(format!("{target}/clients"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;
+    let began = std::time::Instant::now();
+    let response = loop {
+        let response = client
+            .post(format!("{target}/clients"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;
+        if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS
+            || began.elapsed() > REGISTRATION_PATIENCE
+        {
+            break response;
+        }
+        let wait = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    };
     let status = response.status();
     let body = response
         .bytes()

@@ -10,6 +10,7 @@ use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::membership::Peers;
+use super::secret::ClusterSecret;
 use crate::delivery::registry::TreeView;
 use crate::delivery::Registry;
 use crate::http_error::ApiError;
@@ -34,17 +35,20 @@ pub struct Leader {
     http: reqwest::Client,
     /// The leader's HTTP base URL.
     base: String,
+    /// Presented with each heartbeat.
+    secret: Option<ClusterSecret>,
 }
 
 impl Leader {
     /// The leader at `base` (`http://host:port`).
-    pub fn new(base: &str) -> Leader {
+    pub fn new(base: &str, secret: Option<ClusterSecret>) -> Leader {
         Leader {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
             base: base.to_owned(),
+            secret,
         }
     }
 
@@ -52,6 +56,10 @@ impl Leader {
     pub async fn forward(&self, method: Method, path: &str) -> Response {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
+        // The leader then knows the registration limit was applied here, to the client.
+        if let Some(secret) = &self.secret {
+            request = request.header(header::AUTHORIZATION.as_str(), secret.header());
+        }
         if method == Method::POST {
             request = request
                 .header(header::CONTENT_TYPE.as_str(), "application/json")
@@ -64,7 +72,7 @@ impl Leader {
         let status =
             StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut headers = Vec::new();
-        for name in [header::CONTENT_TYPE, header::LOCATION] {
+        for name in [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER] {
             if let Some(v) = answer
                 .headers()
                 .get(name.as_str())
@@ -84,7 +92,7 @@ impl Leader {
         response
     }
 
-    /// Fetches the leader's tree and adds the hubs `registry` lacks.
+    /// Fetches the leader's tree and makes `registry`'s hubs follow it.
     pub async fn sync(&self, registry: &Registry) {
         let url = format!("{}/clusters", self.base);
         let Ok(answer) = self.http.get(&url).send().await else {
@@ -98,25 +106,25 @@ impl Leader {
     /// Tells the leader which clients have streams open on this process.
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
         let url = format!("{}{HEARTBEAT_PATH}", self.base);
-        let answer = self
-            .http
-            .post(&url)
-            .json(beat)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let mut request = self.http.post(&url).json(beat);
+        if let Some(secret) = &self.secret {
+            request = request.header(header::AUTHORIZATION.as_str(), secret.header());
+        }
+        let answer = request.send().await.map_err(|e| format!("{url}: {e}"))?;
         if answer.status().is_success() {
             Ok(())
         } else {
-            Err(format!("{url} answered {}", answer.status()))
+            let status = answer.status();
+            let body = answer.text().await.unwrap_or_default();
+            Err(format!("{url} answered {status}: {body}"))
         }
     }
 }
 
-/// Adds the hubs of the leader's tree that `registry` does not have yet, in number order, so
-/// the numbers agree with the leader's.
+/// Makes `registry`'s hubs the leader's, in number order, so the numbers agree with the
+/// leader's: as far as its numbers run without a gap (the next sync fills one).
 fn adopt(registry: &Registry, view: &TreeView) {
-    let mut new: Vec<(usize, HubId)> = view
+    let mut theirs: Vec<(usize, HubId)> = view
         .clusters
         .iter()
         .flat_map(|c| {
@@ -129,13 +137,14 @@ fn adopt(registry: &Registry, view: &TreeView) {
             })
         })
         .collect();
-    new.sort_by_key(|(index, _)| *index);
-    for (index, id) in new {
-        // Hubs it has are refused; a gap ends the copy (the next sync fills it).
-        if registry.hub(id).is_none() && !registry.add_hub(id, index) {
-            break;
-        }
-    }
+    theirs.sort_by_key(|(index, _)| *index);
+    let numbered: Vec<HubId> = theirs
+        .iter()
+        .enumerate()
+        .take_while(|(position, (index, _))| position == index)
+        .map(|(_, (_, id))| *id)
+        .collect();
+    registry.follow(&numbered);
 }
 
 fn leader_unavailable(url: &str, why: &str) -> Response {
@@ -169,7 +178,8 @@ pub async fn follow_the_leader(
 }
 
 async fn follow(peers: &Peers, registry: &Registry, ttl: Duration) {
-    let leader = Leader::new(peers.membership().leader_http());
+    let membership = peers.membership();
+    let leader = Leader::new(membership.leader_http(), membership.secret.clone());
     let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut last_beat: Option<Instant> = None;
@@ -200,5 +210,67 @@ async fn follow(peers: &Peers, registry: &Registry, ttl: Duration) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dataflows::Topology;
+
+    use super::*;
+
+    fn registry(capacity: usize) -> Registry {
+        Registry::for_tests(
+            Topology {
+                clusters: 2,
+                subscribers: 1,
+            },
+            capacity,
+        )
+    }
+
+    #[test]
+    fn a_copy_follows_the_leaders_tree_as_it_grows_and_shrinks() {
+        let leader = registry(1);
+        let copy = registry(1);
+        let clients: Vec<_> = (0..5).map(|_| leader.register()).collect();
+        adopt(&copy, &leader.view());
+        assert_eq!(copy.hub_ids(), leader.hub_ids());
+        assert_eq!(copy.hub_count(), 5);
+        // The last two go on the leader: the copy drops them, and ends their streams.
+        let doomed = copy.hub(clients[4].hub).unwrap();
+        for client in &clients[3..] {
+            assert!(leader.release(&client.client_id));
+        }
+        adopt(&copy, &leader.view());
+        assert_eq!(copy.hub_ids(), leader.hub_ids());
+        assert_eq!(copy.hub_count(), 3);
+        assert!(doomed.is_retired());
+        assert!(copy.hub(clients[4].hub).is_none());
+    }
+
+    #[test]
+    fn a_copy_drops_a_hub_numbered_differently_since_the_last_sync() {
+        let leader = registry(1);
+        let copy = registry(1);
+        let client = (0..3).map(|_| leader.register()).last().unwrap();
+        adopt(&copy, &leader.view());
+        assert_eq!(copy.hub_ids()[2], client.hub, "hub 2 is (0, 1)");
+        // Between two syncs hub 2 went and another came back as number 2, in cluster 1.
+        assert!(leader.release(&client.client_id));
+        let other = HubId {
+            cluster: 1,
+            subscriber: 1,
+        };
+        assert!(leader.add_hub(other, 2));
+        adopt(&copy, &leader.view());
+        assert_eq!(copy.hub_ids(), leader.hub_ids());
+        let sizes: Vec<usize> = copy
+            .view()
+            .clusters
+            .iter()
+            .map(|c| c.subscribers.len())
+            .collect();
+        assert_eq!(sizes, [1, 2]);
     }
 }

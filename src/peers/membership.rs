@@ -8,6 +8,7 @@ use dataflows::deployment::Deployment;
 use dataflows::hub_owner;
 
 use super::leader::Heartbeat;
+use super::secret::ClusterSecret;
 use crate::delivery::{Registry, Serving, SharedTree};
 
 /// The processes of a deployment, and where each serves HTTP.
@@ -18,6 +19,8 @@ pub struct Membership {
     /// Each process's advertised HTTP base URL (`http://host:port`), in process order; empty
     /// for one process.
     pub http: Vec<String>,
+    /// What the processes present to each other; `None` for one process.
+    pub secret: Option<ClusterSecret>,
 }
 
 impl Membership {
@@ -63,8 +66,19 @@ impl Peers {
     }
 
     /// On the leader: keeps alive the clients with streams open on the sender, and records
-    /// its open streams per hub.
-    pub fn heartbeat(&self, registry: &Registry, beat: &Heartbeat) {
+    /// its open streams per hub. A beat of a process that does not exist is refused, with
+    /// why; counts for hubs the tree does not have (removed since the follower's last copy)
+    /// are not taken.
+    pub fn heartbeat(&self, registry: &Registry, beat: &Heartbeat) -> Result<(), String> {
+        let processes = self.membership.deployment.processes();
+        if beat.process == 0 || beat.process >= processes {
+            return Err(format!(
+                "process {} sends no heartbeats: the followers are 1 to {}",
+                beat.process,
+                processes.saturating_sub(1)
+            ));
+        }
+        let hubs = registry.hub_count();
         registry.touch(&beat.attached);
         let mut elsewhere = self
             .connected_elsewhere
@@ -73,9 +87,10 @@ impl Peers {
         for per_process in elsewhere.values_mut() {
             per_process.remove(&beat.process);
         }
-        for (hub, n) in &beat.connected {
+        for (hub, n) in beat.connected.iter().filter(|(hub, _)| *hub < hubs) {
             elsewhere.entry(*hub).or_default().insert(beat.process, *n);
         }
+        Ok(())
     }
 
     /// On a follower: the clients with streams open here, and the open streams per hub.
@@ -120,7 +135,7 @@ impl SharedTree for Peers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&hub)
-            .map_or(0, |per| per.values().sum())
+            .map_or(0, |per| per.values().fold(0, |a, n| a.saturating_add(*n)))
     }
 
     fn attached(&self, client_id: &str) {
@@ -161,6 +176,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
             },
             http: (0..processes).map(|p| format!("http://h{p}")).collect(),
+            secret: None,
         }
     }
 
@@ -207,12 +223,52 @@ mod tests {
             attached: Vec::new(),
             connected,
         };
-        leader.heartbeat(&registry, &beat(vec![(1, 3), (3, 1)]));
+        leader
+            .heartbeat(&registry, &beat(vec![(1, 3), (3, 1)]))
+            .unwrap();
         assert_eq!(leader.connected_elsewhere(1), 3);
         // A later beat replaces the earlier one.
-        leader.heartbeat(&registry, &beat(vec![(3, 2)]));
+        leader.heartbeat(&registry, &beat(vec![(3, 2)])).unwrap();
         assert_eq!(leader.connected_elsewhere(1), 0);
         assert_eq!(registry.view().clusters[1].subscribers[0].connected, 2);
+    }
+
+    #[test]
+    fn the_leader_takes_beats_only_of_processes_and_hubs_that_exist() {
+        let registry = Registry::for_tests(Topology::default(), 10);
+        let leader = Arc::new(Peers::new(membership(0, 2, 1)));
+        assert!(registry.share(Arc::clone(&leader) as Arc<dyn SharedTree>));
+        let beat = |process: usize, connected: Vec<(usize, usize)>| Heartbeat {
+            process,
+            attached: Vec::new(),
+            connected,
+        };
+        for process in [0, 2, usize::MAX] {
+            let refused = leader.heartbeat(&registry, &beat(process, vec![(1, 1)]));
+            assert!(refused.unwrap_err().contains("followers are 1 to 1"));
+        }
+        assert_eq!(
+            leader.connected_elsewhere(1),
+            0,
+            "a refused beat changes nothing"
+        );
+        leader
+            .heartbeat(&registry, &beat(1, vec![(1, 1), (9, 1)]))
+            .unwrap();
+        assert_eq!(leader.connected_elsewhere(1), 1);
+        assert_eq!(leader.connected_elsewhere(9), 0, "the tree has no hub 9");
+        // Counts that would overflow a sum saturate instead.
+        leader
+            .heartbeat(&registry, &beat(1, vec![(1, usize::MAX)]))
+            .unwrap();
+        leader
+            .connected_elsewhere
+            .lock()
+            .unwrap()
+            .entry(1)
+            .or_default()
+            .insert(3, 5);
+        assert_eq!(leader.connected_elsewhere(1), usize::MAX);
     }
 
     #[test]

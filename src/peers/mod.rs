@@ -9,17 +9,20 @@
 //! - [`membership`]: who owns each hub, and what the followers report ([`Peers`], delivery's
 //!   [`crate::delivery::SharedTree`]).
 //! - [`leader`]: the way to the leader, and the followers' loop; [`mod@routes`]: the heartbeat
-//!   route, and the followers' forwarding.
+//!   route, and the followers' forwarding; [`secret`]: what the processes present to each
+//!   other.
 
 pub mod hostfile;
 pub mod leader;
 pub mod membership;
 pub mod peer_loss;
 pub mod routes;
+pub mod secret;
 
 pub use leader::{follow_the_leader, Heartbeat, Leader};
 pub use membership::{Membership, Peers};
 pub use routes::routes;
+pub use secret::ClusterSecret;
 
 /// Each process's advertised HTTP base URL: the hostfile's second column, this process's from
 /// `--advertise-http` when given.

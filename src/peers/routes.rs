@@ -11,22 +11,37 @@ use warp::Filter;
 
 use super::leader::{Heartbeat, Leader};
 use super::membership::Peers;
+use crate::delivery::routes::Registration;
 use crate::delivery::Registry;
 use crate::http_error::ApiError;
 
 /// `POST /peers/heartbeat` (answered by the leader); on a follower also `POST /clients`,
 /// `DELETE /clients/{id}` and `GET /clusters`, forwarded to the leader, and a copy of the
 /// leader's tree before an event stream of a subscriber this process does not know yet.
-pub fn routes(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Response,)> {
+/// On a single process there are no peers, and none of these routes exist.
+pub fn routes(
+    peers: Arc<Peers>,
+    registry: Arc<Registry>,
+    registration: Registration,
+) -> BoxedFilter<(Response,)> {
+    if peers.membership().deployment.processes() == 1 {
+        return warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed();
+    }
     let heartbeat = heartbeat(Arc::clone(&peers), Arc::clone(&registry));
     if peers.membership().is_leader() {
         return heartbeat;
     }
-    let leader = Leader::new(peers.membership().leader_http());
+    let leader = Leader::new(
+        peers.membership().leader_http(),
+        peers.membership().secret.clone(),
+    );
     let with_leader = warp::any().map(move || leader.clone());
     let register = warp::path!("clients")
         .and(warp::post())
         .and(crate::http_error::json_content_type())
+        .and(registration.within_limit())
         .and(with_leader.clone())
         .then(|leader: Leader| async move { leader.forward(Method::POST, "/clients").await });
     let release = warp::path!("clients" / String)
@@ -71,11 +86,35 @@ pub fn routes(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Respon
         .boxed()
 }
 
+/// Bounds a heartbeat: its client ids and hub counts, for a follower with some 200,000
+/// streams open.
+const MAX_HEARTBEAT_BYTES: u64 = 8 * 1024 * 1024;
+
 fn heartbeat(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Response,)> {
+    let secret = peers.membership().secret.clone();
     // `HEARTBEAT_PATH`, which the followers post to (`path!` takes literals only).
     warp::path!("peers" / "heartbeat")
         .and(warp::post())
-        .and(warp::body::content_length_limit(16 * 1024 * 1024))
+        // Checked before the body is read: a caller without the secret sends nothing in.
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |authorization: Option<String>| {
+            let admitted = secret
+                .as_ref()
+                .is_some_and(|s| s.admits(authorization.as_deref()));
+            async move {
+                if admitted {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "heartbeats come from the cluster's processes, with the secret of --cluster-secret-file",
+                    )))
+                }
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(MAX_HEARTBEAT_BYTES))
         .and(warp::body::json())
         .and_then(move |beat: Heartbeat| {
             let (peers, registry) = (Arc::clone(&peers), Arc::clone(&registry));
@@ -87,7 +126,13 @@ fn heartbeat(peers: Arc<Peers>, registry: Arc<Registry>) -> BoxedFilter<(Respons
                         "heartbeats go to process 0",
                     )));
                 }
-                peers.heartbeat(&registry, &beat);
+                peers.heartbeat(&registry, &beat).map_err(|why| {
+                    warp::reject::custom(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_heartbeat",
+                        why,
+                    ))
+                })?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
         })

@@ -21,6 +21,8 @@ pub enum Component {
     WindowsProducer,
     /// Another process of the deployment.
     Peers,
+    /// The Kafka brokers: the log emostream reads is gone or changed under it.
+    Broker,
     /// A named background task.
     Task(&'static str),
 }
@@ -31,6 +33,7 @@ impl fmt::Display for Component {
             Component::Dataflow => f.write_str("the dataflow"),
             Component::WindowsProducer => f.write_str("the windows producer"),
             Component::Peers => f.write_str("the deployment's processes"),
+            Component::Broker => f.write_str("the Kafka brokers"),
             Component::Task(name) => write!(f, "task {name}"),
         }
     }

@@ -24,6 +24,7 @@
 mod broker;
 mod config;
 mod faults;
+mod readiness;
 mod tasks;
 
 use std::future::Future;
@@ -47,7 +48,7 @@ use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::ReactionProducer;
 use crate::kafka::KafkaSettings;
 use crate::live::{Live, OnWindow};
-use crate::rate_limit::UserRateLimit;
+use crate::rate_limit::KeyedRateLimit;
 use crate::stats::Stats;
 use crate::{dashboard, delivery, live, metrics, peers, server};
 
@@ -121,20 +122,34 @@ impl System {
         .await?;
         let producer = broker::start_producer(&config, &kafka, &stats).await?;
         let tasks = Tasks::new(faults.clone());
-        let rate_limit = spawn_tasks(&tasks, &config, &registry, &peers, &stats);
+        let rate_limits = spawn_tasks(&tasks, &config, &registry, &peers, &stats);
         spawn_marks(&tasks, &config, &kafka, &producer);
         let ingest = Ingest {
             producer: producer.clone(),
-            rate_limit,
+            rate_limit: rate_limits.reactions,
             stats: Arc::clone(&stats),
             body_timeout: limits.header_timeout,
         };
-        let readiness = Arc::new(server::SystemReadiness {
-            producer: producer.clone(),
-            faults: faults.clone(),
-        });
-        let (http_addr, http) =
-            open_http(&config, ingest, &registry, peers, &stats, readiness, limits).await?;
+        let topics = readiness::TopicsSeen::default();
+        let readiness = Arc::new(readiness::SystemReadiness::new(
+            producer.clone(),
+            faults.clone(),
+            topics.clone(),
+            Arc::clone(&stats),
+            windows_late_after(&config),
+        ));
+        spawn_topics_watch(&tasks, &kafka, &producer, topics, &faults)?;
+        let (http_addr, http) = open_http(
+            &config,
+            ingest,
+            rate_limits.registrations,
+            &registry,
+            peers,
+            &stats,
+            readiness,
+            limits,
+        )
+        .await?;
         Ok(System {
             http_addr,
             brokers: kafka.brokers.clone(),
@@ -238,6 +253,7 @@ fn delivery_tree(
     let peers = Arc::new(peers::Peers::new(peers::Membership {
         deployment: config.placement.deployment.clone(),
         http: config.advertised.clone().unwrap_or_default(),
+        secret: config.cluster_secret.clone(),
     }));
     registry.share(Arc::clone(&peers) as Arc<dyn delivery::SharedTree>);
     (registry, peers)
@@ -318,14 +334,105 @@ fn spawn_marks(
     });
 }
 
-/// Step 7: the background tasks. Returns the rate limit the ingest uses.
+/// The rate limits of the ingest (per user) and of registration (per client address).
+struct RateLimits {
+    reactions: Option<Arc<KeyedRateLimit>>,
+    registrations: Option<Arc<KeyedRateLimit>>,
+}
+
+/// How long without a published window is too long: two windows, the lateness and the
+/// idleness a window waits for, and 10 s for the trip through the broker.
+fn windows_late_after(config: &RunConfig) -> Duration {
+    let windowing = config.settings.windowing;
+    Duration::from_millis(
+        2 * windowing.window_ms.get() + windowing.lateness_ms + config.idle_ms + 10_000,
+    )
+}
+
+/// A producer that confirmed nothing for this long while the brokers answer another client is
+/// stuck, not waiting for a broker.
+const PRODUCER_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// Why the producer is stuck, if it is: it has confirmed nothing for [`PRODUCER_STUCK_AFTER`]
+/// (`stalled`) while the brokers answered the topics watch all along (`answering`).
+/// librdkafka can leave partitions without a leader for good after a broker was fenced (its
+/// issue 5430); a restart recovers, waiting does not.
+fn producer_stuck(answering: Duration, stalled: Option<Duration>) -> Option<String> {
+    let stalled = stalled?;
+    (stalled >= PRODUCER_STUCK_AFTER && answering >= PRODUCER_STUCK_AFTER).then(|| {
+        format!(
+            "the reactions producer has confirmed nothing for {} s while the brokers answer: its partitions are stuck (librdkafka can lose a partition's leader for good after a broker was fenced); stopping so that a restart recovers",
+            stalled.as_secs()
+        )
+    })
+}
+
+/// How often the topics are checked.
+const TOPICS_WATCH_EVERY: Duration = Duration::from_secs(2);
+/// Checks in a row that must find the same problem before it stops the run.
+const TOPICS_WATCH_CONFIRMS: u32 = 3;
+
+/// Step 7 (the broker's part): a topic gone or repartitioned under a running system is a
+/// fault, not something to count on (after brokers restarted empty, say).
+fn spawn_topics_watch(
+    tasks: &Tasks,
+    kafka: &KafkaSettings,
+    producer: &ReactionProducer,
+    topics: readiness::TopicsSeen,
+    faults: &Faults,
+) -> Result<(), RunError> {
+    let check = Arc::new(crate::kafka::topics::TopicsCheck::new(kafka)?);
+    let (producer, faults) = (producer.clone(), faults.clone());
+    // Since when every check found the brokers answering and the topics as they were.
+    let mut answering_since: Option<std::time::Instant> = None;
+    tasks.spawn("topics-watch", async move {
+        let mut every = tokio::time::interval(TOPICS_WATCH_EVERY);
+        // One answer may come from a broker still rejoining its cluster: the same problem
+        // seen this many times in a row is one.
+        let mut seen = 0;
+        loop {
+            every.tick().await;
+            let c = Arc::clone(&check);
+            let Ok(checked) =
+                tokio::task::spawn_blocking(move || c.problem(TOPICS_WATCH_EVERY)).await
+            else {
+                continue;
+            };
+            topics.set(checked.clone());
+            if matches!(checked, Ok(None)) {
+                let since = *answering_since.get_or_insert_with(std::time::Instant::now);
+                if let Some(why) = producer_stuck(since.elapsed(), producer.stalled()) {
+                    faults.report(Component::Broker, why);
+                    return Ok(());
+                }
+            } else {
+                answering_since = None;
+            }
+            let Ok(Some(problem)) = checked else {
+                seen = 0;
+                continue;
+            };
+            seen += 1;
+            if seen >= TOPICS_WATCH_CONFIRMS {
+                faults.report(
+                    Component::Broker,
+                    format!("{problem} (were the brokers restarted empty?): emostream stopped rather than read a log that is not the one it counted; start it again to begin afresh"),
+                );
+                return Ok(());
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Step 7: the background tasks, the rate limits' among them.
 fn spawn_tasks(
     tasks: &Tasks,
     config: &RunConfig,
     registry: &Arc<delivery::Registry>,
     peers: &Arc<peers::Peers>,
     stats: &Arc<Stats>,
-) -> Option<Arc<UserRateLimit>> {
+) -> RateLimits {
     let keep_alive = config.keep_alive;
     let hubs = Arc::clone(registry);
     tasks.spawn("keep-alive", async move {
@@ -350,6 +457,8 @@ fn spawn_tasks(
                         "released clients without an event stream for {ttl:?}"
                     );
                 }
+                // Every tick, expiry or not: a hub held only by a stream is free once it ends.
+                clients.shrink();
             }
         });
     } else {
@@ -365,27 +474,34 @@ fn spawn_tasks(
         crate::drop_log::warn_on_drops(drops).await;
         Ok(())
     });
-    let (per_second, burst) = config.rate_limit?;
-    let limit = Arc::new(UserRateLimit::new(per_second, burst));
-    let idle = Arc::clone(&limit);
-    tasks.spawn("rate-limit-cleanup", async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            idle.forget_idle();
-        }
-    });
-    Some(limit)
+    let limit =
+        |name: &'static str, (per_second, burst): (std::num::NonZeroU32, std::num::NonZeroU32)| {
+            let limit = Arc::new(KeyedRateLimit::new(
+                per_second,
+                burst,
+                crate::rate_limit::MAX_KEYS,
+            ));
+            crate::rate_limit::spawn_forgetting(tasks, name, &limit);
+            limit
+        };
+    RateLimits {
+        reactions: config.rate_limit.map(|l| limit("rate-limit-cleanup", l)),
+        registrations: config
+            .registration_limit
+            .map(|l| limit("registration-limit-cleanup", l)),
+    }
 }
 
 /// Step 8: binds the HTTP address and starts serving every route.
+#[allow(clippy::too_many_arguments)] // each is one of the server's parts, named at the call
 async fn open_http(
     config: &RunConfig,
     ingest: Ingest,
+    registration_limit: Option<Arc<KeyedRateLimit>>,
     registry: &Arc<delivery::Registry>,
     peers: Arc<peers::Peers>,
     stats: &Arc<Stats>,
-    readiness: Arc<server::SystemReadiness>,
+    readiness: Arc<readiness::SystemReadiness>,
     limits: crate::limits::Limits,
 ) -> Result<(SocketAddr, HttpServer), RunError> {
     let cannot = |e: std::io::Error| {
@@ -398,9 +514,25 @@ async fn open_http(
         .await
         .map_err(cannot)?;
     let http_addr = listener.local_addr().map_err(cannot)?;
+    let public = config.advertise_http.clone().unwrap_or_else(|| {
+        if http_addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on {http_addr}: registrations' events_url will name that address, which clients elsewhere cannot reach; give --advertise-http"
+            );
+        }
+        format!("http://{http_addr}")
+    });
     let metrics = metrics::Metrics::new(Arc::clone(stats), Arc::clone(registry));
-    let more_routes = peers::routes(peers, Arc::clone(registry))
-        .or(delivery::routes::routes(Arc::clone(registry), http_addr))
+    let registration = delivery::routes::Registration {
+        limit: registration_limit,
+        secret: config.cluster_secret.clone(),
+    };
+    let more_routes = peers::routes(peers, Arc::clone(registry), registration.clone())
+        .or(delivery::routes::routes(
+            Arc::clone(registry),
+            public,
+            registration,
+        ))
         .unify()
         .or(metrics::route(metrics))
         .unify()
@@ -415,6 +547,7 @@ async fn open_http(
         Arc::clone(registry),
         readiness,
         limits,
+        config.cors.clone(),
         Arc::clone(stats),
         stop.clone().cancelled_owned(),
     ));
@@ -466,5 +599,23 @@ fn raise_open_files_limit() -> Option<u64> {
             tracing::warn!("cannot raise the open-file limit: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_is_stuck_only_when_the_brokers_answered_all_along() {
+        let minute = Duration::from_secs(60);
+        let less = Duration::from_secs(59);
+        assert!(producer_stuck(minute, Some(minute)).is_some());
+        assert!(producer_stuck(minute, None).is_none(), "it confirms");
+        assert!(producer_stuck(minute, Some(less)).is_none(), "not for long");
+        assert!(
+            producer_stuck(less, Some(Duration::from_secs(300))).is_none(),
+            "the brokers were away too: a stall, not a stuck producer"
+        );
     }
 }

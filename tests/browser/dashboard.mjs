@@ -1,5 +1,8 @@
 // Drives the dashboard in headless Chromium: waits for the live stream, clicks 🔥 once and
-// waits for a later window that counts exactly that reaction, then saves a screenshot.
+// waits for a later window that counts exactly that reaction, then saves a screenshot. Then
+// the CORS policy as the browser applies it: the server must list http://localhost:PORT (and
+// no other origin) with --cors-origin; a page of BASE_URL's origin may not post to
+// localhost, a page of localhost may post to BASE_URL.
 //
 //   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_PATH
 //
@@ -68,6 +71,30 @@ try {
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
   const window = await page.textContent("#window");
+  const port = new URL(base).port;
+  const post = (from, target) => from.evaluate(async (target) => {
+    try {
+      const r = await fetch(`${target}/emoji`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ user_id: "cors-check", emoji_type: "👍", timestamp: Date.now() }),
+      });
+      return `status ${r.status}`;
+    } catch (e) {
+      return `blocked (${e.message})`;
+    }
+  }, target);
+  const unlisted = await post(page, `http://localhost:${port}`);
+  if (!unlisted.startsWith("blocked")) {
+    await fail(`a page of ${base} posted to http://localhost:${port}, whose --cors-origin does not list it: ${unlisted}`);
+  }
+  const listedPage = await browser.newPage();
+  await listedPage.goto(`http://localhost:${port}/`);
+  const listed = await post(listedPage, base.replace(/\/$/, ""));
+  if (listed !== "status 202") {
+    await fail(`a page of the listed origin http://localhost:${port} could not post: ${listed}`);
+  }
+  console.log(`CORS: an unlisted origin's post is ${unlisted}; the listed origin's got ${listed}`);
   console.log(`dashboard test passed: 🔥 counted once in window ${window} (cluster ${cluster}, subscriber ${subscriber}); screenshot ${screenshot}`);
   await browser.close();
   clearTimeout(timer);

@@ -121,6 +121,14 @@ impl Kafka {
         assert_eq!(brokers, self.brokers, "a restart keeps the address");
     }
 
+    /// Kills the broker and starts it again on the same address with no data: a broker that
+    /// lost its disk, or was replaced by an empty one.
+    pub fn restart_empty(&self) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("the broker's data removed");
+        self.restart();
+    }
+
     /// `kafka-consumer-groups` against this broker, e.g. `["--describe", "--group", "g"]`.
     pub fn consumer_groups(&self, args: &[&str]) -> String {
         let mut all = vec!["groups", self.dir.path().to_str().expect("a UTF-8 path")];

@@ -28,14 +28,10 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 pub fn run_args(extra: &[&str]) -> RunArgs {
-    let mut argv = vec![
-        "emostream",
-        "run",
-        "--http",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-    ];
+    let mut argv = vec!["emostream", "run", "--workers", "2"];
+    if !extra.contains(&"--http") {
+        argv.extend_from_slice(&["--http", "127.0.0.1:0"]);
+    }
     // Shorter idleness than the default closes windows sooner; enough is left for the
     // trip through the broker while several test systems share the CPU.
     if !extra.contains(&"--idle-ms") {

@@ -83,6 +83,9 @@ logger.apache.name=org.apache.kafka
 logger.apache.level=WARN
 PROPS
     echo "$host:$port" >"$dir/brokers"
+  fi
+  # A new DIR, or one whose data/ was removed (a broker that lost its disk): a fresh log.
+  if [ ! -f "$dir/data/meta.properties" ]; then
     java_cp kafka.tools.StorageTool format -t "$(java_cp kafka.tools.StorageTool random-uuid)" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "cannot format $dir/data"; }

@@ -12,7 +12,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use dataflows::wall_clock_ms;
-use emostream_bench::{ms, percentile, rss_kib};
+use emostream_bench::{ms, percentile, rss_kib, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
@@ -48,57 +47,16 @@ struct Args {
     per_address: usize,
 }
 
-/// Kills the server when the benchmark ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// (connection, window, receipt ms since the epoch).
 type Receipts = Arc<Mutex<Vec<(usize, u64, u64)>>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let limit =
-        rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-files limit")?;
-    println!("client open-files limit: {limit}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let log = std::fs::File::create("/tmp/emostream-fanout-server.log")?;
-    let server = Server(
-        Command::new(&args.server_bin)
-            .args(["run", "--http", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it first)",
-                    args.server_bin.display()
-                )
-            })?,
-    );
-    let pid = server.0.id();
+    emostream_bench::raise_open_files()?;
+    let server = Server::start(&args.server_bin, &[], "/tmp/emostream-fanout-server.log").await?;
+    let (pid, addr) = (server.pid(), server.addr);
     let http = reqwest::Client::new();
-    let ready = Instant::now();
-    while http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        if ready.elapsed() > Duration::from_secs(30) {
-            bail!("the server did not get ready; see /tmp/emostream-fanout-server.log");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let rss_before = rss_kib(pid)?;
 
     let receipts: Receipts = Arc::default();
