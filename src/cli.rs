@@ -222,6 +222,11 @@ pub struct DataflowArgs {
     /// Reactions per displayed emoji: `scaled = ceil(count / scale-per)`.
     #[arg(long, default_value = "1000", env = "EMOSTREAM_SCALE_PER")]
     pub scale_per: NonZeroU64,
+    /// Windows a stream keeps getting, empty or not, after each window in which it had
+    /// reactions; past them it gets none until its next reaction (30 = one minute of 2 s
+    /// windows).
+    #[arg(long, default_value_t = dataflows::DEFAULT_IDLE_WINDOWS, env = "EMOSTREAM_STREAM_IDLE_WINDOWS")]
+    pub stream_idle_windows: u64,
     /// Processes running the dataflow together (peers); each runs --workers threads.
     #[arg(long, default_value_t = 1, env = "EMOSTREAM_PROCESSES",
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -303,6 +308,7 @@ impl DataflowArgs {
             scale: ScaleRule {
                 per: self.scale_per,
             },
+            idle_windows: self.stream_idle_windows,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataflows::deployment::Deployment;
-use dataflows::operators::EmptyWindows;
+use dataflows::operators::Activity;
 use dataflows::{window_summaries, Settings, WindowId, WindowSummary};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -34,18 +34,21 @@ pub struct Live {
     stop: Arc<AtomicBool>,
 }
 
-/// Starts this process's workers (of `deployment`) running the live dataflow from window
-/// `first_window` on.
+/// Starts this process's workers (of `deployment`) running the live dataflow, emitting from
+/// where `activity` says (the sources read from its first window).
 pub fn start(
     deployment: &Deployment,
     settings: Settings,
     mut source: SourceSettings,
+    activity: Activity,
     on_window: OnWindow,
     registry: Arc<Registry>,
 ) -> Result<Live, dataflows::deployment::StartError> {
     let stop = Arc::clone(&source.stop);
     source.windowing = settings.windowing;
-    let first_window = source.first_window;
+    if let Some(from) = activity.from {
+        source.first_window = from;
+    }
     let local_workers = deployment.threads;
     let guards = dataflows::deployment::execute(deployment, move |worker| {
         let source = source.clone();
@@ -56,6 +59,7 @@ pub fn start(
         let kafka = source.kafka.clone();
         let faults = source.faults.clone();
         let registry = Arc::clone(&registry);
+        let activity = activity.clone();
         let (index, peers) = (worker.index(), worker.peers());
         let dataflow = worker.next_dataflow_index();
         worker.dataflow::<WindowId, _, _>(move |scope| {
@@ -63,7 +67,7 @@ pub fn start(
             let sources = ProbeHandle::new();
             let counts =
                 kafka_source(scope, source, durable.clone(), sources.clone()).probe_with(&sources);
-            let summaries = window_summaries(counts, &settings, EmptyWindows::From(first_window));
+            let summaries = window_summaries(counts, &settings, activity);
             write_windows(summaries, kafka, stats, faults)
                 .inspect(move |summary| on_window(summary))
                 .broadcast()

@@ -58,6 +58,8 @@ pub enum RejectReason {
     EmojiType,
     /// A bad `timestamp`.
     Timestamp,
+    /// A bad `stream_id`.
+    StreamId,
     /// Over the per-user rate limit.
     RateLimited,
     /// The producer queue was full.
@@ -68,11 +70,12 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Body,
         RejectReason::UserId,
         RejectReason::EmojiType,
         RejectReason::Timestamp,
+        RejectReason::StreamId,
         RejectReason::RateLimited,
         RejectReason::QueueFull,
         RejectReason::BrokerUnavailable,
@@ -85,6 +88,7 @@ impl RejectReason {
             RejectReason::UserId => "user_id",
             RejectReason::EmojiType => "emoji_type",
             RejectReason::Timestamp => "timestamp",
+            RejectReason::StreamId => "stream_id",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::QueueFull => "queue_full",
             RejectReason::BrokerUnavailable => "broker_unavailable",
@@ -98,6 +102,7 @@ impl From<Field> for RejectReason {
             Field::Body => RejectReason::Body,
             Field::UserId => RejectReason::UserId,
             Field::EmojiType => RejectReason::EmojiType,
+            Field::StreamId => RejectReason::StreamId,
             Field::Timestamp => RejectReason::Timestamp,
         }
     }
@@ -130,7 +135,7 @@ pub struct Stats {
     pub accepted: Counter,
     /// Reactions refused by the HTTP API, by [`RejectReason`] (a batch refused whole counts
     /// each of its reactions).
-    pub rejected: [Counter; 7],
+    pub rejected: [Counter; 8],
     /// Requests answered 503 because the producer queue was full.
     pub rejected_queue_full: Counter,
     /// Reactions the broker acknowledged.

@@ -4,13 +4,14 @@
 //! input keeps its order: a block's number says where it stands, so what is late can be decided
 //! as if one reader had read the input line by line (see [`crate::replay`]).
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
 use crate::emoji::Emoji;
+use crate::operators::PartialCounts;
 use crate::reaction::{parse_reaction, InvalidCounts, MissingTimestamp};
+use crate::stream::StreamId;
 use crate::window::{EventClock, WindowId, Windowing};
 
 /// Longest accepted line. Longer lines are an input error rather than a reason to buffer
@@ -115,9 +116,9 @@ pub struct BlockSummary {
     pub index: u64,
     /// Non-blank lines read.
     pub lines: u64,
-    /// Valid reactions that were not late within the block, by window and emoji. Whether they
-    /// are late given the blocks before is decided later.
-    pub counts: Vec<(WindowId, Emoji, u64)>,
+    /// Valid reactions that were not late within the block, by window, stream and emoji, in
+    /// that order. Whether they are late given the blocks before is decided later.
+    pub counts: Vec<(WindowId, StreamId, Emoji, u64)>,
     /// Valid reactions already late within the block.
     pub late: u64,
     /// Invalid lines by field.
@@ -136,7 +137,7 @@ pub const ERRORS_KEPT: usize = 10;
 pub struct BlockParser {
     windowing: Windowing,
     now_ms: i64,
-    counts: HashMap<(WindowId, Emoji), u64>,
+    counts: PartialCounts,
 }
 
 impl BlockParser {
@@ -145,7 +146,7 @@ impl BlockParser {
         BlockParser {
             windowing,
             now_ms,
-            counts: HashMap::new(),
+            counts: PartialCounts::default(),
         }
     }
 
@@ -166,10 +167,8 @@ impl BlockParser {
                     if summary.clock.is_late(window, &self.windowing) {
                         summary.late += 1;
                     } else {
-                        *self
-                            .counts
-                            .entry((window, reaction.emoji_type))
-                            .or_default() += 1;
+                        self.counts
+                            .add(window, &reaction.stream_id, reaction.emoji_type, 1);
                     }
                     summary.clock.observe(reaction.timestamp);
                 }
@@ -181,8 +180,7 @@ impl BlockParser {
                 }
             }
         }
-        summary.counts = self.counts.drain().map(|((w, e), n)| (w, e, n)).collect();
-        summary.counts.sort_unstable();
+        summary.counts = self.counts.drain_sorted();
         summary
     }
 }
@@ -263,6 +261,10 @@ mod tests {
         assert_eq!(summary.errors[0].0, 13);
         assert_eq!(summary.clock.max_seen_ms(), Some(3000));
         let fire = Emoji::parse("🔥").unwrap();
-        assert_eq!(summary.counts, vec![(0, fire, 1), (1, fire, 1)]);
+        let default = StreamId::default();
+        assert_eq!(
+            summary.counts,
+            vec![(0, default.clone(), fire, 1), (1, default, fire, 1)]
+        );
     }
 }

@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::emoji::Emoji;
+use crate::stream::{self, StreamId};
 
 /// How far a timestamp may run ahead of the validating clock: client clocks drift, but a
 /// reaction from the future would hold a window open that has not started yet.
@@ -27,6 +28,9 @@ pub struct Reaction {
     pub emoji_type: Emoji,
     /// Event time, milliseconds since the Unix epoch (never negative).
     pub timestamp: i64,
+    /// The live event it is for ([`StreamId::DEFAULT`] when the client named none).
+    #[serde(default)]
+    pub stream_id: StreamId,
 }
 
 /// A valid reaction that borrows its `user_id` from the parsed input.
@@ -38,6 +42,8 @@ pub struct ReactionRef<'a> {
     pub emoji_type: Emoji,
     /// Event time in milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// The stream, already checked against the stream id rule.
+    pub stream_id: Cow<'a, str>,
 }
 
 impl ReactionRef<'_> {
@@ -47,6 +53,8 @@ impl ReactionRef<'_> {
             user_id: self.user_id.into_owned(),
             emoji_type: self.emoji_type,
             timestamp: self.timestamp,
+            // Checked when parsed; parse again rather than trust a second path to the type.
+            stream_id: StreamId::parse(&self.stream_id).unwrap_or_default(),
         }
     }
 }
@@ -62,15 +70,18 @@ pub enum Field {
     EmojiType,
     /// `timestamp`.
     Timestamp,
+    /// `stream_id`.
+    StreamId,
 }
 
 impl Field {
     /// Every field, in a fixed order (for reports).
-    pub const ALL: [Field; 4] = [
+    pub const ALL: [Field; 5] = [
         Field::Body,
         Field::UserId,
         Field::EmojiType,
         Field::Timestamp,
+        Field::StreamId,
     ];
 
     /// The field's name in the JSON contract.
@@ -80,6 +91,7 @@ impl Field {
             Field::UserId => "user_id",
             Field::EmojiType => "emoji_type",
             Field::Timestamp => "timestamp",
+            Field::StreamId => "stream_id",
         }
     }
 
@@ -90,6 +102,7 @@ impl Field {
             Field::UserId => "invalid_user_id",
             Field::EmojiType => "invalid_emoji_type",
             Field::Timestamp => "invalid_timestamp",
+            Field::StreamId => "invalid_stream_id",
         }
     }
 
@@ -119,7 +132,7 @@ impl InvalidReaction {
 
 /// Counts of refused reactions by field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InvalidCounts([u64; 4]);
+pub struct InvalidCounts([u64; 5]);
 
 impl InvalidCounts {
     /// Counts one refusal.
@@ -179,6 +192,7 @@ pub fn validate_reaction<'a>(
     user_id: Option<Cow<'a, str>>,
     emoji_type: Option<&str>,
     timestamp: Option<RawTimestamp<'_>>,
+    stream_id: Option<Cow<'a, str>>,
     now_ms: i64,
     missing: MissingTimestamp,
 ) -> Result<ReactionRef<'a>, InvalidReaction> {
@@ -207,10 +221,18 @@ pub fn validate_reaction<'a>(
             ),
         ));
     }
+    let stream_id = match stream_id {
+        None => Cow::Borrowed(StreamId::DEFAULT),
+        Some(id) => {
+            stream::check(&id).map_err(|e| InvalidReaction::new(Field::StreamId, e.to_string()))?;
+            id
+        }
+    };
     Ok(ReactionRef {
         user_id,
         emoji_type,
         timestamp,
+        stream_id,
     })
 }
 
@@ -273,6 +295,7 @@ fn describe_json_error(json: &[u8]) -> InvalidReaction {
                     "user_id" => Field::UserId,
                     "emoji_type" => Field::EmojiType,
                     "timestamp" => Field::Timestamp,
+                    "stream_id" => Field::StreamId,
                     _ => Field::Body,
                 },
                 _ => Field::Body,
@@ -296,6 +319,8 @@ struct RawReaction<'a> {
     emoji_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     timestamp: Option<RawTimestamp<'a>>,
+    #[serde(borrow, default)]
+    stream_id: Option<Cow<'a, str>>,
 }
 
 impl<'a> RawReaction<'a> {
@@ -308,6 +333,7 @@ impl<'a> RawReaction<'a> {
             self.user_id,
             self.emoji_type.as_deref(),
             self.timestamp,
+            self.stream_id,
             now_ms,
             missing,
         )
@@ -522,8 +548,41 @@ mod tests {
     fn owned_reaction_round_trips() {
         let r = parse(r#"{"user_id":"u","emoji_type":"❤","timestamp":9}"#).unwrap();
         let json = serde_json::to_string(&r).unwrap();
-        assert_eq!(json, r#"{"user_id":"u","emoji_type":"❤️","timestamp":9}"#);
+        assert_eq!(
+            json,
+            r#"{"user_id":"u","emoji_type":"❤️","timestamp":9,"stream_id":"default"}"#
+        );
         assert_eq!(parse(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn stream_id_is_optional_and_checked() {
+        let r = parse(r#"{"user_id":"u","emoji_type":"🔥","timestamp":9,"stream_id":"match-42"}"#)
+            .unwrap();
+        assert_eq!(r.stream_id.as_str(), "match-42");
+        let r = parse(r#"{"user_id":"u","emoji_type":"🔥","timestamp":9}"#).unwrap();
+        assert_eq!(r.stream_id.as_str(), "default");
+        for bad in [
+            r#""""#,
+            r#""has space""#,
+            r#""a/b""#,
+            r#"7"#,
+            r#"["x"]"#,
+        ] {
+            let json = format!(r#"{{"user_id":"u","emoji_type":"🔥","timestamp":9,"stream_id":{bad}}}"#);
+            let err = parse(&json).expect_err(&json);
+            assert_eq!(err.field, Field::StreamId, "{json}");
+            assert_eq!(err.field.error_code(), "invalid_stream_id");
+        }
+        let long = "x".repeat(65);
+        let err = parse(&format!(
+            r#"{{"user_id":"u","emoji_type":"🔥","timestamp":9,"stream_id":"{long}"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stream_id: is 65 characters long; at most 64 are accepted"
+        );
     }
 
     #[test]

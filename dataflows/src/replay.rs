@@ -16,7 +16,7 @@
 //! 3. From there the shared window pipeline ([`crate::dataflow::window_summaries`]) counts,
 //!    scales and summarizes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -29,8 +29,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
 use crate::dataflow::{window_summaries, Settings};
 use crate::deployment::Deployment;
-use crate::emoji::Emoji;
-use crate::operators::{give_partial_counts, EmptyWindows};
+use crate::operators::{give_partial_counts, Activity, CountKey, PartialCounts};
 use crate::reaction::InvalidCounts;
 use crate::summary::WindowSummary;
 use crate::window::{EventClock, WindowId, Windowing};
@@ -151,11 +150,12 @@ pub fn replay_dataflow<'scope, R: Read + 'static>(
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
     let blocks = read_blocks(scope, input.shared, settings.windowing, now_ms);
     let counts = decide_late(blocks.broadcast(), settings.windowing, report);
-    window_summaries(counts, settings, EmptyWindows::BetweenData)
+    window_summaries(counts, settings, Activity::default())
 }
 
-/// Replays `input`, calling `on_window` for each window summary in window order (empty windows
-/// between the first and the last included), and returns what was read.
+/// Replays `input`, calling `on_window` for each window summary in window order, streams in byte
+/// order within a window (empty windows of active streams included, up to the last window with
+/// reactions), and returns what was read.
 pub fn replay<R, F>(
     input: R,
     config: &ReplayConfig,
@@ -274,7 +274,7 @@ fn decide_late<'scope>(
     blocks: StreamVec<'scope, WindowId, BlockSummary>,
     windowing: Windowing,
     report: Option<Arc<Mutex<ReplayReport>>>,
-) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
+) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
     let index = blocks.scope().index() as u64;
     let peers = blocks.scope().peers() as u64;
     blocks.unary_frontier(Pipeline, "DecideLate", move |cap, _info| {
@@ -282,7 +282,7 @@ fn decide_late<'scope>(
         let mut waiting: BTreeMap<u64, BlockSummary> = BTreeMap::new();
         let mut next_block = 0u64;
         let mut clock = EventClock::default();
-        let mut mine: HashMap<(WindowId, Emoji), u64> = HashMap::new();
+        let mut mine = PartialCounts::default();
         move |(input, frontier), output| {
             input.for_each(|_time, batch| {
                 for summary in batch.drain(..) {
@@ -293,13 +293,13 @@ fn decide_late<'scope>(
             while let Some(block) = waiting.remove(&next_block) {
                 let emit = block.index % peers == index;
                 let mut late = block.late;
-                for (window, emoji, n) in block.counts {
+                for (window, stream, emoji, n) in block.counts {
                     if clock.is_late(window, &windowing) {
                         late += n;
                     } else {
                         seen.counted += n;
                         if emit {
-                            *mine.entry((window, emoji)).or_default() += n;
+                            mine.add_owned(window, stream, emoji, n);
                         }
                     }
                 }

@@ -14,7 +14,7 @@ use std::io::{self, Read};
 
 use dataflows::blocks::{Block, BlockParser, BlockReader, ERRORS_KEPT};
 use dataflows::reaction::{ReactionRef, MAX_FUTURE_SKEW_MS, MAX_USER_ID_CHARS};
-use dataflows::{parse_reaction, Emoji, Field, MissingTimestamp, Reaction, Windowing};
+use dataflows::{parse_reaction, Emoji, Field, MissingTimestamp, Reaction, StreamId, Windowing};
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
@@ -355,13 +355,18 @@ fn ascii_json(s: &str) -> String {
 }
 
 fn valid_reaction() -> impl Strategy<Value = Reaction> {
-    (valid_user_id(), valid_emoji(), 0..=NOW + MAX_FUTURE_SKEW_MS).prop_map(
-        |(user_id, emoji, timestamp)| Reaction {
+    (
+        valid_user_id(),
+        valid_emoji(),
+        0..=NOW + MAX_FUTURE_SKEW_MS,
+        "[A-Za-z0-9_.:-]{1,64}",
+    )
+        .prop_map(|(user_id, emoji, timestamp, stream)| Reaction {
             user_id,
             emoji_type: Emoji::parse(&emoji).unwrap(),
             timestamp,
-        },
-    )
+            stream_id: StreamId::parse(&stream).unwrap(),
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,7 +477,8 @@ proptest! {
                 Value::from(reaction.emoji_type.as_str()).to_string(),
             )
         };
-        let spelled = format!(r#" {{"timestamp":{timestamp}, "emoji_type":{emoji},"user_id":{user_id}}} "#);
+        let stream = Value::from(reaction.stream_id.as_str()).to_string();
+        let spelled = format!(r#" {{"timestamp":{timestamp}, "stream_id":{stream}, "emoji_type":{emoji},"user_id":{user_id}}} "#);
         prop_assert_eq!(parse(&spelled), Ok(reaction), "{}", spelled);
     }
 }
@@ -529,7 +535,7 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
 struct Expected {
     lines: u64,
     valid: u64,
-    invalid: [u64; 4],
+    invalid: [u64; 5],
     max_ts: Option<i64>,
     invalid_lines: Vec<u64>,
 }
@@ -589,7 +595,7 @@ proptest! {
             let want = expected(&block, NOW);
             prop_assert_eq!(summary.index, block.index);
             prop_assert_eq!(summary.lines, want.lines);
-            let counted: u64 = summary.counts.iter().map(|(_, _, n)| n).sum();
+            let counted: u64 = summary.counts.iter().map(|(_, _, _, n)| n).sum();
             prop_assert_eq!(counted + summary.late, want.valid);
             for (i, field) in Field::ALL.iter().enumerate() {
                 prop_assert_eq!(summary.invalid.get(*field), want.invalid[i], "{:?}", field);
@@ -598,8 +604,8 @@ proptest! {
             let kept: Vec<u64> = summary.errors.iter().map(|(n, _)| *n).collect();
             let first: Vec<u64> = want.invalid_lines.iter().copied().take(ERRORS_KEPT).collect();
             prop_assert_eq!(kept, first);
-            prop_assert!(summary.counts.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "counts sorted, one entry per (window, emoji)");
-            prop_assert!(summary.counts.iter().all(|(_, _, n)| *n > 0));
+            prop_assert!(summary.counts.windows(2).all(|w| (w[0].0, &w[0].1, w[0].2) < (w[1].0, &w[1].1, w[1].2)), "counts sorted, one entry per (window, stream, emoji)");
+            prop_assert!(summary.counts.iter().all(|(_, _, _, n)| *n > 0));
         }
         prop_assert_eq!(joined, input);
     }

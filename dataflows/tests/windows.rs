@@ -189,8 +189,8 @@ fn one_and_four_workers_give_identical_results() {
 
 #[test]
 fn live_mode_emits_every_window_once_from_the_start() {
-    use dataflows::operators::{EmptyWindows, Summarize};
-    use dataflows::{Emoji, EmojiCount, Windowing};
+    use dataflows::operators::{Activity, Summarize};
+    use dataflows::{Emoji, EmojiCount, StreamId, Windowing};
     use timely::dataflow::operators::{Input, Probe};
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(Mutex::new(tx));
@@ -198,9 +198,9 @@ fn live_mode_emits_every_window_once_from_the_start() {
         let tx = tx.lock().unwrap().clone();
         let probe = timely::dataflow::ProbeHandle::new();
         let mut input = worker.dataflow::<WindowId, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<EmojiCount>>();
+            let (input, stream) = scope.new_input::<Vec<(StreamId, EmojiCount)>>();
             stream
-                .summarize(Windowing::default(), EmptyWindows::From(3))
+                .summarize(Windowing::default(), 30, Activity::from(3))
                 .probe_with(&probe)
                 .capture_into(tx);
             input
@@ -208,18 +208,24 @@ fn live_mode_emits_every_window_once_from_the_start() {
         let fire = Emoji::parse("🔥").unwrap();
         input.advance_to(3);
         if worker.index() == 1 {
-            input.send(EmojiCount {
-                emoji: fire,
-                count: 2,
-                scaled: 1,
-            });
+            input.send((
+                StreamId::default(),
+                EmojiCount {
+                    emoji: fire,
+                    count: 2,
+                    scaled: 1,
+                },
+            ));
         }
         input.advance_to(5);
-        input.send(EmojiCount {
-            emoji: fire,
-            count: 1,
-            scaled: 1,
-        });
+        input.send((
+            StreamId::default(),
+            EmojiCount {
+                emoji: fire,
+                count: 1,
+                scaled: 1,
+            },
+        ));
         input.advance_to(9);
         while probe.less_than(&9) {
             worker.step();

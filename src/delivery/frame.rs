@@ -56,16 +56,12 @@ fn encode(id: WindowId, event: &str, json: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataflows::{StreamId, Windowing};
 
     #[test]
     fn a_window_is_one_sse_event_with_its_index_as_id() {
-        let summary = WindowSummary {
-            window: 7,
-            start_ms: 14_000,
-            end_ms: 16_000,
-            total: 0,
-            emojis: vec![],
-        };
+        let summary =
+            WindowSummary::new(StreamId::default(), 7, &Windowing::default(), vec![]);
         let frame = Frame::window(&summary);
         let text = std::str::from_utf8(&frame.event).unwrap();
         assert_eq!(

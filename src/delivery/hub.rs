@@ -408,13 +408,12 @@ mod tests {
     }
 
     fn frame(window: WindowId) -> Frame {
-        Frame::window(&WindowSummary {
+        Frame::window(&WindowSummary::new(
+            dataflows::StreamId::default(),
             window,
-            start_ms: window as i64 * 2000,
-            end_ms: window as i64 * 2000 + 2000,
-            total: 0,
-            emojis: vec![],
-        })
+            &dataflows::Windowing::default(),
+            vec![],
+        ))
     }
 
     /// The next event's (event type, id); `None` when the stream ended. Skips the preface.

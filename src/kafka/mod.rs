@@ -18,7 +18,7 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Topic of reactions (key `user_id`, value the reaction JSON).
     pub reactions_topic: String,
-    /// Topic of window summaries (key the window index, value the summary JSON).
+    /// Topic of window summaries (key `{stream_id}/{window}`, value the summary JSON; compacted).
     pub windows_topic: String,
     /// Partitions of the reactions topic, when emostream creates it.
     pub partitions: i32,

@@ -1,36 +1,103 @@
-//! Where a restarted dataflow resumes: the window after the last one in the windows topic.
+//! Where a restarted dataflow resumes: the window after the last one in the windows topic,
+//! with the streams that were active there, so every active stream's tick goes on with no gap
+//! and no repeat.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dataflows::WindowId;
+use dataflows::{StreamId, WindowId};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Deserialize;
 
 use super::{client_config, BrokerError, KafkaSettings};
 
-/// The last window written to the windows topic, if any.
-pub fn last_emitted_window(
+/// What the windows topic's tail says about the run that wrote it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The last window written.
+    pub last_window: WindowId,
+    /// Streams with reactions in the windows within the idle span before `last_window` (and in
+    /// it), each with the last window it had reactions in.
+    pub last_reacted: HashMap<StreamId, WindowId>,
+}
+
+/// Records read back from the end on the first try; the read grows fourfold until it reaches
+/// past the idle span.
+const FIRST_READ: i64 = 4096;
+
+/// Reads the windows topic's tail: `None` when the topic is empty (a fresh start).
+pub fn read_tail(
     kafka: &KafkaSettings,
+    idle_windows: u64,
     timeout: Duration,
-) -> Result<Option<WindowId>, BrokerError> {
+) -> Result<Option<Tail>, BrokerError> {
     let consumer: BaseConsumer = client_config(kafka)
         .set("group.id", format!("{}-resume", kafka.group_id))
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
+    let deadline = Instant::now() + timeout;
     let (low, high) = consumer
         .fetch_watermarks(&kafka.windows_topic, 0, timeout)
         .map_err(|e| format!("cannot read the end of {}: {e}", kafka.windows_topic))?;
     if high <= low {
         return Ok(None);
     }
+    let mut span = FIRST_READ;
+    loop {
+        let from = (high - span).max(low);
+        let records = read_range(&consumer, kafka, from, high, deadline)?;
+        let Some(last_window) = records.iter().map(|r| r.window).max() else {
+            return Err(BrokerError(format!(
+                "{} holds offsets {low}..{high} but none could be read",
+                kafka.windows_topic
+            )));
+        };
+        let horizon = last_window.saturating_sub(idle_windows);
+        let reached = records.first().is_some_and(|r| r.window < horizon);
+        if reached || from == low {
+            let mut last_reacted: HashMap<StreamId, WindowId> = HashMap::new();
+            for r in records.into_iter().filter(|r| r.reacted && r.window >= horizon) {
+                let at = last_reacted.entry(r.stream).or_insert(r.window);
+                *at = (*at).max(r.window);
+            }
+            return Ok(Some(Tail {
+                last_window,
+                last_reacted,
+            }));
+        }
+        span = span.saturating_mul(4);
+    }
+}
+
+/// One record of the windows topic, as much as resuming needs.
+struct Record {
+    stream: StreamId,
+    window: WindowId,
+    reacted: bool,
+}
+
+#[derive(Deserialize)]
+struct Total {
+    total: u64,
+}
+
+fn read_range(
+    consumer: &BaseConsumer,
+    kafka: &KafkaSettings,
+    from: i64,
+    high: i64,
+    deadline: Instant,
+) -> Result<Vec<Record>, BrokerError> {
+    let topic = &kafka.windows_topic;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&kafka.windows_topic, 0, Offset::Offset(high - 1))
+    tpl.add_partition_offset(topic, 0, Offset::Offset(from))
         .map_err(|e| BrokerError(e.to_string()))?;
     consumer
         .assign(&tpl)
         .map_err(|e| BrokerError(e.to_string()))?;
-    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
@@ -38,24 +105,55 @@ pub fn last_emitted_window(
                     .key()
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .unwrap_or_default();
-                return key.parse::<WindowId>().map(Some).map_err(|_| {
+                let (stream, window) = parse_key(key).ok_or_else(|| {
                     BrokerError(format!(
-                        "the last message of {} has key {key:?}, not a window index",
-                        kafka.windows_topic
+                        "{topic} offset {} has key {key:?}, not {{stream_id}}/{{window}}",
+                        message.offset()
                     ))
+                })?;
+                let reacted = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Total>(p).ok())
+                    .is_some_and(|t| t.total > 0);
+                records.push(Record {
+                    stream,
+                    window,
+                    reacted,
                 });
+                if message.offset() >= high - 1 {
+                    return Ok(records);
+                }
             }
-            Some(Err(e)) => {
-                return Err(BrokerError(format!(
-                    "cannot read {}: {e}",
-                    kafka.windows_topic
-                )))
-            }
+            Some(Err(e)) => return Err(BrokerError(format!("cannot read {topic}: {e}"))),
             None => {}
         }
     }
     Err(BrokerError(format!(
-        "timed out reading the last message of {}",
-        kafka.windows_topic
+        "timed out reading the last records of {topic}"
     )))
+}
+
+/// `{stream_id}/{window}`; a bare window index (written before streams existed) is the default
+/// stream's.
+fn parse_key(key: &str) -> Option<(StreamId, WindowId)> {
+    match key.rsplit_once('/') {
+        Some((stream, window)) => Some((StreamId::parse(stream).ok()?, window.parse().ok()?)),
+        None => Some((StreamId::default(), key.parse().ok()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_stream_and_window() {
+        let (s, w) = parse_key("match-42/881928000").unwrap();
+        assert_eq!((s.as_str(), w), ("match-42", 881_928_000));
+        let (s, w) = parse_key("17").unwrap();
+        assert_eq!((s.as_str(), w), ("default", 17));
+        assert!(parse_key("a b/1").is_none());
+        assert!(parse_key("a/x").is_none());
+        assert!(parse_key("").is_none());
+    }
 }

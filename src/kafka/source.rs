@@ -19,14 +19,14 @@
 //!   and reports itself stopped. Open windows are not flushed early: their reactions stay
 //!   uncommitted, so a restarted dataflow reads them again and emits those windows whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataflows::operators::{give_partial_counts, PartialCountOutput};
+use dataflows::operators::{give_partial_counts, CountKey, PartialCountOutput, PartialCounts};
 use dataflows::{
-    parse_reaction, wall_clock_ms, Arrival, Emoji, MissingTimestamp, PartitionWatermarks, WindowId,
+    parse_reaction, wall_clock_ms, Arrival, MissingTimestamp, PartitionWatermarks, WindowId,
     Windowing,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -82,7 +82,7 @@ pub fn kafka_source<'scope>(
     settings: SourceSettings,
     durable: ProbeHandle<WindowId>,
     sources: ProbeHandle<WindowId>,
-) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
+) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
     let worker = scope.index();
     let peers = scope.peers();
     source(scope, "KafkaSource", move |cap, info| {
@@ -169,7 +169,7 @@ struct Intake {
     /// Which windows are closed on each partition.
     watermarks: PartitionWatermarks<i32>,
     /// Partial counts of this activation, emitted at its end.
-    counts: HashMap<(WindowId, Emoji), u64>,
+    counts: PartialCounts,
 }
 
 impl SourceState {
@@ -224,7 +224,7 @@ impl SourceState {
                 .map(|p| (*p, PartitionProgress::default()))
                 .collect(),
             watermarks,
-            counts: HashMap::new(),
+            counts: PartialCounts::default(),
         };
         Some(SourceState {
             worker,
@@ -407,10 +407,8 @@ impl Intake {
                     .observe(&partition, reaction.timestamp, queued_ms, at)
                 {
                     Some(Arrival::Counted(window)) => {
-                        *self
-                            .counts
-                            .entry((window, reaction.emoji_type))
-                            .or_default() += 1;
+                        self.counts
+                            .add(window, &reaction.stream_id, reaction.emoji_type, 1);
                         Some(window)
                     }
                     Some(Arrival::Late(_)) => {

@@ -37,11 +37,13 @@ pub async fn ensure_topics(kafka: &KafkaSettings, replication: i32) -> Result<()
             kafka.partitions,
             TopicReplication::Fixed(replication),
         ),
+        // The latest record per `{stream_id}/{window}` key is the window's final state.
         NewTopic::new(
             &kafka.windows_topic,
             1,
             TopicReplication::Fixed(replication),
-        ),
+        )
+        .set("cleanup.policy", "compact"),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

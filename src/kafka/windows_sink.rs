@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataflows::{WindowId, WindowSummary};
+use dataflows::{StreamId, WindowId, WindowSummary};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -22,18 +22,21 @@ use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
 use crate::system::{Component, Faults};
 
+/// A record of the windows topic: one stream's window.
+type Key = (WindowId, StreamId);
+
 struct Delivered {
-    tx: mpsc::Sender<(WindowId, Result<(), String>)>,
+    tx: mpsc::Sender<(Key, Result<(), String>)>,
     wake: SyncActivator,
 }
 
 impl ClientContext for Delivered {}
 
 impl ProducerContext for Delivered {
-    type DeliveryOpaque = Box<WindowId>;
-    fn delivery(&self, result: &DeliveryResult<'_>, window: Box<WindowId>) {
+    type DeliveryOpaque = Box<Key>;
+    fn delivery(&self, result: &DeliveryResult<'_>, key: Box<Key>) {
         let outcome = result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
-        let _ = self.tx.send((*window, outcome));
+        let _ = self.tx.send((*key, outcome));
         let _ = self.wake.activate();
     }
 }
@@ -76,7 +79,7 @@ pub fn write_windows<'scope>(
                 None
             }
         };
-        let mut pending: BTreeMap<WindowId, (Capability<WindowId>, WindowSummary, String, State)> =
+        let mut pending: BTreeMap<Key, (Capability<WindowId>, WindowSummary, String, State)> =
             BTreeMap::new();
         move |(input, _frontier), output| {
             input.for_each_stamp(|cap, batches| {
@@ -85,19 +88,23 @@ pub fn write_windows<'scope>(
                         if let Some(cap) = cap.retain_least(output.output_index()) {
                             let json = summary.to_json();
                             pending.insert(
-                                summary.window,
+                                (summary.window, summary.stream_id.clone()),
                                 (cap.delayed(&summary.window), summary, json, State::Unsent),
                             );
                         }
                     }
                 }
             });
-            while let Ok((window, outcome)) = rx.try_recv() {
-                if let Some(entry) = pending.get_mut(&window) {
+            while let Ok((key, outcome)) = rx.try_recv() {
+                if let Some(entry) = pending.get_mut(&key) {
                     match outcome {
                         Ok(()) => entry.3 = State::Durable,
                         Err(e) => {
-                            tracing::warn!(window, "writing the window failed, retrying: {e}");
+                            tracing::warn!(
+                                window = key.0,
+                                stream = %key.1,
+                                "writing the window failed, retrying: {e}"
+                            );
                             entry.3 = State::Unsent;
                         }
                     }
@@ -107,12 +114,12 @@ pub fn write_windows<'scope>(
                 return;
             };
             let mut retry_later = false;
-            for (window, (_, _, json, state)) in pending.iter_mut() {
+            for (key, (_, summary, json, state)) in pending.iter_mut() {
                 if matches!(state, State::Unsent) {
-                    let key = window.to_string();
+                    let topic_key = summary.topic_key();
                     let record =
-                        BaseRecord::with_opaque_to(&kafka.windows_topic, Box::new(*window))
-                            .key(&key)
+                        BaseRecord::with_opaque_to(&kafka.windows_topic, Box::new(key.clone()))
+                            .key(&topic_key)
                             .payload(json.as_str());
                     match producer.send(record) {
                         Ok(()) => *state = State::InFlight,

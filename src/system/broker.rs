@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::config::RunConfig;
 use crate::error::RunError;
+use dataflows::operators::Activity;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::ReactionProducer;
-use crate::kafka::resume::last_emitted_window;
+use crate::kafka::resume::read_tail;
 use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::stats::Stats;
@@ -52,29 +53,43 @@ pub async fn connect(
     Ok((kafka, broker))
 }
 
-/// Step 3: the first window to emit: the one after the last in the windows topic, or the
-/// window open now on a fresh start.
+/// Step 3: where emitting starts: the window after the last in the windows topic, with the
+/// streams still active there, or the window open now on a fresh start.
 pub async fn resume_point(
     kafka: &KafkaSettings,
     config: &RunConfig,
-) -> Result<dataflows::WindowId, RunError> {
+) -> Result<Activity, RunError> {
     let probe = kafka.clone();
-    let last = blocking(move || last_emitted_window(&probe, PROBE)).await??;
-    Ok(match last {
-        Some(last) => {
+    let idle_windows = config.settings.idle_windows;
+    let tail = blocking(move || read_tail(&probe, idle_windows, RESUME_READ)).await??;
+    Ok(match tail {
+        Some(tail) => {
+            let from = tail.last_window + 1;
+            let mut last_reacted = tail.last_reacted;
+            last_reacted.retain(|_, last| last.saturating_add(idle_windows) >= from);
             tracing::info!(
-                last,
+                last = tail.last_window,
+                active_streams = last_reacted.len(),
                 "resuming after the last window in {}",
                 kafka.windows_topic
             );
-            last + 1
+            Activity {
+                from: Some(from),
+                last_reacted,
+            }
         }
-        None => config
-            .settings
-            .windowing
-            .open_from(dataflows::wall_clock_ms()),
+        None => Activity::from(
+            config
+                .settings
+                .windowing
+                .open_from(dataflows::wall_clock_ms()),
+        ),
     })
 }
+
+/// How long reading the windows topic's tail may take: with thousands of active streams it is
+/// a few hundred thousand records.
+const RESUME_READ: Duration = Duration::from_secs(60);
 
 /// Step 6: the reactions producer, warmed up: the first send otherwise pays for the topic's
 /// metadata (up to a second on some brokers), and reactions that slow can miss their window.

@@ -107,13 +107,13 @@ impl System {
             usize::try_from(kafka.partitions).unwrap_or(0),
             config.placement.deployment.peers(),
         ));
-        let first_window = broker::resume_point(&kafka, &config).await?;
+        let activity = broker::resume_point(&kafka, &config).await?;
         let (registry, peers) = delivery_tree(&config, &stats);
         let limits = crate::limits::Limits::from_args(&args.connections, raise_open_files_limit());
         let live = start_dataflow(
             &config,
             &kafka,
-            first_window,
+            activity,
             &stats,
             &registry,
             &faults,
@@ -259,12 +259,12 @@ fn delivery_tree(
     (registry, peers)
 }
 
-/// Step 5: this process's workers, reading from `first_window` on. With several processes this
+/// Step 5: this process's workers, emitting from where `activity` says. With several processes this
 /// waits for the others to connect, so it runs off the async threads.
 async fn start_dataflow(
     config: &RunConfig,
     kafka: &KafkaSettings,
-    first_window: dataflows::WindowId,
+    activity: dataflows::operators::Activity,
     stats: &Arc<Stats>,
     registry: &Arc<delivery::Registry>,
     faults: &Faults,
@@ -275,7 +275,7 @@ async fn start_dataflow(
         windowing: config.settings.windowing,
         idle_ms: config.idle_ms,
         producers: config.placement.deployment.processes(),
-        first_window,
+        first_window: activity.from.unwrap_or_default(),
         stats: Arc::clone(stats),
         stop: Arc::default(),
         faults: faults.clone(),
@@ -286,7 +286,7 @@ async fn start_dataflow(
     let observe = observe_windows(Arc::clone(stats), on_window);
     let registry = Arc::clone(registry);
     let live = tokio::task::spawn_blocking(move || {
-        live::start(&deployment, settings, source, observe, registry)
+        live::start(&deployment, settings, source, activity, observe, registry)
     })
     .await
     .map_err(|e| RunError::Internal(format!("the dataflow's start failed: {e}")))??;

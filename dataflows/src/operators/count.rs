@@ -1,4 +1,4 @@
-//! Final counts per emoji per window, emitted once the window is closed.
+//! Final counts per (stream, emoji) per window, emitted once the window is closed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,21 +6,23 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
-use crate::emoji::Emoji;
+use super::CountKey;
+use crate::stream::fnv1a;
 use crate::window::WindowId;
 
-/// Sums partial counts `(emoji, n)` per window (the timely time) and emits each window's
-/// `(emoji, total)` once, when the input frontier has passed the window.
-pub trait CountByEmoji<'scope> {
-    /// Exchanges partial counts by emoji, so each emoji is summed on one worker.
-    fn count_by_emoji(self) -> StreamVec<'scope, WindowId, (Emoji, u64)>;
+/// Sums partial counts `((stream, emoji), n)` per window (the timely time) and emits each
+/// window's `((stream, emoji), total)` once, when the input frontier has passed the window.
+pub trait CountByKey<'scope> {
+    /// Exchanges partial counts by (stream, emoji), so each key is summed on one worker and one
+    /// hot stream's emojis are spread over all of them.
+    fn count_by_key(self) -> StreamVec<'scope, WindowId, (CountKey, u64)>;
 }
 
-impl<'scope> CountByEmoji<'scope> for StreamVec<'scope, WindowId, (Emoji, u64)> {
-    fn count_by_emoji(self) -> StreamVec<'scope, WindowId, (Emoji, u64)> {
-        let by_emoji = Exchange::new(|(emoji, _): &(Emoji, u64)| emoji_hash(emoji));
-        self.unary_frontier(by_emoji, "CountByEmoji", |_cap, _info| {
-            let mut open: BTreeMap<WindowId, (Capability<WindowId>, HashMap<Emoji, u64>)> =
+impl<'scope> CountByKey<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
+    fn count_by_key(self) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
+        let by_key = Exchange::new(|(key, _): &(CountKey, u64)| key_hash(key));
+        self.unary_frontier(by_key, "CountByKey", |_cap, _info| {
+            let mut open: BTreeMap<WindowId, (Capability<WindowId>, HashMap<CountKey, u64>)> =
                 BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
@@ -29,8 +31,8 @@ impl<'scope> CountByEmoji<'scope> for StreamVec<'scope, WindowId, (Emoji, u64)> 
                             .entry(*cap.time())
                             .or_insert_with(|| (cap, HashMap::new()));
                         for batch in batches {
-                            for (emoji, n) in batch.drain(..) {
-                                *counts.entry(emoji).or_default() += n;
+                            for (key, n) in batch.drain(..) {
+                                *counts.entry(key).or_default() += n;
                             }
                         }
                     }
@@ -47,10 +49,7 @@ impl<'scope> CountByEmoji<'scope> for StreamVec<'scope, WindowId, (Emoji, u64)> 
     }
 }
 
-/// A hash of the emoji's text that is the same in every process (std's hasher is seeded).
-fn emoji_hash(emoji: &Emoji) -> u64 {
-    // FNV-1a: tiny, stable, and good enough to spread a few thousand keys.
-    emoji.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The exchange hash of a key: the same in every process (std's hasher is seeded).
+pub fn key_hash((stream, emoji): &CountKey) -> u64 {
+    fnv1a(stream.stable_hash() ^ 0xff, emoji.as_str().as_bytes())
 }

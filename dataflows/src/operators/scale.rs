@@ -3,23 +3,29 @@
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::emoji::Emoji;
+use super::CountKey;
 use crate::scale::ScaleRule;
+use crate::stream::StreamId;
 use crate::summary::EmojiCount;
 use crate::window::WindowId;
 
 /// Applies a [`ScaleRule`] to final counts.
 pub trait Scale<'scope> {
-    /// `(emoji, count)` becomes `EmojiCount { emoji, count, scaled }`.
-    fn scale(self, rule: ScaleRule) -> StreamVec<'scope, WindowId, EmojiCount>;
+    /// `((stream, emoji), count)` becomes `(stream, EmojiCount { emoji, count, scaled })`.
+    fn scale(self, rule: ScaleRule) -> StreamVec<'scope, WindowId, (StreamId, EmojiCount)>;
 }
 
-impl<'scope> Scale<'scope> for StreamVec<'scope, WindowId, (Emoji, u64)> {
-    fn scale(self, rule: ScaleRule) -> StreamVec<'scope, WindowId, EmojiCount> {
-        self.map(move |(emoji, count)| EmojiCount {
-            emoji,
-            count,
-            scaled: rule.scale(count),
+impl<'scope> Scale<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
+    fn scale(self, rule: ScaleRule) -> StreamVec<'scope, WindowId, (StreamId, EmojiCount)> {
+        self.map(move |((stream, emoji), count)| {
+            (
+                stream,
+                EmojiCount {
+                    emoji,
+                    count,
+                    scaled: rule.scale(count),
+                },
+            )
         })
     }
 }

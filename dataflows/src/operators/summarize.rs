@@ -1,107 +1,158 @@
-//! Gathers each closed window's counts into one [`WindowSummary`], in window order, and fills
-//! in the windows nobody reacted in.
+//! Gathers each closed window's counts into one [`WindowSummary`] per stream, in window order,
+//! and decides which windows without reactions a stream still gets (the idle rule).
+//!
+//! A stream is active from the window of its first counted reaction: after each window in which
+//! it has reactions it gets the next `idle_windows` windows, empty or not; past them it gets none
+//! until its next reaction, and its state is freed. Which (stream, window) pairs are emitted
+//! depends only on the windows that have reactions, so it is the same for any split of workers
+//! and processes, live or replayed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use super::frontier_min;
+use crate::stream::StreamId;
 use crate::summary::{EmojiCount, WindowSummary};
 use crate::window::{WindowId, Windowing};
 
-/// Which windows without reactions are emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmptyWindows {
-    /// Those between the first and the last window with reactions (bounded inputs: replay).
-    BetweenData,
-    /// Every window from this one on, as it closes (live streams: a steady tick).
-    From(WindowId),
+/// Where summarizing starts, and the streams already active there (a restart rebuilds them
+/// from the windows it had written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The first window to emit; `None` starts at the first window with reactions (bounded
+    /// inputs: replay).
+    pub from: Option<WindowId>,
+    /// Active streams and the last window, before `from`, in which each had reactions.
+    pub last_reacted: HashMap<StreamId, WindowId>,
+}
+
+impl Activity {
+    /// Start at `from` with no stream active.
+    pub fn from(from: WindowId) -> Activity {
+        Activity {
+            from: Some(from),
+            last_reacted: HashMap::new(),
+        }
+    }
 }
 
 /// Builds window summaries from scaled counts.
 pub trait Summarize<'scope> {
-    /// One [`WindowSummary`] per window, on worker 0, emitted in window order as windows close.
+    /// One [`WindowSummary`] per emitted (stream, window), on worker 0, emitted in window order
+    /// (streams in byte order within a window) as windows close. When the input ends, nothing is
+    /// emitted past the last window with reactions.
     fn summarize(
         self,
         windowing: Windowing,
-        empty: EmptyWindows,
+        idle_windows: u64,
+        activity: Activity,
     ) -> StreamVec<'scope, WindowId, WindowSummary>;
 }
 
-impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, EmojiCount> {
+/// Counts of one closed window, by stream, with the capability they came at.
+type Closed = (Capability<WindowId>, BTreeMap<StreamId, Vec<EmojiCount>>);
+
+impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiCount)> {
     fn summarize(
         self,
         windowing: Windowing,
-        empty: EmptyWindows,
+        idle_windows: u64,
+        activity: Activity,
     ) -> StreamVec<'scope, WindowId, WindowSummary> {
-        // A window's counts must meet in one place; they are a few records per window, so one
-        // worker is plenty, and it makes emitting in order and filling gaps a local matter.
-        let to_first = Exchange::new(|_: &EmojiCount| 0);
+        // A window's counts must meet in one place to be emitted in order with the idle rule
+        // applied; they are one record per (stream, emoji) after counting, so one worker is
+        // plenty, and it makes ordering and filling gaps a local matter.
+        let to_first = Exchange::new(|_: &(StreamId, EmojiCount)| 0);
         let first_worker = self.scope().index() == 0;
         self.unary_frontier(to_first, "Summarize", move |clock, _info| {
             // Held at the lowest window this operator may still emit empty, so gaps can be
             // filled after the frontier has passed them. Only worker 0 summarizes.
             let mut clock: Option<Capability<WindowId>> = first_worker.then_some(clock);
-            let mut closed_with_data: BTreeMap<WindowId, (Capability<WindowId>, Vec<EmojiCount>)> =
-                BTreeMap::new();
-            let mut next: Option<WindowId> = match empty {
-                EmptyWindows::BetweenData => None,
-                EmptyWindows::From(first) => Some(first),
-            };
+            let mut closed: BTreeMap<WindowId, Closed> = BTreeMap::new();
+            let mut next: Option<WindowId> = activity.from;
+            let mut active: HashMap<StreamId, WindowId> = activity.last_reacted.clone();
+            let mut last_with_data: Option<WindowId> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
                         let window = *cap.time();
-                        let entry = closed_with_data
-                            .entry(window)
-                            .or_insert_with(|| (cap, Vec::new()));
+                        last_with_data = last_with_data.max(Some(window));
+                        let (_, by_stream) =
+                            closed.entry(window).or_insert_with(|| (cap, BTreeMap::new()));
                         for batch in batches {
-                            entry.1.append(batch);
+                            for (stream, count) in batch.drain(..) {
+                                by_stream.entry(stream).or_default().push(count);
+                            }
                         }
                     }
                 });
-                let done_below = frontier_min(frontier);
-                // Windows with data that are complete, in order.
-                let complete: Vec<WindowId> = closed_with_data
-                    .range(..done_below.unwrap_or(WindowId::MAX))
-                    .map(|(w, _)| *w)
-                    .collect();
-                if next.is_none() {
-                    next = complete.first().copied();
-                }
                 let Some(clock_cap) = clock.as_ref() else {
                     return;
                 };
-                for window in complete {
-                    // Empty windows between the last emitted one and this one.
-                    while let Some(gap) = next.filter(|n| *n < window) {
-                        let summary = WindowSummary::new(gap, &windowing, Vec::new());
-                        output.session(&clock_cap.delayed(&gap)).give(summary);
-                        next = Some(gap + 1);
+                let done_below = frontier_min(frontier);
+                // Every window below `limit` is complete; once the input has ended, nothing past
+                // the last window with reactions is emitted.
+                let limit = match done_below {
+                    Some(d) => d,
+                    None => last_with_data.map_or(0, |w| w + 1),
+                };
+                loop {
+                    let first_closed = closed.first_key_value().map(|(w, _)| *w);
+                    let window = match (next, first_closed) {
+                        // Counts below where emitting stands (a broken invariant upstream):
+                        // emitted as they are rather than lost.
+                        (Some(n), Some(c)) if c < n => c,
+                        // Nobody is active: skip straight to the next window with reactions.
+                        (_, Some(c)) if active.is_empty() => c,
+                        (Some(n), _) if !active.is_empty() => n,
+                        _ => break,
+                    };
+                    if window >= limit {
+                        break;
                     }
-                    if let Some((cap, counts)) = closed_with_data.remove(&window) {
-                        output
-                            .session(&cap)
-                            .give(WindowSummary::new(window, &windowing, counts));
+                    let data = closed.remove(&window);
+                    let mut streams: Vec<(StreamId, Vec<EmojiCount>)> = active
+                        .iter()
+                        .filter(|(id, last)| {
+                            **last < window
+                                && window <= last.saturating_add(idle_windows)
+                                && data.as_ref().is_none_or(|d| !d.1.contains_key(*id))
+                        })
+                        .map(|(id, _)| (id.clone(), Vec::new()))
+                        .collect();
+                    let cap = match data {
+                        Some((cap, by_stream)) => {
+                            for (stream, _) in by_stream.iter() {
+                                active.insert(stream.clone(), window);
+                            }
+                            streams.extend(by_stream);
+                            cap
+                        }
+                        None => clock_cap.delayed(&window),
+                    };
+                    streams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let mut session = output.session(&cap);
+                    for (stream, counts) in streams {
+                        session.give(WindowSummary::new(stream, window, &windowing, counts));
                     }
-                    next = Some(next.map_or(window + 1, |n| n.max(window + 1)));
-                }
-                if let (EmptyWindows::From(_), Some(done_below), Some(n)) =
-                    (empty, done_below, next)
-                {
-                    for gap in n..done_below {
-                        output
-                            .session(&clock_cap.delayed(&gap))
-                            .give(WindowSummary::new(gap, &windowing, Vec::new()));
+                    drop(session);
+                    active.retain(|_, last| last.saturating_add(idle_windows) > window);
+                    if next.is_none_or(|n| n <= window) {
+                        next = Some(window + 1);
                     }
-                    next = Some(n.max(done_below));
                 }
                 match done_below {
                     None => clock = None,
                     Some(done_below) => {
-                        let hold = next.map_or(done_below, |n| n.min(done_below));
+                        // With nobody active, the next emission is at a window with reactions,
+                        // which brings its own capability: the clock need not hold anything back.
+                        let hold = match next {
+                            Some(n) if !active.is_empty() => n.min(done_below),
+                            _ => done_below,
+                        };
                         if let Some(cap) = clock.as_mut() {
                             cap.downgrade(&hold.max(*cap.time()));
                         }

@@ -1,0 +1,165 @@
+//! The stream a reaction belongs to: one live event (a match, a concert, a channel).
+//!
+//! Everything is counted per stream; a reaction without a `stream_id` belongs to
+//! [`StreamId::DEFAULT`]. Ids are short and plain (`A-Z a-z 0-9 _ . : -`, 1–64 characters) so
+//! they can stand in URLs, Kafka keys (`{stream_id}/{window}`) and logs without escaping.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The longest accepted stream id, in characters (all ASCII).
+pub const MAX_STREAM_ID_CHARS: usize = 64;
+
+/// A valid stream id. Sorts in byte order, as the contract orders lines of one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+/// Why a string is not a stream id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStreamId {
+    /// The id is empty.
+    #[error("is empty; give 1-{MAX_STREAM_ID_CHARS} characters from A-Z a-z 0-9 _ . : -, or leave it out for the default stream")]
+    Empty,
+    /// The id is too long.
+    #[error("is {0} characters long; at most {MAX_STREAM_ID_CHARS} are accepted")]
+    TooLong(usize),
+    /// The id holds a character outside the allowed set.
+    #[error("contains {0:?}; only A-Z a-z 0-9 _ . : - are accepted")]
+    BadCharacter(char),
+}
+
+impl StreamId {
+    /// The stream of reactions that name none.
+    pub const DEFAULT: &'static str = "default";
+
+    /// The default stream.
+    pub fn default_stream() -> StreamId {
+        StreamId(Self::DEFAULT.to_owned())
+    }
+
+    /// Checks `text` against the rule and keeps it.
+    pub fn parse(text: &str) -> Result<StreamId, InvalidStreamId> {
+        check(text)?;
+        Ok(StreamId(text.to_owned()))
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A hash of the id that is the same in every process (std's hasher is seeded), for
+    /// exchanging by stream.
+    pub fn stable_hash(&self) -> u64 {
+        fnv1a(0xcbf2_9ce4_8422_2325, self.0.as_bytes())
+    }
+}
+
+/// FNV-1a over `bytes`, continuing from `seed`: tiny, stable across processes, and good enough to
+/// spread keys over workers.
+pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Checks a stream id without keeping it.
+pub fn check(text: &str) -> Result<(), InvalidStreamId> {
+    if text.is_empty() {
+        return Err(InvalidStreamId::Empty);
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(InvalidStreamId::BadCharacter(c));
+    }
+    if text.len() > MAX_STREAM_ID_CHARS {
+        return Err(InvalidStreamId::TooLong(text.len()));
+    }
+    Ok(())
+}
+
+impl Default for StreamId {
+    fn default() -> Self {
+        StreamId::default_stream()
+    }
+}
+
+impl Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = InvalidStreamId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StreamId::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        StreamId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_contract_alphabet() {
+        for ok in ["default", "match-42", "a", "A.b:c_d-9", &"x".repeat(64)] {
+            assert_eq!(StreamId::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn refuses_the_rest() {
+        assert_eq!(StreamId::parse(""), Err(InvalidStreamId::Empty));
+        assert_eq!(
+            StreamId::parse(&"x".repeat(65)),
+            Err(InvalidStreamId::TooLong(65))
+        );
+        for (bad, c) in [("a b", ' '), ("a/b", '/'), ("ä", 'ä'), ("a\u{200B}", '\u{200B}')] {
+            assert_eq!(StreamId::parse(bad), Err(InvalidStreamId::BadCharacter(c)));
+        }
+    }
+
+    #[test]
+    fn sorts_by_bytes_and_hashes_stably() {
+        let mut ids: Vec<_> = ["b", "B", "a-1", "a"]
+            .iter()
+            .map(|s| StreamId::parse(s).unwrap())
+            .collect();
+        ids.sort();
+        let order: Vec<_> = ids.iter().map(StreamId::as_str).collect();
+        assert_eq!(order, ["B", "a", "a-1", "b"]);
+        // FNV-1a of "a", a known value: the hash must not change between builds or processes.
+        assert_eq!(StreamId::parse("a").unwrap().stable_hash(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        assert!(serde_json::from_str::<StreamId>("\"ok\"").is_ok());
+        assert!(serde_json::from_str::<StreamId>("\"not ok\"").is_err());
+    }
+}
