@@ -139,7 +139,12 @@ mod tests {
             StreamId::parse(&"x".repeat(65)),
             Err(InvalidStreamId::TooLong(65))
         );
-        for (bad, c) in [("a b", ' '), ("a/b", '/'), ("ä", 'ä'), ("a\u{200B}", '\u{200B}')] {
+        for (bad, c) in [
+            ("a b", ' '),
+            ("a/b", '/'),
+            ("ä", 'ä'),
+            ("a\u{200B}", '\u{200B}'),
+        ] {
             assert_eq!(StreamId::parse(bad), Err(InvalidStreamId::BadCharacter(c)));
         }
     }
@@ -154,7 +159,10 @@ mod tests {
         let order: Vec<_> = ids.iter().map(StreamId::as_str).collect();
         assert_eq!(order, ["B", "a", "a-1", "b"]);
         // FNV-1a of "a", a known value: the hash must not change between builds or processes.
-        assert_eq!(StreamId::parse("a").unwrap().stable_hash(), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            StreamId::parse("a").unwrap().stable_hash(),
+            0xaf63_dc4c_8601_ec8c
+        );
     }
 
     #[test]

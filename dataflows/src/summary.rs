@@ -84,7 +84,12 @@ mod tests {
     #[test]
     fn json_matches_the_contract() {
         let w = Windowing::default();
-        let s = WindowSummary::new(StreamId::parse("match-42").unwrap(), 881_928_000, &w, vec![count("❤️", 1043), count("🔥", 1500)]);
+        let s = WindowSummary::new(
+            StreamId::parse("match-42").unwrap(),
+            881_928_000,
+            &w,
+            vec![count("❤️", 1043), count("🔥", 1500)],
+        );
         assert_eq!(
             s.to_json(),
             r#"{"stream_id":"match-42","window":881928000,"start_ms":1763856000000,"end_ms":1763856002000,"total":2543,"emojis":[{"emoji":"🔥","count":1500,"scaled":2},{"emoji":"❤️","count":1043,"scaled":2}],"revision":0}"#
@@ -105,7 +110,12 @@ mod tests {
 
     #[test]
     fn topic_key_names_stream_and_window() {
-        let s = WindowSummary::new(StreamId::parse("m:1").unwrap(), 77, &Windowing::default(), vec![]);
+        let s = WindowSummary::new(
+            StreamId::parse("m:1").unwrap(),
+            77,
+            &Windowing::default(),
+            vec![],
+        );
         assert_eq!(s.topic_key(), "m:1/77");
     }
 
