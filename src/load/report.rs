@@ -248,3 +248,91 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(per_stream: Vec<StreamFigures>) -> Report {
+        Report {
+            target: "http://127.0.0.1:8080".into(),
+            duration_s: 1.0,
+            rate_asked: 1.0,
+            batch: 1,
+            users: 1,
+            sse_clients: per_stream.len(),
+            sse_subscribers: 1,
+            sent: 0,
+            sent_per_s: 0.0,
+            accepted: 0,
+            accepted_per_s: 0.0,
+            refused: BTreeMap::new(),
+            transport_errors: 0,
+            first_transport_error: None,
+            http_latency_ms: Percentiles::default(),
+            window_latency_ms: Percentiles::default(),
+            windows_received: 0,
+            resyncs: 0,
+            reconnects: 0,
+            check: Check::default(),
+            exact: false,
+            streams: per_stream.len(),
+            stream_skew: 1.0,
+            streams_watched: per_stream.len(),
+            unwatched_accepted: 0,
+            per_stream,
+        }
+    }
+
+    #[test]
+    fn the_text_names_the_busiest_streams_and_the_troubled_ones_and_json_all() {
+        let per_stream: Vec<StreamFigures> = (0..100u64)
+            .map(|k| StreamFigures {
+                stream_id: format!("load-{k}"),
+                sent: 1000 - k,
+                accepted: 1000 - k,
+                check: StreamCheck {
+                    clients: 1,
+                    windows: 3,
+                    deliveries: 3,
+                    exact: if k == 70 { 2 } else { 3 },
+                    lost: u64::from(k == 70),
+                    ..StreamCheck::default()
+                },
+            })
+            .collect();
+        let r = report(per_stream);
+        let text = r.to_text();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("load-")).collect();
+        let named: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            named,
+            ["load-0", "load-1", "load-2", "load-3", "load-4", "load-70"],
+            "{text}"
+        );
+        assert!(
+            text.contains("94 more streams (0 of them with problems)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(json["per_stream"].as_array().map(Vec::len), Some(100));
+        assert_eq!(json["per_stream"][70]["lost"], 1);
+        assert_eq!(json["per_stream"][70]["stream_id"], "load-70");
+    }
+
+    #[test]
+    fn one_stream_keeps_the_report_as_before_streams() {
+        let r = report(vec![StreamFigures {
+            stream_id: "default".into(),
+            sent: 1,
+            accepted: 1,
+            check: StreamCheck::default(),
+        }]);
+        let text = r.to_text();
+        assert!(!text.contains("streams "), "{text}");
+        assert!(text.contains("windows × 1 clients"), "{text}");
+    }
+}
