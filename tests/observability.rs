@@ -291,6 +291,63 @@ async fn load_finds_every_window_exact_and_reports_as_json() {
     system.shutdown().await.unwrap();
 }
 
+/// `--streams 3 --sse-clients 6`: two clients per stream, each checked against its own
+/// stream's reactions. Needs delivery per stream (a client registered for a stream gets only
+/// its windows): until then every client also gets the other streams' windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs per-stream delivery"]
+async fn load_finds_every_window_of_every_stream_exact() {
+    let (system, _seen) = start(&[]).await;
+    let target = format!("http://{}", system.http_addr);
+    let report = emostream::load::load(&load_args(
+        &target,
+        &[
+            "--rate",
+            "600",
+            "--duration",
+            "3",
+            "--batch",
+            "10",
+            "--streams",
+            "3",
+            "--sse-clients",
+            "6",
+        ],
+    ))
+    .await
+    .unwrap();
+    let text = report.to_text();
+    assert!(report.exact, "{text}");
+    assert_eq!(report.accepted, report.sent, "{text}");
+    assert_eq!((report.streams, report.streams_watched), (3, 3), "{text}");
+    assert_eq!(report.unwatched_accepted, 0);
+    assert_eq!(report.check.other_stream, 0, "{text}");
+    let names: Vec<&str> = report
+        .per_stream
+        .iter()
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    assert_eq!(names, ["load-0", "load-1", "load-2"]);
+    for s in &report.per_stream {
+        assert_eq!(s.check.clients, 2, "{text}");
+        assert!(s.accepted > 0 && s.check.windows >= 2, "{text}");
+        assert_eq!(s.check.deliveries, s.check.windows * 2, "{text}");
+        assert_eq!(s.check.exact, s.check.deliveries, "{text}");
+    }
+    // Zipf 1.0 over 3 streams: shares 6/11, 3/11, 2/11.
+    let (hot, cold) = (report.per_stream[0].sent, report.per_stream[2].sent);
+    assert!(hot > 2 * cold, "{text}");
+    assert_eq!(
+        report.per_stream.iter().map(|s| s.accepted).sum::<u64>(),
+        report.accepted
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["per_stream"].as_array().unwrap().len(), 3);
+    assert_eq!(json["per_stream"][1]["stream_id"], "load-1");
+    assert!(text.contains("3 streams"), "{text}");
+    system.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_reports_windows_that_disagree_with_its_ledger() {
     let (system, _seen) = start(&[]).await;
