@@ -79,9 +79,14 @@ function switchTo(id) {
   start(id);
 }
 
+// Frees a place on its subscriber now; the server would otherwise keep it until its TTL.
+function unregister(clientId) {
+  fetch(`/clients/${encodeURIComponent(clientId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+}
+
 function release() {
   if (source) source.close();
-  if (client) fetch(`/clients/${encodeURIComponent(client.client_id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+  if (client) unregister(client.client_id);
   source = null;
   client = null;
 }
@@ -117,9 +122,7 @@ async function register(gen) {
     });
     answer = await response.json().catch(() => ({}));
     if (gen !== generation) {
-      if (response.ok && answer.client_id) {
-        fetch(`/clients/${encodeURIComponent(answer.client_id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
-      }
+      if (response.ok && answer.client_id) unregister(answer.client_id);
       return;
     }
     // Another try cannot fix a refused stream (invalid, forbidden, no token): say so and stop.
@@ -145,7 +148,8 @@ async function register(gen) {
 
 function follow(url, gen) {
   const events = new URL(url, location.href);
-  // A server that predates per-stream delivery leaves it out and ignores it.
+  // The server's events_url names the stream; one without per-stream delivery does not, and
+  // ignores the parameter.
   if (!events.searchParams.has("stream_id")) events.searchParams.set("stream_id", followed);
   // EventSource reconnects by itself and sends Last-Event-ID, so the server replays what
   // was missed; it gives up only when the server answers with an error status.
@@ -155,8 +159,8 @@ function follow(url, gen) {
   es.onerror = () => {
     if (gen !== generation) return;
     if (es.readyState === EventSource.CLOSED) {
+      release();
       setState("closed");
-      client = null;
       setTimeout(() => register(gen), 3000);
     } else {
       setState("reconnecting");
@@ -165,7 +169,7 @@ function follow(url, gen) {
   const on = (kind, handle) => es.addEventListener(kind, (e) => {
     if (gen !== generation) return;
     const summary = JSON.parse(e.data);
-    // A server that predates per-stream delivery sends every stream's windows to everyone.
+    // A server without per-stream delivery mixes the streams on one event stream.
     if ((summary.stream_id ?? DEFAULT_STREAM) !== followed) return;
     handle(summary);
   });
@@ -394,7 +398,6 @@ window.addEventListener("popstate", () => {
   const id = streamFromUrl();
   if (id !== followed) start(id);
 });
-// Release the place on the subscriber; the server would otherwise expire it after its TTL.
 window.addEventListener("pagehide", release);
 // A page restored from the back-forward cache was released on its way in: follow again.
 window.addEventListener("pageshow", (e) => { if (e.persisted) start(streamFromUrl()); });
