@@ -25,6 +25,7 @@ let source = null;
 let windows = 0;
 let resyncs = 0;
 let streams = []; // the last answer of GET /streams
+let streamsKnown = false; // whether that answer came: without it, "not active" would be a guess
 let pickerKey = "";
 let pollTimer = null;
 
@@ -358,8 +359,10 @@ async function pollStreams() {
     if (!Array.isArray(list)) throw new Error("GET /streams did not answer a list");
     // Only ids the server could accept back: anything else could not be followed anyway.
     streams = list.filter((s) => s && typeof s.stream_id === "string" && STREAM_ID.test(s.stream_id));
+    streamsKnown = true;
     $("streams-note").textContent = streams.length ? "" : "no stream is active yet";
   } catch (e) {
+    streamsKnown = false;
     $("streams-note").textContent = `the list of streams is unavailable (${e.message})`;
   }
   renderPicker();
@@ -375,7 +378,7 @@ function renderPicker() {
   const rows = streams.map((s) => [s.stream_id,
     `${s.stream_id} · ${count(s.viewers)} watching · last total ${s.last_window == null ? "–" : count(s.last_total)}`]);
   if (followed === null) rows.unshift(["", "— pick a stream —"]);
-  else if (!mine) rows.unshift([followed, `${followed} · not active: waiting for reactions`]);
+  else if (!mine) rows.unshift([followed, streamsKnown ? `${followed} · not active: waiting for reactions` : followed]);
   // Rebuilt only when something changed, so a list a person has open is not yanked away.
   const key = JSON.stringify([followed, rows]);
   if (key === pickerKey) return;

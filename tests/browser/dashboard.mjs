@@ -42,11 +42,12 @@ const pageErrors = [];
 page.on("pageerror", (e) => pageErrors.push(e.message));
 page.on("console", (m) => { if (m.type() === "error") console.error(`page console: ${m.text()}`); });
 
-async function fail(why) {
+// `on` is the page the failure is about: its screenshot is the one that explains it.
+async function fail(why, on = page) {
   console.error(`dashboard test failed: ${why}`);
   try {
     mkdirSync(dirname(screenshot), { recursive: true });
-    await page.screenshot({ path: screenshot, fullPage: true });
+    await on.screenshot({ path: screenshot, fullPage: true });
     console.error(`screenshot of the failure: ${screenshot}`);
   } catch { /* the failure is already reported */ }
   await browser.close();
@@ -109,53 +110,54 @@ async function streamsPart() {
   await invalid.goto(new URL(`/?stream=${encodeURIComponent(bad)}`, base).href);
   await invalid.waitForSelector("#problem:not([hidden])", { timeout: 5_000 });
   const problem = await invalid.textContent("#problem");
-  if (!problem.includes("not a valid stream id")) await fail(`an invalid ?stream= shows ${JSON.stringify(problem)}`);
+  if (!problem.includes("not a valid stream id")) await fail(`an invalid ?stream= shows ${JSON.stringify(problem)}`, invalid);
   // Shown as text: the markup in the id must not become elements.
   if (await invalid.textContent("#stream") !== bad || await invalid.$("#stream b, #problem b")) {
-    await fail(`the invalid stream id is not shown as plain text: ${await invalid.innerHTML("#stream")}`);
+    await fail(`the invalid stream id is not shown as plain text: ${await invalid.innerHTML("#stream")}`, invalid);
   }
-  if (!await invalid.isDisabled('button[data-emoji="🔥"]')) await fail("the buttons react to an invalid stream");
+  if (!await invalid.isDisabled('button[data-emoji="🔥"]')) await fail("the buttons react to an invalid stream", invalid);
   await invalid.close();
 
   const viewer = await browser.newPage({ viewport: { width: 1100, height: 760 } });
   viewer.on("pageerror", (e) => pageErrors.push(`match-2: ${e.message}`));
   await viewer.goto(new URL("/?stream=match-2", base).href);
   await viewer.waitForFunction(() => document.getElementById("state").textContent === "live", null, { timeout: 15_000 });
-  if (await viewer.textContent("#stream") !== "match-2") await fail(`/?stream=match-2 follows ${await viewer.textContent("#stream")}`);
+  if (await viewer.textContent("#stream") !== "match-2") await fail(`/?stream=match-2 follows ${await viewer.textContent("#stream")}`, viewer);
   // Nothing was sent to match-2 yet: no window to show.
   if (!(await viewer.isVisible("#waiting")) || !/waiting for reactions/i.test(await viewer.textContent("#waiting"))) {
-    await fail("a stream with no windows does not say it is waiting for reactions");
+    await fail("a stream with no windows does not say it is waiting for reactions", viewer);
   }
 
   const feed = feedStreams();
   try {
     await showsExactly(viewer, { "😂": M }, 20_000).catch(async () => {
-      await fail(`/?stream=match-2 did not show exactly ${M} 😂: ${JSON.stringify(await shown(viewer))}`);
+      await fail(`/?stream=match-2 did not show exactly ${M} 😂: ${JSON.stringify(await shown(viewer))}`, viewer);
     });
     await viewer.waitForSelector('#streams option[value="match-1"]', { state: "attached", timeout: 15_000 }).catch(async () => {
       const options = await viewer.$$eval("#streams option", (o) => o.map((x) => x.textContent));
-      await fail(`the stream list does not offer match-1: ${JSON.stringify(options)} (${await viewer.textContent("#streams-note")})`);
+      await fail(`the stream list does not offer match-1: ${JSON.stringify(options)} (${await viewer.textContent("#streams-note")})`, viewer);
     });
     await viewer.selectOption("#streams", "match-1");
     const url = new URL(viewer.url());
-    if (url.searchParams.get("stream") !== "match-1") await fail(`after picking match-1 the URL is ${url}`);
+    if (url.searchParams.get("stream") !== "match-1") await fail(`after picking match-1 the URL is ${url}`, viewer);
     await showsExactly(viewer, { "🔥": N }, 20_000).catch(async () => {
-      await fail(`after picking match-1 the page did not show exactly ${N} 🔥: ${JSON.stringify(await shown(viewer))}`);
+      await fail(`after picking match-1 the page did not show exactly ${N} 🔥: ${JSON.stringify(await shown(viewer))}`, viewer);
     });
-    if (await viewer.textContent("#stream") !== "match-1") await fail(`after picking match-1 the page says ${await viewer.textContent("#stream")}`);
+    if (await viewer.textContent("#stream") !== "match-1") await fail(`after picking match-1 the page says ${await viewer.textContent("#stream")}`, viewer);
     const picked = await viewer.$eval("#streams", (s) => s.value);
-    if (picked !== "match-1") await fail(`after picking match-1 the list shows ${picked} as followed`);
+    if (picked !== "match-1") await fail(`after picking match-1 the list shows ${picked} as followed`, viewer);
     await viewer.waitForTimeout(400);
     await viewer.screenshot({ path: screenshot.replace(/(\.png)?$/, "-streams.png"), fullPage: true });
     await viewer.goBack();
-    if (new URL(viewer.url()).searchParams.get("stream") !== "match-2") await fail(`Back went to ${viewer.url()}`);
+    if (new URL(viewer.url()).searchParams.get("stream") !== "match-2") await fail(`Back went to ${viewer.url()}`, viewer);
     await showsExactly(viewer, { "😂": M }, 20_000).catch(async () => {
-      await fail(`after Back the page did not show exactly ${M} 😂 of match-2: ${JSON.stringify(await shown(viewer))}`);
+      await fail(`after Back the page did not show exactly ${M} 😂 of match-2: ${JSON.stringify(await shown(viewer))}`, viewer);
     });
     if (feed.failure()) await fail(feed.failure());
   } finally {
     feed.stop();
   }
+  if (pageErrors.length) await fail(`errors on the page: ${pageErrors.join("; ")}`, viewer);
   await viewer.close();
   console.log(`streams: an invalid id is explained; match-2 showed ${M} 😂, match-1 picked from the list showed ${N} 🔥, Back returned to match-2`);
 }
