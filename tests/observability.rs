@@ -423,7 +423,8 @@ async fn the_dashboard_is_served_from_the_binary() {
 }
 
 /// `tests/browser/dashboard.mjs` drives the page in headless Chromium: it clicks 🔥 and waits
-/// for a window with its count. Needs node, `npm ci` in `tests/browser` and Chromium, so it
+/// for a window with its count, then follows `/?stream=match-2` and picks match-1 while both
+/// streams get reactions, and checks each shows its own counts only. Needs node, `npm ci` in `tests/browser` and Chromium, so it
 /// is ignored by default; CI installs them and runs it with `--include-ignored`, where a
 /// missing piece fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,12 +457,23 @@ async fn the_dashboard_shows_a_clicked_emoji_in_a_real_browser() {
     let port = common::free_port();
     let http = format!("127.0.0.1:{port}");
     let listed = format!("http://localhost:{port}");
-    let (system, _seen) = start(&["--http", &http, "--cors-origin", &listed]).await;
+    // The script posts once per window, so it must know the window's length.
+    let window_ms = "2000";
+    let (system, _seen) = start(&[
+        "--http",
+        &http,
+        "--cors-origin",
+        &listed,
+        "--window-ms",
+        window_ms,
+    ])
+    .await;
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let mut node = Command::new("node");
     node.arg(browser_dir.join("dashboard.mjs"))
         .arg(format!("http://{}/", system.http_addr))
         .arg(&screenshot)
+        .arg(window_ms)
         .env("CHROMIUM", &chromium);
     let status = tokio::task::spawn_blocking(move || node.status())
         .await
