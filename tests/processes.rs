@@ -433,6 +433,8 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         ("🔥".to_owned(), 20),
         ("😂".to_owned(), 30),
         ("🎉".to_owned(), 7),
+        ("🌅".to_owned(), 11),
+        ("🌇".to_owned(), 13),
     ]
     .into();
     let written = poll_until(
@@ -448,5 +450,9 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         },
     )
     .await;
-    common::assert_contiguous(&written);
+    // Every stream's windows once each, with no gap across the stop and the restart (the named
+    // streams were inside their idle span when the processes stopped).
+    for stream in ["default", "east", "west"] {
+        common::assert_contiguous(&common::of_stream(&written, stream));
+    }
 }
