@@ -9,16 +9,16 @@ pub const RETRY_MS: u64 = 2000;
 /// A keep-alive comment.
 pub const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
 
-/// One window, ready to send.
+/// One window, ready to send. Retained windows are most of what a process keeps per stream, so
+/// a frame is one allocation (the event) and the place of its JSON in it.
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// The window index (the SSE `id`).
     pub window: WindowId,
-    /// The summary JSON (the SSE `data`): a slice of `event`, so a retained window is one
-    /// allocation.
-    pub json: Bytes,
     /// The whole `event: window` SSE event.
     pub event: Bytes,
+    /// Where the summary JSON (the SSE `data`) starts and ends in `event`.
+    json_at: (u32, u32),
 }
 
 impl Frame {
@@ -26,17 +26,27 @@ impl Frame {
     pub fn window(summary: &WindowSummary) -> Frame {
         let json = summary.to_json();
         let event = encode(summary.window, "window", json.as_bytes());
-        let head = event.len() - json.len() - 2;
+        let end = event.len() - 2;
+        let start = end - json.len();
         Frame {
             window: summary.window,
-            json: event.slice(head..head + json.len()),
             event,
+            json_at: (
+                u32::try_from(start).unwrap_or(u32::MAX),
+                u32::try_from(end).unwrap_or(u32::MAX),
+            ),
         }
+    }
+
+    /// The summary JSON (the SSE `data`).
+    pub fn json(&self) -> &[u8] {
+        let (start, end) = (self.json_at.0 as usize, self.json_at.1 as usize);
+        self.event.get(start..end).unwrap_or_default()
     }
 
     /// The same window as an `event: resync`, for a client that fell behind.
     pub fn resync(&self) -> Bytes {
-        encode(self.window, "resync", &self.json)
+        encode(self.window, "resync", self.json())
     }
 }
 
@@ -48,8 +58,10 @@ pub fn preface() -> Bytes {
 fn encode(id: WindowId, event: &str, json: &[u8]) -> Bytes {
     // The summary JSON is one line (serde_json escapes newlines in strings), so one `data:`
     // line carries it.
-    let mut out = Vec::with_capacity(json.len() + 48);
-    out.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
+    let head = format!("id: {id}\nevent: {event}\ndata: ");
+    // Exactly the event's length: retained frames keep their allocation as it is.
+    let mut out = Vec::with_capacity(head.len() + json.len() + 2);
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
@@ -65,7 +77,7 @@ mod tests {
         let summary = WindowSummary::new(StreamId::default(), 7, &Windowing::default(), vec![]);
         let frame = Frame::window(&summary);
         let text = std::str::from_utf8(&frame.event).unwrap();
-        assert_eq!(&frame.json[..], summary.to_json().as_bytes());
+        assert_eq!(frame.json(), summary.to_json().as_bytes());
         assert_eq!(
             text,
             format!("id: 7\nevent: window\ndata: {}\n\n", summary.to_json())

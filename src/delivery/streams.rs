@@ -77,7 +77,12 @@ impl StreamChannel {
         if total > 0 {
             state.last_reacted = Some(frame.window);
         }
-        if state.retained.len() >= self.settings.retention.max(1) {
+        let retention = self.settings.retention.max(1);
+        if state.retained.capacity() == 0 {
+            // Exactly the retention: a ring grown by doubling would hold up to twice the slots.
+            state.retained.reserve_exact(retention);
+        }
+        if state.retained.len() >= retention {
             state.retained.pop_front();
         }
         if let Some(live) = &state.live {
@@ -256,7 +261,7 @@ impl StreamStore {
                     return None;
                 }
                 let last = state.retained.back()?;
-                let total = summary_total(&last.json);
+                let total = summary_total(last.json());
                 Some(StreamInfo {
                     stream_id: channel.id.as_str().to_owned(),
                     last_window: last.window,
