@@ -37,10 +37,14 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
         block_bytes: DEFAULT_BLOCK_BYTES,
         now_ms: wall_clock_ms(),
     };
-    let mut out = BufWriter::new(out);
+    let mut out = BufWriter::with_capacity(1 << 16, out);
+    // One line buffer for every summary: with thousands of streams there are millions of them.
+    let mut line = Vec::with_capacity(512);
     let report = replay(input, &config, |summary| {
-        out.write_all(summary.to_json().as_bytes())?;
-        out.write_all(b"\n")
+        line.clear();
+        summary.write_json(&mut line);
+        line.push(b'\n');
+        out.write_all(&line)
     })?;
     out.flush()?;
     Ok(report)

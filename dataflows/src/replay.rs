@@ -23,7 +23,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Inspect, Operator};
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
@@ -173,7 +173,9 @@ where
         deployment.processes(),
     );
     let report = Arc::new(Mutex::new(ReplayReport::default()));
-    let (tx, rx) = mpsc::channel::<WindowSummary>();
+    // Whole batches cross to the caller: a message per summary (and a clone of each, as an
+    // `inspect` would need) cost more than the summaries themselves with thousands of streams.
+    let (tx, rx) = mpsc::channel::<Vec<WindowSummary>>();
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
@@ -184,20 +186,28 @@ where
         let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
         worker.dataflow::<WindowId, _, _>(move |scope| {
-            replay_dataflow(scope, input, &settings, now_ms, report).inspect(move |summary| {
-                // The receiver is gone only when the caller has stopped listening after an
-                // output error, which it reports itself.
-                let _ = tx.send(summary.clone());
-            });
+            replay_dataflow(scope, input, &settings, now_ms, report).sink(
+                Pipeline,
+                "Deliver",
+                move |(input, _frontier)| {
+                    input.for_each(|_time, batch| {
+                        // The receiver is gone only when the caller has stopped listening after
+                        // an output error, which it reports itself.
+                        let _ = tx.send(std::mem::take(batch));
+                    });
+                },
+            );
         });
     })?;
 
     let mut output_error = None;
     let mut windows = 0;
-    for summary in rx {
-        windows += 1;
-        if output_error.is_none() {
-            output_error = on_window(&summary).err();
+    for batch in rx {
+        for summary in &batch {
+            windows += 1;
+            if output_error.is_none() {
+                output_error = on_window(summary).err();
+            }
         }
     }
     for result in guards.join() {
