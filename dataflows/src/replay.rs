@@ -29,7 +29,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
 use crate::dataflow::{window_summaries, Settings};
 use crate::deployment::Deployment;
-use crate::operators::{give_partial_counts, Activity, CountKey, PartialCounts};
+use crate::operators::{give_counts, Activity, CountKey};
 use crate::reaction::InvalidCounts;
 use crate::summary::WindowSummary;
 use crate::window::{EventClock, WindowId, Windowing};
@@ -292,7 +292,10 @@ fn decide_late<'scope>(
         let mut waiting: BTreeMap<u64, BlockSummary> = BTreeMap::new();
         let mut next_block = 0u64;
         let mut clock = EventClock::default();
-        let mut mine = PartialCounts::default();
+        // This worker's blocks' counts, already summed per block: emitted as they are rather
+        // than summed again across blocks here (with thousands of streams, a block's counts
+        // hardly repeat in the next, and the counting downstream sums them anyway).
+        let mut mine = Vec::new();
         move |(input, frontier), output| {
             input.for_each(|_time, batch| {
                 for summary in batch.drain(..) {
@@ -309,7 +312,7 @@ fn decide_late<'scope>(
                     } else {
                         seen.counted += n;
                         if emit {
-                            mine.add_owned(window, stream, emoji, n);
+                            mine.push((window, stream, emoji, n));
                         }
                     }
                 }
@@ -331,7 +334,7 @@ fn decide_late<'scope>(
                 report.errors.extend(seen.errors.into_iter().take(room));
             }
             let Some(held) = cap.as_mut() else { return };
-            let refused = give_partial_counts(held, output, &mut mine);
+            let refused = give_counts(held, output, &mut mine);
             if let Some(report) = &report {
                 lock(report).late += refused;
             }

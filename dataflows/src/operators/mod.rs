@@ -88,15 +88,8 @@ impl PartialCounts {
         all
     }
 
-    /// Takes every count out, ordered by window only (what emitting needs: a capability per
-    /// window; the order within a window is summed away downstream).
-    pub fn drain_by_window(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
-        let mut all = self.drain();
-        all.sort_unstable_by_key(|c| c.0);
-        all
-    }
-
-    fn drain(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
+    /// Takes every count out, in no particular order.
+    pub fn drain(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
         let names = &self.names;
         let all = self
             .counts
@@ -123,17 +116,36 @@ pub fn give_partial_counts(
     if counts.is_empty() {
         return 0;
     }
-    let ready = counts.drain_by_window();
+    give_counts(held, output, &mut counts.drain())
+}
+
+/// [`give_partial_counts`] for counts already gathered elsewhere (replay's blocks, summed per
+/// block): `(window, stream, emoji, n)` in any order, emptied. Repeated keys are fine, the
+/// counting downstream sums them.
+pub fn give_counts(
+    held: &Capability<WindowId>,
+    output: &mut PartialCountOutput<'_>,
+    ready: &mut Vec<(WindowId, StreamId, Emoji, u64)>,
+) -> u64 {
+    ready.sort_unstable_by_key(|c| c.0);
     let mut refused = 0;
-    for chunk in ready.chunk_by(|a, b| a.0 == b.0) {
-        let window = chunk[0].0;
+    let mut rest = ready.drain(..).peekable();
+    while let Some((window, stream, emoji, n)) = rest.next() {
+        let same_window = |c: &(WindowId, StreamId, Emoji, u64)| c.0 == window;
         match held.try_delayed(&window) {
-            Some(at) => output.session(&at).give_iterator(
-                chunk
-                    .iter()
-                    .map(|(_, stream, emoji, n)| ((stream.clone(), *emoji), *n)),
-            ),
-            None => refused += chunk.iter().map(|(_, _, _, n)| *n).sum::<u64>(),
+            Some(at) => {
+                let mut session = output.session(&at);
+                session.give(((stream, emoji), n));
+                while let Some((_, stream, emoji, n)) = rest.next_if(same_window) {
+                    session.give(((stream, emoji), n));
+                }
+            }
+            None => {
+                refused += n;
+                while let Some((.., n)) = rest.next_if(same_window) {
+                    refused += n;
+                }
+            }
         }
     }
     refused
