@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use dataflows::reaction::Field;
-use dataflows::replay::{replay, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
+use dataflows::replay::{replay_ndjson, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
 use dataflows::wall_clock_ms;
 
 use crate::cli::ReplayArgs;
@@ -38,14 +38,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
         now_ms: wall_clock_ms(),
     };
     let mut out = BufWriter::with_capacity(1 << 16, out);
-    // One line buffer for every summary: with thousands of streams there are millions of them.
-    let mut line = Vec::with_capacity(512);
-    let report = replay(input, &config, |summary| {
-        line.clear();
-        summary.write_json(&mut line);
-        line.push(b'\n');
-        out.write_all(&line)
-    })?;
+    let report = replay_ndjson(input, &config, &mut out)?;
     out.flush()?;
     Ok(report)
 }

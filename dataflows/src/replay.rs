@@ -165,6 +165,63 @@ where
     R: Read + Send + 'static,
     F: FnMut(&WindowSummary) -> io::Result<()>,
 {
+    // Whole batches cross to the caller: a message per summary (and a clone of each, as an
+    // `inspect` would need) cost more than the summaries themselves with thousands of streams.
+    run(
+        input,
+        config,
+        |batch: &mut Vec<WindowSummary>| (batch.len() as u64, std::mem::take(batch)),
+        |batch| batch.iter().try_for_each(&mut on_window),
+    )
+}
+
+/// Replays `input` like [`replay`], writing each summary's JSON line
+/// ([`WindowSummary::write_json`] and a newline) to `out`.
+///
+/// The lines are encoded on the worker that summarizes and cross to `out` as bytes: with
+/// thousands of streams there are millions of summaries, and handing each to another thread
+/// (its allocation freed there, its shared stream id counted down there) cost more than
+/// encoding it.
+pub fn replay_ndjson<R, W>(
+    input: R,
+    config: &ReplayConfig,
+    out: &mut W,
+) -> Result<ReplayReport, ReplayError>
+where
+    R: Read + Send + 'static,
+    W: io::Write + ?Sized,
+{
+    run(
+        input,
+        config,
+        |batch: &mut Vec<WindowSummary>| {
+            let windows = batch.len() as u64;
+            let mut bytes = Vec::with_capacity(batch.len() * 160);
+            for summary in batch.drain(..) {
+                summary.write_json(&mut bytes);
+                bytes.push(b'\n');
+            }
+            (windows, bytes)
+        },
+        |bytes| out.write_all(&bytes),
+    )
+}
+
+/// Runs the replay dataflow; each batch of summaries is turned into a message by `prepare`
+/// (on the worker, with the number of windows in it) and handed to `deliver` (on the caller's
+/// thread) in window order.
+fn run<R, T, P, D>(
+    input: R,
+    config: &ReplayConfig,
+    prepare: P,
+    mut deliver: D,
+) -> Result<ReplayReport, ReplayError>
+where
+    R: Read + Send + 'static,
+    T: Send + 'static,
+    P: Fn(&mut Vec<WindowSummary>) -> (u64, T) + Clone + Send + Sync + 'static,
+    D: FnMut(T) -> io::Result<()>,
+{
     let deployment = &config.deployment;
     let input = ReplayInput::share(
         input,
@@ -173,9 +230,7 @@ where
         deployment.processes(),
     );
     let report = Arc::new(Mutex::new(ReplayReport::default()));
-    // Whole batches cross to the caller: a message per summary (and a clone of each, as an
-    // `inspect` would need) cost more than the summaries themselves with thousands of streams.
-    let (tx, rx) = mpsc::channel::<Vec<WindowSummary>>();
+    let (tx, rx) = mpsc::channel::<(u64, T)>();
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
@@ -185,6 +240,7 @@ where
         let tx = lock(&tx).clone();
         let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
+        let prepare = prepare.clone();
         worker.dataflow::<WindowId, _, _>(move |scope| {
             replay_dataflow(scope, input, &settings, now_ms, report).sink(
                 Pipeline,
@@ -193,7 +249,7 @@ where
                     input.for_each(|_time, batch| {
                         // The receiver is gone only when the caller has stopped listening after
                         // an output error, which it reports itself.
-                        let _ = tx.send(std::mem::take(batch));
+                        let _ = tx.send(prepare(batch));
                     });
                 },
             );
@@ -202,12 +258,10 @@ where
 
     let mut output_error = None;
     let mut windows = 0;
-    for batch in rx {
-        for summary in &batch {
-            windows += 1;
-            if output_error.is_none() {
-                output_error = on_window(summary).err();
-            }
+    for (count, message) in rx {
+        windows += count;
+        if output_error.is_none() {
+            output_error = deliver(message).err();
         }
     }
     for result in guards.join() {
