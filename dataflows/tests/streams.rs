@@ -314,11 +314,15 @@ fn ndjson_replay_writes_the_summaries_json_in_order_for_any_worker_count() {
     };
     // The reference: the summaries replay hands over, each encoded by `to_json`.
     let mut expected = String::new();
-    let report = replay(std::io::Cursor::new(text.clone().into_bytes()), &config(1), |s| {
-        expected.push_str(&s.to_json());
-        expected.push('\n');
-        Ok(())
-    })
+    let report = replay(
+        std::io::Cursor::new(text.clone().into_bytes()),
+        &config(1),
+        |s| {
+            expected.push_str(&s.to_json());
+            expected.push('\n');
+            Ok(())
+        },
+    )
     .unwrap();
     assert!(report.windows > 100);
     for workers in [1, 3] {
@@ -329,7 +333,11 @@ fn ndjson_replay_writes_the_summaries_json_in_order_for_any_worker_count() {
             &mut out,
         )
         .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), expected, "workers={workers}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            expected,
+            "workers={workers}"
+        );
         assert_eq!(got, report, "workers={workers}");
     }
 }
