@@ -45,6 +45,10 @@ struct Args {
     /// Workers of the replay.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// `--stream-idle-windows` of the replay (emostream's default, 30, when not given): 0 shows
+    /// what counting many streams costs without the empty windows of idle ones.
+    #[arg(long)]
+    idle_windows: Option<u64>,
     /// Runs per input; the best and the median are printed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -72,12 +76,13 @@ fn main() -> anyhow::Result<()> {
     let one = args.dir.join("one-stream.ndjson");
     generate(&args, &many, &one)?;
     println!(
-        "{} reactions over {} streams (Zipf {}), {} min of event time; {} worker(s), best and median of {} runs, output to {}:",
+        "{} reactions over {} streams (Zipf {}), {} min of event time; {} worker(s), idle windows {}, best and median of {} runs, output to {}:",
         args.reactions,
         args.streams,
         args.skew,
         args.minutes,
         args.workers,
+        args.idle_windows.map_or("30 (default)".to_string(), |n| n.to_string()),
         args.runs,
         if args.discard { "/dev/null" } else { "a file" }
     );
@@ -168,10 +173,7 @@ fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
             File::create(&out)?
         };
         let (start, cpu_before) = (Instant::now(), children_cpu()?);
-        let status = Command::new(&args.bin)
-            .arg("replay")
-            .arg(input)
-            .args(["--workers", &args.workers.to_string()])
+        let status = replay_command(args, input)
             .stdout(sink)
             .stderr(Stdio::null())
             .status()
@@ -186,10 +188,7 @@ fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
     }
     if args.discard {
         // One untimed run to see what the output would have been.
-        let status = Command::new(&args.bin)
-            .arg("replay")
-            .arg(input)
-            .args(["--workers", &args.workers.to_string()])
+        let status = replay_command(args, input)
             .stdout(File::create(&out)?)
             .stderr(Stdio::null())
             .status()?;
@@ -219,6 +218,19 @@ fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
         cpu: cpu[0],
         total,
     })
+}
+
+/// `emostream replay` of `input` with the benchmark's flags.
+fn replay_command(args: &Args, input: &Path) -> Command {
+    let mut command = Command::new(&args.bin);
+    command
+        .arg("replay")
+        .arg(input)
+        .args(["--workers", &args.workers.to_string()]);
+    if let Some(idle) = args.idle_windows {
+        command.args(["--stream-idle-windows", &idle.to_string()]);
+    }
+    command
 }
 
 /// Lines, bytes and the sum of `"total"` of a replay's output.
