@@ -40,7 +40,9 @@ pub struct Ingest {
 
 /// The request body, read whole within `limit`: a body that stalls is a 408, one cut short
 /// (the client closed before `Content-Length` bytes) a 400.
-fn body_within(limit: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+pub(crate) fn body_within(
+    limit: Duration,
+) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::body::stream().and_then(move |body| async move {
         let mut whole = std::pin::pin!(collect(body));
         // Most bodies came with their head: no timer for those.

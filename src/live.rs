@@ -3,7 +3,8 @@
 //! ```text
 //! KafkaSource (per worker, own partitions) ─▶ window pipeline (count, scale, summarize)
 //!   ─▶ WriteWindows (durable in the windows topic) ─▶ on_window ─▶ broadcast to every worker
-//!   ─▶ each worker publishes into the SSE hubs it owns ─▶ probe (sources commit by it)
+//!   ─▶ the first worker of each process publishes into its stream store ─▶ probe (sources
+//!   commit by it)
 //! ```
 //! Timely workers are plain threads; nothing here runs on tokio.
 
@@ -18,7 +19,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
-use crate::delivery::{Frame, Registry};
+use crate::delivery::Registry;
 use crate::kafka::source::{kafka_source, SourceSettings};
 use crate::kafka::windows_sink::write_windows;
 
@@ -60,10 +61,12 @@ pub fn start(
         let faults = source.faults.clone();
         let registry = Arc::clone(&registry);
         let activity = activity.clone();
-        let (index, peers) = (worker.index(), worker.peers());
+        let first_here = worker.index() % local_workers == 0;
         let dataflow = worker.next_dataflow_index();
+        let durable = ProbeHandle::new();
+        let closed = durable.clone();
+        let windowing = settings.windowing;
         worker.dataflow::<WindowId, _, _>(move |scope| {
-            let durable = ProbeHandle::new();
             let sources = ProbeHandle::new();
             let counts =
                 kafka_source(scope, source, durable.clone(), sources.clone()).probe_with(&sources);
@@ -72,9 +75,11 @@ pub fn start(
                 .inspect(move |summary| on_window(summary))
                 .broadcast()
                 .inspect(move |summary| {
-                    published.window_published(summary.end_ms);
-                    let frame = Frame::window(summary);
-                    registry.for_each_owned(index, peers, |hub| hub.publish(frame.clone()));
+                    // Every process delivers every stream (its viewers may be on any hub it
+                    // serves); its first worker keeps them, once.
+                    if first_here {
+                        registry.streams().publish(summary);
+                    }
                 })
                 .probe_with(&durable);
         });
@@ -84,6 +89,13 @@ pub fn start(
         while stopped.load(Ordering::SeqCst) < local_workers {
             if !worker.step_or_park(Some(Duration::from_millis(100))) {
                 break;
+            }
+            // Windows close (and are durable) even when no stream is active and none is
+            // emitted: readiness follows that, not the windows published.
+            if first_here {
+                if let Some(open) = closed.with_frontier(|f| f.first().copied()) {
+                    published.window_published(windowing.start_ms(open));
+                }
             }
         }
         worker.drop_dataflow(dataflow);

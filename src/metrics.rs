@@ -121,8 +121,27 @@ impl Collector for Metrics {
         encode_source(e, s)?;
         encode_skipped(e, s)?;
         encode_windows(e, s)?;
-        encode_delivery(e, s, &self.registry.view())
+        encode_delivery(e, s, &self.registry.view())?;
+        encode_streams(e, &self.registry)
     }
+}
+
+/// Streams as counts only: a `stream_id` label would give a scraper one series per live event
+/// (thousands); per-stream figures are in `GET /streams`.
+fn encode_streams(e: &mut DescriptorEncoder, registry: &crate::delivery::Registry) -> Fmt {
+    let streams = registry.streams();
+    gauge(
+        e,
+        "emostream_streams_active",
+        "Streams that had reactions within the last --stream-idle-windows windows.",
+        streams.active_count() as i64,
+    )?;
+    gauge(
+        e,
+        "emostream_streams_held",
+        "Streams this process keeps windows or viewers of (active or not).",
+        streams.len() as i64,
+    )
 }
 
 /// The HTTP API and the Kafka producer: what was accepted, refused and delivered to the broker.

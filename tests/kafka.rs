@@ -20,6 +20,26 @@ use serde_json::{json, Value};
 async fn reactions_posted_come_out_as_windows_against_kafka() {
     let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
     common::end_to_end(&["--brokers", &kafka.brokers, "--idle-ms", "1000"]).await;
+    // The windows topic keeps the latest record per `{stream_id}/{window}`.
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic("emoji-windows")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let config = described.into_iter().next().unwrap().unwrap();
+    assert_eq!(
+        config
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref()),
+        Some("compact")
+    );
 }
 
 /// One row of `kafka-consumer-groups --describe` for the reactions topic.

@@ -82,6 +82,83 @@ async fn a_restart_resumes_without_losing_or_repeating_windows() {
     assert_eq!(sums(&topic), expected);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_an_active_stream_loses_and_repeats_no_window() {
+    let topics = [
+        ("emoji-reactions".to_string(), 4),
+        ("emoji-windows".to_string(), 1),
+    ];
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    // Short windows and an idle span of 8: the stream is still active across the restart.
+    let flags = [
+        "--brokers",
+        &brokers,
+        "--window-ms",
+        "500",
+        "--lateness-ms",
+        "100",
+        "--stream-idle-windows",
+        "8",
+    ];
+    let (first, seen) = start(&flags).await;
+    let ts = common::now_ms();
+    let reactions: Vec<Value> = (0..40)
+        .map(|i| json!({"user_id": format!("u{i}"), "emoji_type": "⚽", "timestamp": ts, "stream_id": "final"}))
+        .collect();
+    post_batch(&first, &reactions).await;
+    wait_until("the stream's window and one empty one", PATIENCE, || {
+        let seen = seen.lock().unwrap();
+        common::of_stream(&seen, "final").len() >= 2
+    })
+    .await;
+    first.shutdown().await.unwrap();
+    let before = common::of_stream(&seen.lock().unwrap(), "final");
+    assert!(
+        before.len() < 9,
+        "the restart falls inside the idle span: {before:?}"
+    );
+
+    let (second, seen) = start(&flags).await;
+    let reacted = before[0].window;
+    wait_until("the stream's idle span ended", PATIENCE, || {
+        let seen = seen.lock().unwrap();
+        seen.iter().any(|w| w.window > reacted + 9)
+    })
+    .await;
+    let after = common::of_stream(&seen.lock().unwrap(), "final");
+    second.shutdown().await.unwrap();
+    assert_eq!(
+        after.first().map(|w| w.window),
+        Some(before.last().unwrap().window + 1),
+        "the second run goes on right after the first: {before:?} then {after:?}"
+    );
+    let topic = tokio::task::spawn_blocking(move || {
+        let t = windows_topic(&brokers);
+        drop(broker);
+        t
+    })
+    .await
+    .unwrap();
+    let final_windows: Vec<u64> = common::of_stream(&topic, "final")
+        .iter()
+        .map(|w| w.window)
+        .collect();
+    assert_eq!(
+        final_windows,
+        (reacted..=reacted + 8).collect::<Vec<_>>(),
+        "its window and its 8 idle ones, each once, across the restart"
+    );
+    let totals: u64 = common::of_stream(&topic, "final")
+        .iter()
+        .map(|w| w.total)
+        .sum();
+    assert_eq!(totals, 40);
+}
+
 async fn request(
     system: &System,
     method: &str,

@@ -291,6 +291,67 @@ async fn load_finds_every_window_exact_and_reports_as_json() {
     system.shutdown().await.unwrap();
 }
 
+/// `--streams 3 --sse-clients 6`: clients on every stream, each checked against its own
+/// stream's reactions: a client registered for a stream gets only its windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_finds_every_window_of_every_stream_exact() {
+    let (system, _seen) = start(&[]).await;
+    let target = format!("http://{}", system.http_addr);
+    let report = emostream::load::load(&load_args(
+        &target,
+        &[
+            "--rate",
+            "600",
+            "--duration",
+            "3",
+            "--batch",
+            "10",
+            "--streams",
+            "3",
+            "--sse-clients",
+            "6",
+        ],
+    ))
+    .await
+    .unwrap();
+    let text = report.to_text();
+    assert!(report.exact, "{text}");
+    assert_eq!(report.accepted, report.sent, "{text}");
+    assert_eq!((report.streams, report.streams_watched), (3, 3), "{text}");
+    assert_eq!(report.unwatched_accepted, 0);
+    assert_eq!(report.check.other_stream, 0, "{text}");
+    let names: Vec<&str> = report
+        .per_stream
+        .iter()
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    assert_eq!(names, ["load-0", "load-1", "load-2"]);
+    // One client per stream, the other three by the same Zipf weights: 3, 2, 1.
+    let clients: Vec<usize> = report.per_stream.iter().map(|s| s.check.clients).collect();
+    assert_eq!(clients, [3, 2, 1], "{text}");
+    for s in &report.per_stream {
+        assert!(s.accepted > 0 && s.check.windows >= 2, "{text}");
+        assert_eq!(
+            s.check.deliveries,
+            s.check.windows * s.check.clients as u64,
+            "{text}"
+        );
+        assert_eq!(s.check.exact, s.check.deliveries, "{text}");
+    }
+    // Zipf 1.0 over 3 streams: shares 6/11, 3/11, 2/11.
+    let (hot, cold) = (report.per_stream[0].sent, report.per_stream[2].sent);
+    assert!(hot > 2 * cold, "{text}");
+    assert_eq!(
+        report.per_stream.iter().map(|s| s.accepted).sum::<u64>(),
+        report.accepted
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["per_stream"].as_array().unwrap().len(), 3);
+    assert_eq!(json["per_stream"][1]["stream_id"], "load-1");
+    assert!(text.contains("3 streams"), "{text}");
+    system.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_reports_windows_that_disagree_with_its_ledger() {
     let (system, _seen) = start(&[]).await;
@@ -366,7 +427,8 @@ async fn the_dashboard_is_served_from_the_binary() {
 }
 
 /// `tests/browser/dashboard.mjs` drives the page in headless Chromium: it clicks 🔥 and waits
-/// for a window with its count. Needs node, `npm ci` in `tests/browser` and Chromium, so it
+/// for a window with its count, then follows `/?stream=match-2` and picks match-1 while both
+/// streams get reactions, and checks each shows its own counts only. Needs node, `npm ci` in `tests/browser` and Chromium, so it
 /// is ignored by default; CI installs them and runs it with `--include-ignored`, where a
 /// missing piece fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,12 +461,23 @@ async fn the_dashboard_shows_a_clicked_emoji_in_a_real_browser() {
     let port = common::free_port();
     let http = format!("127.0.0.1:{port}");
     let listed = format!("http://localhost:{port}");
-    let (system, _seen) = start(&["--http", &http, "--cors-origin", &listed]).await;
+    // The script posts once per window, so it must know the window's length.
+    let window_ms = "2000";
+    let (system, _seen) = start(&[
+        "--http",
+        &http,
+        "--cors-origin",
+        &listed,
+        "--window-ms",
+        window_ms,
+    ])
+    .await;
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let mut node = Command::new("node");
     node.arg(browser_dir.join("dashboard.mjs"))
         .arg(format!("http://{}/", system.http_addr))
         .arg(&screenshot)
+        .arg(window_ms)
         .env("CHROMIUM", &chromium);
     let status = tokio::task::spawn_blocking(move || node.status())
         .await

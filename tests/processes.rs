@@ -287,6 +287,110 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     let topic_sums = common::sums(&written);
     assert_eq!(topic_sums, expected);
 
+    // Streams: clients of two streams registered at either process land on hubs of both;
+    // each receives its stream alone, exactly, and either process lists the same viewers.
+    let mut named = Vec::new();
+    for i in 0..4 {
+        let stream = ["east", "west"][i % 2];
+        let r = http
+            .post(format!("{}/clients", bases[(i / 2) % 2]))
+            .json(&json!({ "stream_id": stream }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let reg: Value = r.json().await.unwrap();
+        assert_eq!(reg["stream_id"], stream);
+        let follower = follow(&sse, reg["events_url"].as_str().unwrap()).await;
+        named.push((stream, reg, follower));
+    }
+    let hosts: std::collections::BTreeSet<&str> = named
+        .iter()
+        .map(|(_, reg, _)| {
+            let url = reg["events_url"].as_str().unwrap();
+            if url.starts_with(&bases[0]) {
+                "p0"
+            } else {
+                "p1"
+            }
+        })
+        .collect();
+    assert_eq!(hosts.len(), 2, "stream clients on both processes");
+    for (base, stream, emoji, n) in [(&bases[0], "east", "🌅", 11), (&bases[1], "west", "🌇", 13)]
+    {
+        let batch: Vec<Value> = (0..n)
+            .map(|i| json!({"user_id": format!("{stream}{i}"), "emoji_type": emoji, "timestamp": now_ms(), "stream_id": stream}))
+            .collect();
+        let r = http
+            .post(format!("{base}/emoji/batch"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    for (stream, _, follower) in &named {
+        let (emoji, n) = if *stream == "east" {
+            ("🌅", 11)
+        } else {
+            ("🌇", 13)
+        };
+        let want: BTreeMap<String, u64> = [(emoji.to_owned(), n)].into();
+        follower
+            .wait_until(
+                &format!("{stream} sums to {want:?}"),
+                Duration::from_secs(40),
+                |events| {
+                    let windows: Vec<WindowSummary> =
+                        events.iter().map(|e| e.summary.clone()).collect();
+                    common::sums(&windows) == want
+                },
+            )
+            .await;
+        assert!(follower
+            .windows()
+            .iter()
+            .all(|w| w.stream_id.as_str() == *stream));
+    }
+    let listing = |base: String| {
+        let http = http.clone();
+        async move {
+            let all = get_json(&http, &format!("{base}/streams")).await;
+            let mut viewers: Vec<(String, u64)> = all
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["stream_id"] != "default")
+                .map(|s| {
+                    (
+                        s["stream_id"].as_str().unwrap().to_owned(),
+                        s["viewers"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            viewers.sort();
+            viewers
+        }
+    };
+    poll_until(
+        "both processes list two viewers of each stream",
+        Duration::from_secs(15),
+        || {
+            let (a, b) = (listing(bases[0].clone()), listing(bases[1].clone()));
+            async move {
+                let (a, b) = (a.await, b.await);
+                let want = vec![("east".to_owned(), 2), ("west".to_owned(), 2)];
+                if a == want && b == want {
+                    Ok(())
+                } else {
+                    Err(format!("process 0: {a:?}, process 1: {b:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    drop(named);
+
     // Process 1 dies: process 0 says so and exits non-zero within seconds.
     drop(streams);
     let _ = p1.0.kill();
@@ -329,6 +433,8 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         ("🔥".to_owned(), 20),
         ("😂".to_owned(), 30),
         ("🎉".to_owned(), 7),
+        ("🌅".to_owned(), 11),
+        ("🌇".to_owned(), 13),
     ]
     .into();
     let written = poll_until(
@@ -344,5 +450,9 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         },
     )
     .await;
-    common::assert_contiguous(&written);
+    // Every stream's windows once each, with no gap across the stop and the restart (the named
+    // streams were inside their idle span when the processes stopped).
+    for stream in ["default", "east", "west"] {
+        common::assert_contiguous(&common::of_stream(&written, stream));
+    }
 }

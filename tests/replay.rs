@@ -276,7 +276,7 @@ fn environment_variables_set_flags() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let first = stdout.lines().next().unwrap();
     assert!(
-        first.starts_with(r#"{"window":176385600,"start_ms":1763856000000,"end_ms":1763856010000"#),
+        first.starts_with(r#"{"stream_id":"default","window":176385600,"start_ms":1763856000000,"end_ms":1763856010000"#),
         "{first}"
     );
 }

@@ -562,14 +562,9 @@ mod tests {
         assert_eq!(r.stream_id.as_str(), "match-42");
         let r = parse(r#"{"user_id":"u","emoji_type":"🔥","timestamp":9}"#).unwrap();
         assert_eq!(r.stream_id.as_str(), "default");
-        for bad in [
-            r#""""#,
-            r#""has space""#,
-            r#""a/b""#,
-            r#"7"#,
-            r#"["x"]"#,
-        ] {
-            let json = format!(r#"{{"user_id":"u","emoji_type":"🔥","timestamp":9,"stream_id":{bad}}}"#);
+        for bad in [r#""""#, r#""has space""#, r#""a/b""#, r#"7"#, r#"["x"]"#] {
+            let json =
+                format!(r#"{{"user_id":"u","emoji_type":"🔥","timestamp":9,"stream_id":{bad}}}"#);
             let err = parse(&json).expect_err(&json);
             assert_eq!(err.field, Field::StreamId, "{json}");
             assert_eq!(err.field.error_code(), "invalid_stream_id");

@@ -14,16 +14,14 @@ use timely::dataflow::operators::{Input, Inspect, Probe};
 const NOW: i64 = 1_763_900_000_000;
 
 fn reaction(stream: &str, user: &str, emoji: &str, ts: i64) -> String {
-    format!(r#"{{"user_id":"{user}","emoji_type":"{emoji}","timestamp":{ts},"stream_id":"{stream}"}}"#)
+    format!(
+        r#"{{"user_id":"{user}","emoji_type":"{emoji}","timestamp":{ts},"stream_id":"{stream}"}}"#
+    )
 }
 
 /// Runs `lines` through the replay dataflow and returns `(window, stream, total)` per emitted
 /// summary, in the order emitted, and the report.
-fn run(
-    lines: &[String],
-    workers: usize,
-    idle_windows: u64,
-) -> (Vec<WindowSummary>, ReplayReport) {
+fn run(lines: &[String], workers: usize, idle_windows: u64) -> (Vec<WindowSummary>, ReplayReport) {
     let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
     let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), 512);
     let report = Arc::new(Mutex::new(ReplayReport::default()));
@@ -89,10 +87,7 @@ fn a_stream_gets_the_idle_span_after_each_window_with_reactions_then_nothing() {
 #[test]
 fn nothing_is_emitted_past_the_last_window_with_reactions() {
     // Both streams are still active at the end; replay stops at the last window with reactions.
-    let lines = [
-        reaction("x", "u", "🔥", 0),
-        reaction("y", "u", "🔥", 2_000),
-    ];
+    let lines = [reaction("x", "u", "🔥", 0), reaction("y", "u", "🔥", 2_000)];
     let (out, _) = run(&lines, 2, 30);
     assert_eq!(pairs(&out), [(0, "x", 1), (1, "x", 0), (1, "y", 1)]);
 }
@@ -100,7 +95,9 @@ fn nothing_is_emitted_past_the_last_window_with_reactions() {
 #[test]
 fn many_streams_in_one_window_come_in_byte_order_with_their_own_counts() {
     let mut lines = Vec::new();
-    let names: Vec<String> = (0..200).map(|i| format!("s-{:03}", (i * 37) % 200)).collect();
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("s-{:03}", (i * 37) % 200))
+        .collect();
     for (i, name) in names.iter().enumerate() {
         for k in 0..=(i % 5) {
             lines.push(reaction(name, &format!("u{k}"), "🔥", 500));
@@ -141,7 +138,12 @@ fn mixed(n: usize, streams: u64) -> Vec<String> {
             // Every 4,000 lines the time jumps a minute ahead: longer than the idle span.
             let base = 1_700_000_000_000 + (i as i64) * 5 + (i as i64 / 4000) * 60_000;
             let jitter = ((r >> 24) % 3000) as i64;
-            reaction(&format!("st{stream}"), &format!("u{}", r % 300), emoji, base + jitter)
+            reaction(
+                &format!("st{stream}"),
+                &format!("u{}", r % 300),
+                emoji,
+                base + jitter,
+            )
         })
         .collect()
 }
@@ -340,4 +342,28 @@ fn ndjson_replay_writes_the_summaries_json_in_order_for_any_worker_count() {
         );
         assert_eq!(got, report, "workers={workers}");
     }
+}
+
+#[test]
+fn the_default_stream_never_idles() {
+    // Reactions that name no stream keep the steady tick of the first contract: every window
+    // from the first to the last, however long the gap; a named stream idles.
+    let lines = [
+        r#"{"user_id":"u","emoji_type":"🔥","timestamp":0}"#.to_string(),
+        reaction("named", "u", "🔥", 0),
+        r#"{"user_id":"u","emoji_type":"😂","timestamp":20000}"#.to_string(),
+    ];
+    let (out, _) = run(&lines, 2, 2);
+    let default: Vec<WindowId> = out
+        .iter()
+        .filter(|s| s.stream_id.as_str() == "default")
+        .map(|s| s.window)
+        .collect();
+    assert_eq!(default, (0..=10).collect::<Vec<_>>());
+    let named: Vec<WindowId> = out
+        .iter()
+        .filter(|s| s.stream_id.as_str() == "named")
+        .map(|s| s.window)
+        .collect();
+    assert_eq!(named, [0, 1, 2]);
 }

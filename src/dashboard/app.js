@@ -8,13 +8,26 @@ const BURST_PER_WINDOW = 60;
 const BURST_ON_PAGE = 240;
 const LINE_COLOURS = ["#ff7a45", "#5da9ff", "#3ddc97", "#c77dff"];
 
+// The server's rule for a stream id; checked here too so a bad `?stream=` is explained on the
+// page instead of surfacing as a failed registration.
+const STREAM_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+const DEFAULT_STREAM = "default";
+const STREAMS_POLL_MS = 3000;
+
 const $ = (id) => document.getElementById(id);
 const userId = "web-" + Math.random().toString(36).slice(2, 10);
-const history = []; // window summaries of the last minute, oldest first
+const recent = []; // window summaries of the last minute, oldest first
+let followed = null; // the stream this page follows; null while the URL names an invalid one
+// Bumped on every switch: answers and events that belong to an earlier stream are dropped.
+let generation = 0;
 let client = null;
 let source = null;
 let windows = 0;
 let resyncs = 0;
+let streams = []; // the last answer of GET /streams
+let streamsKnown = false; // whether that answer came: without it, "not active" would be a guess
+let pickerKey = "";
+let pollTimer = null;
 
 function setState(state) {
   $("state").textContent = state;
@@ -22,59 +35,181 @@ function setState(state) {
   document.body.dataset.state = state;
 }
 
-async function register() {
+function streamFromUrl() {
+  const raw = new URLSearchParams(location.search).get("stream");
+  return raw === null || raw === "" ? DEFAULT_STREAM : raw;
+}
+
+// A URL can carry any length: keep what the page repeats of it readable.
+const shorten = (text) => (text.length > 80 ? `${text.slice(0, 77)}…` : text);
+
+function showProblem(text) {
+  $("problem").textContent = text;
+  $("problem").hidden = false;
+}
+
+// Follows `id`: drops what the page shows and holds for the previous stream, then registers.
+function start(id) {
+  generation += 1;
+  release();
+  resetView();
+  $("problem").hidden = true;
+  $("stream").textContent = shorten(id);
+  document.title = `emostream — ${shorten(id)}`;
+  if (!STREAM_ID.test(id)) {
+    followed = null;
+    document.body.dataset.stream = "";
+    setState("invalid stream");
+    showProblem(`“${shorten(id)}” is not a valid stream id: use 1–64 of A–Z a–z 0–9 _ . : - ` +
+      "(for example match-42), or pick an active stream above.");
+  } else {
+    followed = id;
+    document.body.dataset.stream = id;
+    register(generation);
+  }
+  setButtons();
+  renderPicker();
+}
+
+function switchTo(id) {
+  if (id === followed) return;
+  const url = new URL(location.href);
+  url.searchParams.set("stream", id);
+  // A history entry per pick, so Back returns to the previous stream (see popstate).
+  window.history.pushState(null, "", url);
+  start(id);
+}
+
+// Frees a place on its subscriber now; the server would otherwise keep it until its TTL.
+function unregister(clientId) {
+  fetch(`/clients/${encodeURIComponent(clientId)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+}
+
+function release() {
+  if (source) source.close();
+  if (client) unregister(client.client_id);
+  source = null;
+  client = null;
+}
+
+function resetView() {
+  recent.length = 0;
+  windows = 0;
+  resyncs = 0;
+  document.body.dataset.windows = "0";
+  $("window").textContent = "–";
+  $("resyncs").textContent = "0";
+  $("total").textContent = "0";
+  $("span").textContent = "";
+  $("counts").replaceChildren();
+  $("empty").hidden = true;
+  $("waiting").hidden = false;
+  $("chart").replaceChildren();
+  $("legend").replaceChildren();
+  $("burst").replaceChildren();
+  $("cluster").textContent = "–";
+  $("subscriber").textContent = "–";
+}
+
+async function register(gen) {
+  if (gen !== generation) return;
   setState("connecting");
+  let answer;
   try {
     const response = await fetch("/clients", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: "{}",
+      body: JSON.stringify({ stream_id: followed }),
     });
+    answer = await response.json().catch(() => ({}));
+    if (gen !== generation) {
+      if (response.ok && answer.client_id) unregister(answer.client_id);
+      return;
+    }
+    // Another try cannot fix a refused stream (invalid, forbidden, no token): say so and stop.
+    if ([400, 401, 403, 404].includes(response.status)) {
+      setState("refused");
+      showProblem(`The server refused to follow “${followed}”: ${answer.message || answer.error || response.status}`);
+      return;
+    }
     if (!response.ok) throw new Error(`POST /clients answered ${response.status}`);
-    client = await response.json();
   } catch (e) {
+    if (gen !== generation) return;
     console.warn("registration failed, retrying:", e.message);
-    setTimeout(register, 2000);
+    setTimeout(() => register(gen), 2000);
     return;
   }
-  $("cluster").textContent = client.cluster;
-  $("subscriber").textContent = client.subscriber;
-  follow(client.events_url);
+  client = answer;
+  $("cluster").textContent = String(client.cluster);
+  $("subscriber").textContent = String(client.subscriber);
+  follow(client.events_url, gen);
+  // The viewer counts include this page from now: show them without waiting for the next poll.
+  setTimeout(pollStreams, 500);
 }
 
-function follow(url) {
+function follow(url, gen) {
+  const events = new URL(url, location.href);
+  // The server's events_url names the stream; one without per-stream delivery does not, and
+  // ignores the parameter.
+  if (!events.searchParams.has("stream_id")) events.searchParams.set("stream_id", followed);
   // EventSource reconnects by itself and sends Last-Event-ID, so the server replays what
   // was missed; it gives up only when the server answers with an error status.
-  source = new EventSource(url);
-  source.onopen = () => setState("live");
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
+  const es = new EventSource(events);
+  source = es;
+  es.onopen = () => { if (gen === generation) setState("live"); };
+  es.onerror = () => {
+    if (gen !== generation) return;
+    if (es.readyState === EventSource.CLOSED) {
+      release();
       setState("closed");
-      setTimeout(register, 3000);
+      setTimeout(() => register(gen), 3000);
     } else {
       setState("reconnecting");
     }
   };
-  source.addEventListener("window", (e) => show(JSON.parse(e.data), false));
-  source.addEventListener("resync", (e) => show(JSON.parse(e.data), true));
+  const on = (kind, handle) => es.addEventListener(kind, (e) => {
+    if (gen !== generation) return;
+    const summary = JSON.parse(e.data);
+    // A server without per-stream delivery mixes the streams on one event stream.
+    if ((summary.stream_id ?? DEFAULT_STREAM) !== followed) return;
+    handle(summary);
+  });
+  on("window", (s) => show(s, false));
+  on("resync", (s) => show(s, true));
+  on("correction", correct);
 }
 
 function show(summary, resync) {
   windows += 1;
   document.body.dataset.windows = String(windows);
+  $("waiting").hidden = true;
   if (resync) {
     resyncs += 1;
     $("resyncs").textContent = resyncs;
   }
+  showWindow(summary, resync);
+  remember(summary);
+  drawChart();
+  burst(summary);
+}
+
+function showWindow(summary, resync) {
   $("window").textContent = summary.window;
   $("total").textContent = summary.total;
   const start = new Date(summary.start_ms).toLocaleTimeString();
   const end = new Date(summary.end_ms).toLocaleTimeString();
-  $("span").textContent = `${start} – ${end}${resync ? " (resynced: windows were skipped)" : ""}`;
+  const revised = summary.revision ? ` (corrected, revision ${summary.revision})` : "";
+  $("span").textContent = `${start} – ${end}${resync ? " (resynced: windows were skipped)" : ""}${revised}`;
   showCounts(summary);
-  remember(summary);
+}
+
+// A late reaction changed a window already shown: replace its copy if this one is newer.
+function correct(summary) {
+  const i = recent.findIndex((s) => s.window === summary.window);
+  if (i < 0 || (recent[i].revision || 0) >= (summary.revision || 0)) return;
+  recent[i] = summary;
+  if (i === recent.length - 1) showWindow(summary, false);
   drawChart();
-  burst(summary);
 }
 
 function showCounts(summary) {
@@ -97,11 +232,11 @@ function showCounts(summary) {
 }
 
 function remember(summary) {
-  if (history.length && history[history.length - 1].window >= summary.window) {
-    history.length = 0; // a resync or a restart: start the minute over
+  if (recent.length && recent[recent.length - 1].window >= summary.window) {
+    recent.length = 0; // a resync or a restart: start the minute over
   }
-  history.push(summary);
-  while (history.length && history[0].end_ms <= summary.end_ms - MINUTE_MS) history.shift();
+  recent.push(summary);
+  while (recent.length && recent[0].end_ms <= summary.end_ms - MINUTE_MS) recent.shift();
 }
 
 function drawChart() {
@@ -109,14 +244,14 @@ function drawChart() {
   // Drawn in the element's own pixels, so text and lines are not stretched.
   const [w, h, left, bottom] = [Math.max(300, svg.clientWidth || 600), 180, 34, 18];
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  const end = history[history.length - 1].end_ms;
+  const end = recent[recent.length - 1].end_ms;
   const x = (ms) => left + ((ms - (end - MINUTE_MS)) / MINUTE_MS) * (w - left - 4);
   // Lines for the total and the minute's three most sent emojis.
   const sums = new Map();
-  for (const s of history) for (const e of s.emojis) sums.set(e.emoji, (sums.get(e.emoji) || 0) + e.count);
+  for (const s of recent) for (const e of s.emojis) sums.set(e.emoji, (sums.get(e.emoji) || 0) + e.count);
   const top = [...sums.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([e]) => e);
   const series = [["total", (s) => s.total], ...top.map((e) => [e, (s) => (s.emojis.find((c) => c.emoji === e) || { count: 0 }).count])];
-  const max = Math.max(1, ...history.map((s) => s.total));
+  const max = Math.max(1, ...recent.map((s) => s.total));
   const y = (v) => h - bottom - (v / max) * (h - bottom - 8);
   const ns = "http://www.w3.org/2000/svg";
   const el = (name, attrs) => {
@@ -137,8 +272,8 @@ function drawChart() {
   const now = el("text", { class: "label", x: w - 24, y: h - 2 });
   now.textContent = "now";
   svg.append(maxLabel, zero, ago, now);
-  const points = (value) => history.map((s) => `${x((s.start_ms + s.end_ms) / 2).toFixed(1)},${y(value(s)).toFixed(1)}`);
-  if (history.length > 1) {
+  const points = (value) => recent.map((s) => `${x((s.start_ms + s.end_ms) / 2).toFixed(1)},${y(value(s)).toFixed(1)}`);
+  if (recent.length > 1) {
     const total = points(series[0][1]);
     svg.append(el("polygon", { class: "area", points: [`${total[0].split(",")[0]},${h - bottom}`, ...total, `${total[total.length - 1].split(",")[0]},${h - bottom}`].join(" ") }));
   }
@@ -173,11 +308,12 @@ function burst(summary) {
 
 async function react(emoji) {
   const note = $("sent");
+  if (followed === null) return;
   try {
     const response = await fetch("/emoji", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ user_id: userId, emoji_type: emoji }),
+      body: JSON.stringify({ user_id: userId, emoji_type: emoji, stream_id: followed }),
     });
     if (response.status === 202) {
       note.classList.remove("error");
@@ -207,11 +343,68 @@ function buttons() {
   }
 }
 
-// Release the place on the subscriber; the server would otherwise expire it after its TTL.
-window.addEventListener("pagehide", () => {
-  if (source) source.close();
-  if (client) fetch(`/clients/${client.client_id}`, { method: "DELETE", keepalive: true });
+function setButtons() {
+  for (const button of $("buttons").querySelectorAll("button")) button.disabled = followed === null;
+  $("sent").classList.remove("error");
+  $("sent").textContent = followed === null
+    ? "Pick a valid stream to react."
+    : "Click an emoji: it is counted in the window it falls in.";
+}
+
+async function pollStreams() {
+  try {
+    const response = await fetch("/streams", { headers: { accept: "application/json" } });
+    if (!response.ok) throw new Error(`GET /streams answered ${response.status}`);
+    const list = await response.json();
+    if (!Array.isArray(list)) throw new Error("GET /streams did not answer a list");
+    // Only ids the server could accept back: anything else could not be followed anyway.
+    streams = list.filter((s) => s && typeof s.stream_id === "string" && STREAM_ID.test(s.stream_id));
+    streamsKnown = true;
+    $("streams-note").textContent = streams.length ? "" : "no stream is active yet";
+  } catch (e) {
+    streamsKnown = false;
+    $("streams-note").textContent = `the list of streams is unavailable (${e.message})`;
+  }
+  renderPicker();
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(pollStreams, STREAMS_POLL_MS);
+}
+
+const count = (n) => (Number.isFinite(n) ? String(n) : "–");
+
+function renderPicker() {
+  const mine = streams.find((s) => s.stream_id === followed);
+  $("viewers").textContent = mine ? count(mine.viewers) : "–";
+  const rows = streams.map((s) => [s.stream_id,
+    `${s.stream_id} · ${count(s.viewers)} watching · last total ${s.last_window == null ? "–" : count(s.last_total)}`]);
+  if (followed === null) rows.unshift(["", "— pick a stream —"]);
+  else if (!mine) rows.unshift([followed, streamsKnown ? `${followed} · not active: waiting for reactions` : followed]);
+  // Rebuilt only when something changed, so a list a person has open is not yanked away.
+  const key = JSON.stringify([followed, rows]);
+  if (key === pickerKey) return;
+  pickerKey = key;
+  const select = $("streams");
+  select.replaceChildren(...rows.map(([id, label]) => {
+    const option = document.createElement("option");
+    option.value = id;
+    option.textContent = label;
+    option.disabled = id === "";
+    option.selected = id === (followed ?? "");
+    return option;
+  }));
+}
+
+$("streams").addEventListener("change", (e) => {
+  if (STREAM_ID.test(e.target.value)) switchTo(e.target.value);
 });
+window.addEventListener("popstate", () => {
+  const id = streamFromUrl();
+  if (id !== followed) start(id);
+});
+window.addEventListener("pagehide", release);
+// A page restored from the back-forward cache was released on its way in: follow again.
+window.addEventListener("pageshow", (e) => { if (e.persisted) start(streamFromUrl()); });
 
 buttons();
-register();
+start(streamFromUrl());
+pollStreams();

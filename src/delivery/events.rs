@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use dataflows::{HubId, WindowId};
+use dataflows::{HubId, StreamId, WindowId};
 use warp::http::StatusCode;
 
 use super::hub::ClientStream;
@@ -35,7 +35,8 @@ pub fn events_path(hub: HubId) -> String {
 pub struct EventsRequest<'a> {
     /// The subscriber.
     pub hub: HubId,
-    /// The query string as sent, without `?` (`client_id` ties the stream to a registration).
+    /// The query string as sent, without `?` (`stream_id` names the stream, `client_id` ties
+    /// the stream to a registration).
     pub query: Option<&'a str>,
     /// The `Last-Event-ID` header, if any.
     pub last_event_id: Option<&'a str>,
@@ -66,10 +67,29 @@ impl<'a> EventsRequest<'a> {
 
     /// The `client_id` query parameter, decoded.
     fn client_id(&self) -> Option<String> {
-        self.query?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("client_id="))
-            .map(form_decode)
+        self.param("client_id")
+    }
+
+    /// A query parameter, decoded.
+    fn param(&self, name: &str) -> Option<String> {
+        self.query?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| form_decode(value))
+        })
+    }
+
+    /// The `stream_id` query parameter: the stream to follow (the default stream when absent).
+    pub fn stream_id(&self) -> Result<StreamId, ApiError> {
+        match self.param("stream_id") {
+            None => Ok(StreamId::default()),
+            Some(id) => StreamId::parse(&id).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_stream_id",
+                    format!("stream_id {e}"),
+                )
+            }),
+        }
     }
 }
 
@@ -111,7 +131,12 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
         Ok(last) => last,
         Err(e) => return Opening::Refused(e),
     };
-    let mut stream = hub.subscribe(last);
+    let stream_id = match request.stream_id() {
+        Ok(id) => id,
+        Err(e) => return Opening::Refused(e),
+    };
+    let channel = registry.streams().channel(&stream_id);
+    let mut stream = hub.subscribe(&channel, last);
     if let Some(client_id) = request.client_id().filter(|c| registry.attach(c)) {
         let registry = Arc::clone(registry);
         stream = stream.on_close(move || registry.detach(&client_id));

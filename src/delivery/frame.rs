@@ -14,7 +14,8 @@ pub const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
 pub struct Frame {
     /// The window index (the SSE `id`).
     pub window: WindowId,
-    /// The summary JSON (the SSE `data`).
+    /// The summary JSON (the SSE `data`): a slice of `event`, so a retained window is one
+    /// allocation.
     pub json: Bytes,
     /// The whole `event: window` SSE event.
     pub event: Bytes,
@@ -23,11 +24,12 @@ pub struct Frame {
 impl Frame {
     /// Encodes a window summary.
     pub fn window(summary: &WindowSummary) -> Frame {
-        let json = Bytes::from(summary.to_json());
-        let event = encode(summary.window, "window", &json);
+        let json = summary.to_json();
+        let event = encode(summary.window, "window", json.as_bytes());
+        let head = event.len() - json.len() - 2;
         Frame {
             window: summary.window,
-            json,
+            json: event.slice(head..head + json.len()),
             event,
         }
     }
@@ -60,10 +62,10 @@ mod tests {
 
     #[test]
     fn a_window_is_one_sse_event_with_its_index_as_id() {
-        let summary =
-            WindowSummary::new(StreamId::default(), 7, &Windowing::default(), vec![]);
+        let summary = WindowSummary::new(StreamId::default(), 7, &Windowing::default(), vec![]);
         let frame = Frame::window(&summary);
         let text = std::str::from_utf8(&frame.event).unwrap();
+        assert_eq!(&frame.json[..], summary.to_json().as_bytes());
         assert_eq!(
             text,
             format!("id: 7\nevent: window\ndata: {}\n\n", summary.to_json())

@@ -1,14 +1,15 @@
-//! One SSE hub per (cluster, subscriber): the windows it retains for reconnects, and the live
-//! broadcast its clients follow.
+//! One SSE hub per (cluster, subscriber): where a registered client is assigned, the clients
+//! it serves, and their keep-alives.
 //!
-//! The owning timely worker calls [`Hub::publish`], which never blocks on clients: a lock held
-//! for a push, and a `broadcast` send. Each client reads the broadcast ring at its own pace,
-//! so the queue per client is a position in one shared ring, not a copy.
+//! A hub's event stream for stream X follows X's [`StreamChannel`], kept once per process
+//! ([`super::streams`]); the hub itself carries only keep-alives and its own end (shutdown, or
+//! its removal from the tree). Publishing never blocks on clients: each reads the shared
+//! broadcast ring at its own pace, so the queue per client is a position in one ring.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,30 +20,26 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::frame::{preface, Frame, KEEP_ALIVE};
+use super::streams::StreamChannel;
 use crate::stats::Stats;
 
-/// Retention and queueing of a hub.
+/// Retention and queueing of the streams a process delivers.
 #[derive(Clone, Copy, Debug)]
 pub struct HubSettings {
-    /// Windows kept for `Last-Event-ID` replay.
+    /// Windows of each stream kept for `Last-Event-ID` replay.
     pub retention: usize,
     /// Windows a client may fall behind before it is resynced.
     pub client_queue: usize,
     /// Encoded bytes a resume (`Last-Event-ID`) may replay; past it the client is resynced
     /// to the latest window, so one small request cannot ask for the whole retention.
     pub max_resume_bytes: usize,
+    /// Windows a stream gets after one with reactions: it is active (listed) while it gets them.
+    pub idle_windows: u64,
 }
 
 /// Resyncs in a row (with fewer than `client_queue` windows between them) after which a
 /// client is closed: it cannot keep up, and resyncing it again only costs the others.
 pub const MAX_RESYNCS_IN_A_ROW: u32 = 3;
-
-/// What the broadcast carries.
-#[derive(Clone, Debug)]
-enum Signal {
-    Window(Frame),
-    KeepAlive,
-}
 
 /// One (cluster, subscriber) hub.
 pub struct Hub {
@@ -50,76 +47,45 @@ pub struct Hub {
     pub id: HubId,
     /// Its index in creation order; [`dataflows::hub_owner`] says which worker owns it.
     pub index: usize,
-    state: Mutex<HubState>,
+    /// Keep-alives to the hub's clients; dropped to end their streams.
+    control: Mutex<Option<broadcast::Sender<()>>>,
     connected: AtomicUsize,
-    /// Removed from the tree: nothing is published here any more, so its streams end (and
-    /// their clients, reconnecting, learn the subscriber is gone) rather than hang.
+    /// Removed from the tree: its streams end (and their clients, reconnecting, learn the
+    /// subscriber is gone) rather than hang.
     retired: AtomicBool,
-    settings: HubSettings,
     stats: Arc<Stats>,
 }
 
-struct HubState {
-    retained: VecDeque<Frame>,
-    live: Option<broadcast::Sender<Signal>>,
-}
-
 impl Hub {
-    /// A hub with nothing retained yet.
-    pub fn new(id: HubId, index: usize, settings: HubSettings, stats: Arc<Stats>) -> Hub {
-        let (live, _) = broadcast::channel(settings.client_queue.max(1));
+    /// A hub with no clients.
+    pub fn new(id: HubId, index: usize, stats: Arc<Stats>) -> Hub {
         Hub {
             id,
             index,
-            state: Mutex::new(HubState {
-                retained: VecDeque::with_capacity(settings.retention),
-                live: Some(live),
-            }),
+            // Keep-alives are idempotent: a client that misses some has had others.
+            control: Mutex::new(Some(broadcast::channel(2).0)),
             connected: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
-            settings,
             stats,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, HubState> {
-        // The state stays consistent under every panic point (push, pop, send), so a
-        // poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Retains a window and sends it to every client. Windows come in order; one already
-    /// retained is ignored.
-    pub fn publish(&self, frame: Frame) {
-        let mut state = self.state();
-        if state
-            .retained
-            .back()
-            .is_some_and(|last| last.window >= frame.window)
-        {
-            return;
-        }
-        if state.retained.len() == self.settings.retention.max(1) {
-            state.retained.pop_front();
-        }
-        state.retained.push_back(frame.clone());
-        if let Some(live) = &state.live {
-            // An error only means no client is connected.
-            let _ = live.send(Signal::Window(frame));
-        }
+    fn control(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<()>>> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends a keep-alive comment to every client.
     pub fn keep_alive(&self) {
-        if let Some(live) = &self.state().live {
-            let _ = live.send(Signal::KeepAlive);
+        if let Some(control) = self.control().as_ref() {
+            // An error only means no client is connected.
+            let _ = control.send(());
         }
     }
 
-    /// Ends every client's stream (after what it has already been sent) and refuses new
-    /// live followers: used at shutdown.
+    /// Ends every client's stream (after the windows already published to it): used at
+    /// shutdown.
     pub fn close(&self) {
-        self.state().live = None;
+        *self.control() = None;
     }
 
     /// Ends every client's stream at once and refuses new ones: the hub left the tree.
@@ -134,49 +100,48 @@ impl Hub {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// The newest retained window.
-    pub fn latest(&self) -> Option<Frame> {
-        self.state().retained.back().cloned()
-    }
-
-    /// The latest window with a fresh follower of the live broadcast, for a client that fell
-    /// behind: under one lock, so the window after the latest is the follower's first.
-    fn catch_up(&self) -> Option<(Frame, broadcast::Receiver<Signal>)> {
-        let state = self.state();
-        let latest = state.retained.back()?.clone();
-        let live = match &state.live {
-            Some(live) => live.subscribe(),
-            None => broadcast::channel(1).1,
-        };
-        Some((latest, live))
-    }
-
     /// Clients connected now.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// A client's stream: the retained windows after `last_event_id` (the latest one without
-    /// an id), then the live windows, with no gap and no duplicate between the two. A resume
-    /// that would replay more than `max_resume_bytes` is resynced to the latest window instead.
-    pub fn subscribe(self: &Arc<Self>, last_event_id: Option<WindowId>) -> ClientStream {
-        let (start, live) = {
-            // Subscribing and copying under one lock: a window published after the copy is
-            // in the broadcast, one published before is in the copy.
-            let state = self.state();
-            let live = match &state.live {
-                Some(live) => live.subscribe(),
-                None => broadcast::channel(1).1,
-            };
-            (self.start(&state.retained, last_event_id), live)
+    /// A client's stream of `channel`'s stream: the retained windows after `last_event_id`
+    /// (the latest one without an id), then the live windows, with no gap and no duplicate
+    /// between the two. A resume that would replay more than `max_resume_bytes` is resynced to
+    /// the latest window instead.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        channel: &Arc<StreamChannel>,
+        last_event_id: Option<WindowId>,
+    ) -> ClientStream {
+        let control = match self.control().as_ref() {
+            Some(control) => control.subscribe(),
+            None => broadcast::channel(1).1,
         };
+        let settings = channel.settings();
+        let (start, live) =
+            channel.follow(|retained| start(retained, last_event_id, settings.max_resume_bytes));
         let mut preface = preface();
         let mut last_sent = last_event_id;
         let mut replay = VecDeque::new();
         let mut ahead = false;
         match start {
             Start::Replay(windows) => replay = windows,
-            Start::Resync(latest) => {
+            Start::Resync(latest, why) => {
+                match why {
+                    Resync::Ahead => self.stats.resyncs.inc(),
+                    Resync::TooManyBytes => {
+                        self.stats.resume_truncated.inc();
+                        tracing::debug!(
+                            cluster = self.id.cluster,
+                            subscriber = self.id.subscriber,
+                            stream = %channel.id,
+                            last_event_id,
+                            "a resume would replay more than {} bytes: resynced to the latest window",
+                            settings.max_resume_bytes
+                        );
+                    }
+                }
                 let mut first = bytes::BytesMut::from(&preface[..]);
                 first.extend_from_slice(&latest.resync());
                 preface = first.freeze();
@@ -188,9 +153,12 @@ impl Hub {
         self.connected.fetch_add(1, Ordering::Relaxed);
         ClientStream {
             hub: Arc::clone(self),
+            channel: Arc::clone(channel),
+            client_queue: settings.client_queue,
             preface: Some(preface),
             replay,
             live: BroadcastStream::new(live),
+            control: BroadcastStream::new(control),
             last_sent,
             since_resync: usize::MAX,
             resyncs_in_a_row: 0,
@@ -199,36 +167,25 @@ impl Hub {
             ahead,
         }
     }
+}
 
-    /// How a stream resuming after `last_event_id` starts, given what is retained.
-    fn start(&self, retained: &VecDeque<Frame>, last_event_id: Option<WindowId>) -> Start {
-        let Some(last) = last_event_id else {
-            // A new client starts from the current state, not five minutes of history.
-            return Start::Replay(retained.back().cloned().into_iter().collect());
-        };
-        let Some(latest) = retained.back() else {
-            return Start::AheadOfNothingYet;
-        };
-        // An id past every window published here (another system's, or made up) would skip
-        // every window to come: resync such a client to the latest instead.
-        if last > latest.window {
-            self.stats.resyncs.inc();
-            return Start::Resync(latest.clone());
-        }
-        match missed(retained, last, self.settings.max_resume_bytes) {
-            Some(replay) => Start::Replay(replay),
-            None => {
-                self.stats.resume_truncated.inc();
-                tracing::debug!(
-                    cluster = self.id.cluster,
-                    subscriber = self.id.subscriber,
-                    last_event_id = last,
-                    "a resume would replay more than {} bytes: resynced to the latest window",
-                    self.settings.max_resume_bytes
-                );
-                Start::Resync(latest.clone())
-            }
-        }
+/// How a stream resuming after `last_event_id` starts, given what is retained.
+fn start(retained: &VecDeque<Frame>, last_event_id: Option<WindowId>, max_bytes: usize) -> Start {
+    let Some(last) = last_event_id else {
+        // A new client starts from the current state, not five minutes of history.
+        return Start::Replay(retained.back().cloned().into_iter().collect());
+    };
+    let Some(latest) = retained.back() else {
+        return Start::AheadOfNothingYet;
+    };
+    // An id past every window published here (another system's, or made up) would skip
+    // every window to come: resync such a client to the latest instead.
+    if last > latest.window {
+        return Start::Resync(latest.clone(), Resync::Ahead);
+    }
+    match missed(retained, last, max_bytes) {
+        Some(replay) => Start::Replay(replay),
+        None => Start::Resync(latest.clone(), Resync::TooManyBytes),
     }
 }
 
@@ -258,20 +215,30 @@ fn missed(retained: &VecDeque<Frame>, last: WindowId, max_bytes: usize) -> Optio
 enum Start {
     /// With these windows, then live.
     Replay(VecDeque<Frame>),
-    /// With this (the latest) window as a resync: the client's id is past every window
-    /// published here, or the windows after it are too many bytes to replay.
-    Resync(Frame),
+    /// With this (the latest) window as a resync.
+    Resync(Frame, Resync),
     /// The client's id is past every window, and nothing is retained yet: the first window it
     /// would skip is sent as a resync.
     AheadOfNothingYet,
 }
 
+/// Why a resuming client starts with a resync.
+enum Resync {
+    /// Its id is past every window published here.
+    Ahead,
+    /// The windows after its id are too many bytes to replay.
+    TooManyBytes,
+}
+
 /// The bytes of one client's SSE stream.
 pub struct ClientStream {
     hub: Arc<Hub>,
+    channel: Arc<StreamChannel>,
+    client_queue: usize,
     preface: Option<Bytes>,
     replay: VecDeque<Frame>,
-    live: BroadcastStream<Signal>,
+    live: BroadcastStream<Frame>,
+    control: BroadcastStream<()>,
     last_sent: Option<WindowId>,
     since_resync: usize,
     resyncs_in_a_row: u32,
@@ -299,7 +266,7 @@ impl ClientStream {
     /// The client fell behind: skip to the latest window, or close it when it keeps falling
     /// behind.
     fn resync(&mut self) -> Option<Bytes> {
-        if self.since_resync < self.hub.settings.client_queue {
+        if self.since_resync < self.client_queue {
             self.resyncs_in_a_row += 1;
         } else {
             self.resyncs_in_a_row = 1;
@@ -309,12 +276,13 @@ impl ClientStream {
             tracing::debug!(
                 cluster = self.hub.id.cluster,
                 subscriber = self.hub.id.subscriber,
+                stream = %self.channel.id,
                 "closing a client that fell behind {MAX_RESYNCS_IN_A_ROW} times in a row"
             );
             self.done = true;
             return None;
         }
-        let (latest, live) = self.hub.catch_up()?;
+        let (latest, live) = self.channel.catch_up()?;
         // The old follower still points at the windows it missed.
         self.live = BroadcastStream::new(live);
         self.hub.stats.resyncs.inc();
@@ -341,15 +309,9 @@ impl Stream for ClientStream {
         }
         loop {
             match Pin::new(&mut this.live).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Ok(Signal::KeepAlive))) => {
-                    return Poll::Ready(Some(Ok(KEEP_ALIVE)));
-                }
-                Poll::Ready(Some(Ok(Signal::Window(frame)))) => {
+                // The stream's broadcast outlives its viewers: it ends only with the process.
+                Poll::Pending | Poll::Ready(None) => {}
+                Poll::Ready(Some(Ok(frame))) => {
                     if this.last_sent.is_some_and(|last| frame.window <= last) {
                         if this.ahead {
                             this.ahead = false;
@@ -371,6 +333,15 @@ impl Stream for ClientStream {
                     }
                 }
             }
+            return match Pin::new(&mut this.control).poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    Poll::Ready(None)
+                }
+                // A keep-alive; one missed among many is no loss.
+                Poll::Ready(Some(_)) => Poll::Ready(Some(Ok(KEEP_ALIVE))),
+            };
         }
     }
 }
@@ -378,6 +349,7 @@ impl Stream for ClientStream {
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.hub.connected.fetch_sub(1, Ordering::Relaxed);
+        self.channel.unfollow();
         if let Some(f) = self.on_close.take() {
             f();
         }
@@ -389,31 +361,64 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
-    use dataflows::WindowSummary;
+    use crate::delivery::streams::StreamStore;
+    use dataflows::{StreamId, WindowSummary};
 
-    fn hub(retention: usize, client_queue: usize) -> Arc<Hub> {
+    /// A hub and the store its default stream comes from.
+    struct Fixture {
+        hub: Arc<Hub>,
+        store: StreamStore,
+        stats: Arc<Stats>,
+    }
+
+    impl Fixture {
+        fn publish(&self, summary: WindowSummary) {
+            self.store.publish(&summary);
+        }
+        fn subscribe(&self, last: Option<WindowId>) -> ClientStream {
+            self.hub
+                .subscribe(&self.store.channel(&StreamId::default()), last)
+        }
+        fn close(&self) {
+            self.hub.close();
+        }
+        fn retire(&self) {
+            self.hub.retire();
+        }
+        fn connected(&self) -> usize {
+            self.hub.connected()
+        }
+    }
+
+    fn hub(retention: usize, client_queue: usize) -> Fixture {
         hub_with(HubSettings {
             retention,
             client_queue,
             max_resume_bytes: usize::MAX,
+            idle_windows: 30,
         })
     }
 
-    fn hub_with(settings: HubSettings) -> Arc<Hub> {
+    fn hub_with(settings: HubSettings) -> Fixture {
         let id = HubId {
             cluster: 0,
             subscriber: 0,
         };
-        Arc::new(Hub::new(id, 0, settings, Arc::default()))
+        let stats: Arc<Stats> = Arc::default();
+        Fixture {
+            hub: Arc::new(Hub::new(id, 0, Arc::clone(&stats))),
+            store: StreamStore::new(settings),
+            stats,
+        }
     }
 
-    fn frame(window: WindowId) -> Frame {
-        Frame::window(&WindowSummary::new(
-            dataflows::StreamId::default(),
+    fn frame(window: WindowId) -> WindowSummary {
+        WindowSummary::new(
+            StreamId::default(),
             window,
             &dataflows::Windowing::default(),
             vec![],
-        ))
+        )
     }
 
     /// The next event's (event type, id); `None` when the stream ended. Skips the preface.
@@ -552,11 +557,12 @@ mod tests {
     #[tokio::test]
     async fn a_resume_past_the_byte_bound_is_resynced_to_the_latest() {
         // The bound holds exactly the last two windows.
-        let two = frame(4).event.len() + frame(5).event.len();
+        let two = Frame::window(&frame(4)).event.len() + Frame::window(&frame(5)).event.len();
         let hub = hub_with(HubSettings {
             retention: 10,
             client_queue: 8,
             max_resume_bytes: two,
+            idle_windows: 30,
         });
         for w in 1..=5 {
             hub.publish(frame(w));

@@ -361,7 +361,8 @@ mod tests {
             cluster: 0,
             subscriber: 0,
         });
-        let stream = hub.expect("hub 0/0").subscribe(None);
+        let channel = registry.streams().channel(&dataflows::StreamId::default());
+        let stream = hub.expect("hub 0/0").subscribe(&channel, None);
         // 64 bytes of buffer and a reader that never reads: the head alone does not fit.
         let (server, _client) = tokio::io::duplex(64);
         let stats = Stats::default();

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::events::events_path;
 use super::hub::{Hub, HubSettings};
 use super::shared::{Serving, SharedTree};
+use super::streams::StreamStore;
 use crate::stats::Stats;
 
 /// A registered client's assignment.
@@ -79,7 +80,8 @@ pub struct Registry {
     initial: usize,
     capacity: usize,
     client_ttl: Duration,
-    hub_settings: HubSettings,
+    /// The streams this process delivers, whichever hub their viewers use.
+    streams: Arc<StreamStore>,
     stats: Arc<Stats>,
     /// The other processes serving this tree, if any.
     shared: OnceLock<Arc<dyn SharedTree>>,
@@ -114,7 +116,7 @@ impl Registry {
         let mut clusters: Vec<Vec<usize>> = vec![Vec::new(); topology.clusters as usize];
         for id in topology.hubs() {
             clusters[id.cluster as usize].push(hubs.len());
-            let hub = Hub::new(id, hubs.len(), hub_settings, Arc::clone(&stats));
+            let hub = Hub::new(id, hubs.len(), Arc::clone(&stats));
             hubs.push(Arc::new(hub));
         }
         let assigned = vec![0; hubs.len()];
@@ -128,10 +130,23 @@ impl Registry {
             }),
             capacity: capacity.max(1),
             client_ttl,
-            hub_settings,
+            streams: Arc::new(StreamStore::new(hub_settings)),
             stats,
             shared: OnceLock::new(),
         }
+    }
+
+    /// The streams this process delivers.
+    pub fn streams(&self) -> &Arc<StreamStore> {
+        &self.streams
+    }
+
+    /// Viewers of each stream on the other processes, as they last reported.
+    pub fn viewers_elsewhere(&self) -> HashMap<String, usize> {
+        self.shared
+            .get()
+            .map(|s| s.viewers_elsewhere())
+            .unwrap_or_default()
     }
 
     /// Shares the tree with other processes; `false` (and no change) if it already is.
@@ -195,7 +210,7 @@ impl Registry {
     /// Adds hub `id` as the next number.
     fn push_hub(&self, tree: &mut Tree, hubs: &mut Vec<Arc<Hub>>, id: HubId) {
         let index = hubs.len();
-        let hub = Hub::new(id, index, self.hub_settings, Arc::clone(&self.stats));
+        let hub = Hub::new(id, index, Arc::clone(&self.stats));
         hubs.push(Arc::new(hub));
         while tree.clusters.len() <= id.cluster as usize {
             tree.clusters.push(Vec::new());
@@ -305,12 +320,7 @@ impl Registry {
             cluster: cluster as u32,
             subscriber: tree.clusters[cluster].len() as u32,
         };
-        hubs.push(Arc::new(Hub::new(
-            id,
-            index,
-            self.hub_settings,
-            Arc::clone(&self.stats),
-        )));
+        hubs.push(Arc::new(Hub::new(id, index, Arc::clone(&self.stats))));
         tree.clusters[cluster].push(index);
         tree.assigned.push(0);
         tracing::info!(
@@ -485,6 +495,7 @@ impl Registry {
                 retention: 4,
                 client_queue: 4,
                 max_resume_bytes: usize::MAX,
+                idle_windows: 30,
             },
             Arc::default(),
         )
@@ -646,7 +657,8 @@ mod tests {
     fn an_added_subscriber_with_a_stream_open_stays() {
         let r = registry(1, 1, 1);
         let clients: Vec<_> = (0..3).map(|_| r.register()).collect();
-        let stream = r.hub(at(0, 2)).unwrap().subscribe(None);
+        let channel = r.streams().channel(&dataflows::StreamId::default());
+        let stream = r.hub(at(0, 2)).unwrap().subscribe(&channel, None);
         for client in &clients {
             assert!(r.release(&client.client_id));
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use dataflows::HubId;
+use dataflows::{HubId, StreamId};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderName, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
@@ -20,7 +20,7 @@ use crate::rate_limit::{KeyedRateLimit, Limited};
 use crate::server::ClientAddr;
 
 /// `POST /clients`, `DELETE /clients/{id}`, `GET /clusters`,
-/// `GET /clusters/{c}/subscribers/{s}/events`. `public` (`http://host:port`) is this server
+/// `GET /clusters/{c}/subscribers/{s}/events`, `GET /streams`, `GET /streams/{id}`. `public` (`http://host:port`) is this server
 /// in `events_url`: never the request's `Host`, which any caller can set.
 pub fn routes(
     registry: Arc<Registry>,
@@ -33,8 +33,11 @@ pub fn routes(
         .and(warp::post())
         .and(crate::http_error::json_content_type())
         .and(registration.within_limit())
+        .and(registration_body(registration.body_timeout))
         .and(with_registry.clone())
-        .map(move |registry: Arc<Registry>| register(&registry, &public));
+        .map(move |stream: StreamId, registry: Arc<Registry>| {
+            register(&registry, &public, &stream)
+        });
     let release = warp::path!("clients" / String)
         .and(warp::delete())
         .and(with_registry.clone())
@@ -55,7 +58,7 @@ pub fn routes(
         .map(|registry: Arc<Registry>| warp::reply::json(&registry.view()).into_response());
     let events = warp::path!("clusters" / u32 / "subscribers" / u32 / "events")
         .and(warp::get())
-        .and(with_registry)
+        .and(with_registry.clone())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and_then(
@@ -86,17 +89,104 @@ pub fn routes(
         .unify()
         .or(events)
         .unify()
+        .or(super::listing::routes(with_registry))
+        .unify()
         .boxed()
 }
 
+/// The longest registration body: `{"stream_id": ...}` with room for whitespace.
+pub const MAX_REGISTRATION_BYTES: u64 = 4096;
+
+/// The stream a registration names in its optional body (`{"stream_id": "match-42"}`); no
+/// body, or one without the field, is the default stream.
+pub fn registration_body(
+    timeout: std::time::Duration,
+) -> impl Filter<Extract = (StreamId,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(|length: Option<u64>, chunked: Option<String>| async move {
+            match (length, chunked) {
+                (Some(n), _) if n > MAX_REGISTRATION_BYTES => {
+                    Err(warp::reject::custom(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("a registration body is at most {MAX_REGISTRATION_BYTES} bytes"),
+                    )))
+                }
+                (None, Some(_)) => Err(warp::reject::custom(ApiError::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "length_required",
+                    "send the registration body with a Content-Length",
+                ))),
+                (length, _) => Ok(length.unwrap_or(0) > 0),
+            }
+        })
+        .and(crate::ingest::body_within(timeout))
+        .and_then(|has_body: bool, body: bytes::Bytes| async move {
+            if !has_body {
+                return Ok(StreamId::default());
+            }
+            parse_registration(&body).map_err(warp::reject::custom)
+        })
+}
+
+/// The stream named by a registration body.
+pub fn parse_registration(body: &[u8]) -> Result<StreamId, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StreamId::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the registration body is not JSON: {e}; send {{\"stream_id\": \"...\"}} or nothing"),
+        )
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the registration body must be a JSON object: {\"stream_id\": \"...\"}",
+        ));
+    };
+    match object.get("stream_id") {
+        None | Some(serde_json::Value::Null) => Ok(StreamId::default()),
+        Some(serde_json::Value::String(id)) => StreamId::parse(id).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_stream_id",
+                format!("stream_id {e}"),
+            )
+        }),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_stream_id",
+            format!("stream_id must be a string, not {other}"),
+        )),
+    }
+}
+
 /// What registration checks before it registers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registration {
+    /// How long a registration body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// Registrations per client address.
     pub limit: Option<Arc<KeyedRateLimit>>,
     /// Requests that carry it come from another process of the cluster, which applied the
     /// limit to the client's address already.
     pub secret: Option<ClusterSecret>,
+}
+
+impl Default for Registration {
+    /// No limit, no secret, and the default header timeout for the body.
+    fn default() -> Self {
+        Registration {
+            body_timeout: std::time::Duration::from_secs(10),
+            limit: None,
+            secret: None,
+        }
+    }
 }
 
 impl Registration {
@@ -165,12 +255,18 @@ fn address_key(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// Registers a client; its `events_url` points at the process that serves its stream, else at
-/// `public`.
-fn register(registry: &Registry, public: &str) -> Response {
+/// Registers a client of `stream`; its `events_url` points at the process that serves its
+/// subscriber, else at `public`.
+fn register(registry: &Registry, public: &str, stream: &StreamId) -> Response {
     let assignment = registry.register();
+    // Stream ids need no escaping in a query: their alphabet is URL-safe. The default
+    // stream's URL is the one clients had before streams existed.
+    let stream_query = match stream.as_str() {
+        StreamId::DEFAULT => String::new(),
+        id => format!("stream_id={id}&"),
+    };
     let path = format!(
-        "{}?client_id={}",
+        "{}?{stream_query}client_id={}",
         events_path(assignment.hub),
         assignment.client_id
     );
@@ -183,6 +279,7 @@ fn register(registry: &Registry, public: &str) -> Response {
         "cluster": assignment.hub.cluster,
         "subscriber": assignment.hub.subscriber,
         "events_url": format!("{base}{path}"),
+        "stream_id": stream.as_str(),
     });
     let mut response =
         warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response();
@@ -223,6 +320,21 @@ mod tests {
         assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn a_registration_names_its_stream_or_none() {
+        let ok = |body: &str| parse_registration(body.as_bytes()).unwrap();
+        assert_eq!(ok("").as_str(), "default");
+        assert_eq!(ok(" \n").as_str(), "default");
+        assert_eq!(ok("{}").as_str(), "default");
+        assert_eq!(ok(r#"{"stream_id":null}"#).as_str(), "default");
+        assert_eq!(ok(r#"{"stream_id":"match-42","x":1}"#).as_str(), "match-42");
+        let code = |body: &str| parse_registration(body.as_bytes()).unwrap_err().code;
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code("[]"), "invalid_json");
+        assert_eq!(code(r#"{"stream_id":"a b"}"#), "invalid_stream_id");
+        assert_eq!(code(r#"{"stream_id":7}"#), "invalid_stream_id");
     }
 
     #[test]

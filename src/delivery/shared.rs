@@ -36,6 +36,11 @@ pub trait SharedTree: Send + Sync {
     /// Streams of hub number `hub` open on the other processes, as they last reported.
     fn connected_elsewhere(&self, hub: usize) -> usize;
 
+    /// Event streams open on the other processes per stream id, as they last reported.
+    fn viewers_elsewhere(&self) -> std::collections::HashMap<String, usize> {
+        std::collections::HashMap::new()
+    }
+
     /// On a process that does not hold the registrations: a stream of `client_id` opened here.
     fn attached(&self, client_id: &str);
 

@@ -58,7 +58,10 @@ pub fn read_tail(
         let reached = records.first().is_some_and(|r| r.window < horizon);
         if reached || from == low {
             let mut last_reacted: HashMap<StreamId, WindowId> = HashMap::new();
-            for r in records.into_iter().filter(|r| r.reacted && r.window >= horizon) {
+            for r in records
+                .into_iter()
+                .filter(|r| r.reacted && r.window >= horizon)
+            {
                 let at = last_reacted.entry(r.stream).or_insert(r.window);
                 *at = (*at).max(r.window);
             }

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::ledger::Receipt;
+use super::ledger::{Inbox, Receipt};
 
 /// What `POST /clients` answered.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,22 +25,31 @@ pub struct Registration {
     pub subscriber: u32,
     /// Where its events are.
     pub events_url: String,
+    /// The stream it follows; a server from before streams names none (its default stream).
+    #[serde(default)]
+    pub stream_id: Option<String>,
 }
 
 /// How long registration waits out the server's registration rate limit.
 const REGISTRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Registers one client, waiting as the server asks while its registration rate limit holds.
+/// Registers one client for `stream` (none: the default stream, with the body `{}` as before
+/// streams existed), waiting as the server asks while its registration rate limit holds.
 pub async fn register(
     client: &reqwest::Client,
     target: &str,
+    stream: Option<&str>,
 ) -> Result<Registration, super::LoadError> {
+    let body = match stream {
+        Some(id) => serde_json::json!({ "stream_id": id }).to_string(),
+        None => "{}".to_owned(),
+    };
     let began = std::time::Instant::now();
     let response = loop {
         let response = client
             .post(format!("{target}/clients"))
             .header("content-type", "application/json")
-            .body("{}")
+            .body(body.clone())
             .send()
             .await
             .map_err(|e| super::LoadError::System(format!("POST {target}/clients: {e}")))?;
@@ -68,11 +77,18 @@ pub async fn register(
             String::from_utf8_lossy(&body)
         )));
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    let registration: Registration = serde_json::from_slice(&body).map_err(|e| {
         super::LoadError::System(format!(
             "POST {target}/clients answered with an unexpected body: {e}"
         ))
-    })
+    })?;
+    let asked = stream.unwrap_or(dataflows::StreamId::DEFAULT);
+    match registration.stream_id.as_deref() {
+        Some(given) if given != asked => Err(super::LoadError::System(format!(
+            "POST {target}/clients registered a client for stream {given:?}, asked {asked:?}"
+        ))),
+        _ => Ok(registration),
+    }
 }
 
 /// Releases a client; a failure only leaves it to expire on the server.
@@ -96,6 +112,9 @@ pub struct FollowStats {
 
 #[derive(Deserialize)]
 struct WindowData {
+    /// Absent from a server before streams: its one stream is the default.
+    #[serde(default)]
+    stream_id: Option<String>,
     window: i64,
     start_ms: i64,
     end_ms: i64,
@@ -109,12 +128,13 @@ struct EmojiData {
     count: u64,
 }
 
-/// Follows `registration`'s events until `stop` turns true; sends `()` on `connected` when
-/// the first stream opens.
+/// Follows `registration`'s events (for stream `followed`) until `stop` turns true; sends
+/// `()` on `connected` when the first stream opens.
 pub async fn follow(
     client: reqwest::Client,
     registration: Registration,
-    receipts: Arc<Mutex<Vec<Receipt>>>,
+    followed: String,
+    inbox: Arc<Mutex<Inbox>>,
     stats: Arc<FollowStats>,
     connected: tokio::sync::mpsc::Sender<Result<(), String>>,
     mut stop: watch::Receiver<bool>,
@@ -152,7 +172,12 @@ pub async fn follow(
                     let Ok(data) = serde_json::from_str::<WindowData>(&event.data) else {
                         continue;
                     };
-                    if !event.id.is_empty() {
+                    let stream_id = data
+                        .stream_id
+                        .as_deref()
+                        .unwrap_or(dataflows::StreamId::DEFAULT);
+                    // Ids count per stream: another stream's would resume this one wrongly.
+                    if !event.id.is_empty() && stream_id == followed {
                         last_id = Some(event.id.clone());
                     }
                     stats.windows.fetch_add(1, Ordering::Relaxed);
@@ -172,10 +197,10 @@ pub async fn follow(
                         at_ms: wall_clock_ms(),
                         resync,
                     };
-                    receipts
+                    inbox
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(receipt);
+                        .receive(stream_id, &followed, receipt);
                 }
             }
             Ok(response) => {

@@ -4,11 +4,15 @@
 //! rate from several connections (each reaction stamped with its send time), keeps a ledger of
 //! what the system accepted, waits until every client has the window of the last reaction,
 //! and checks every window on every client against the ledger.
+//!
+//! With `--streams K` the reactions and the clients are spread over K streams by a Zipf law
+//! (see [`spread`]), and each client is checked against its own stream's part of the ledger.
 
 mod follow;
 mod ledger;
 mod report;
 mod send;
+pub mod spread;
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -19,8 +23,8 @@ use clap::Args;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use ledger::{check, Check, Ledger, Receipt, EMOJIS};
-pub use report::Report;
+pub use ledger::{check, Check, Inbox, Ledger, Receipt, StreamCheck, EMOJIS};
+pub use report::{Report, StreamFigures};
 
 use follow::{FollowStats, Registration};
 use send::{Plan, Progress, Sent};
@@ -63,9 +67,31 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 30.0, env = "EMOSTREAM_LOAD_SETTLE_SECS",
           value_parser = positive)]
     pub settle_secs: f64,
+    /// Streams (live events) to spread the reactions and the SSE clients over: 1 is the
+    /// default stream alone; more are named load-0 … load-{K-1}, hottest first.
+    #[arg(long, default_value_t = 1, env = "EMOSTREAM_LOAD_STREAMS",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub streams: u64,
+    /// Zipf exponent of the spread over streams: stream k gets a share ∝ 1/(k+1)^S (0 is
+    /// even).
+    #[arg(long, default_value_t = 1.0, env = "EMOSTREAM_LOAD_STREAM_SKEW",
+          value_parser = non_negative)]
+    pub stream_skew: f64,
+    /// The system's --stream-idle-windows: a stream quiet for longer gets no windows, so
+    /// none are expected in that gap.
+    #[arg(long, default_value_t = dataflows::DEFAULT_IDLE_WINDOWS,
+          env = "EMOSTREAM_LOAD_STREAM_IDLE_WINDOWS")]
+    pub stream_idle_windows: u64,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a number of 0 or more")),
+    }
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -111,23 +137,57 @@ pub fn run(args: &LoadArgs) -> Result<bool, LoadError> {
 pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
     let target = checked_target(&args.target)?;
     let (api, sse) = http_clients(args.connections)?;
-    let registrations = register_all(&api, &target, args.sse_clients as usize).await?;
-    let mut followers = Followers::open(&api, &sse, &target, registrations).await?;
+    let streams = Streams::new(args);
+    let registrations = register_all(&api, &target, &streams).await?;
+    let mut followers = Followers::open(&api, &sse, &target, &streams, registrations).await?;
     let Sending {
         sent,
         duration_s,
         ticker,
-    } = run_senders(&api, args, &target, &followers.stats).await?;
+    } = run_senders(&api, args, &target, &streams, &followers.stats).await?;
     settle(
         &sent.ledger,
-        &followers.receipts,
+        &followers.inboxes,
         Duration::from_secs_f64(args.settle_secs),
     )
     .await;
     ticker.abort();
     followers.stop(&api, &target).await;
     eprintln!();
-    Ok(build_report(args, target, sent, duration_s, &followers))
+    Ok(build_report(
+        args, target, &streams, sent, duration_s, &followers,
+    ))
+}
+
+/// The run's streams and who follows which.
+struct Streams {
+    /// Their names, hottest first.
+    names: Arc<Vec<String>>,
+    /// The choice of stream per reaction.
+    zipf: Arc<spread::Zipf>,
+    /// The stream (index into `names`) of each SSE client.
+    of_client: Vec<usize>,
+}
+
+impl Streams {
+    fn new(args: &LoadArgs) -> Streams {
+        let count = args.streams as usize;
+        Streams {
+            names: Arc::new(spread::stream_names(count)),
+            zipf: Arc::new(spread::Zipf::new(count, args.stream_skew)),
+            of_client: spread::client_streams(args.sse_clients as usize, count, args.stream_skew),
+        }
+    }
+
+    /// The stream a registration names: none for the default stream alone, so a run with
+    /// one stream registers exactly as before streams existed.
+    fn asked(&self, stream: usize) -> Option<&str> {
+        if self.names.len() > 1 {
+            self.names.get(stream).map(String::as_str)
+        } else {
+            None
+        }
+    }
 }
 
 /// `--target` without its trailing `/`, refused unless it is an http:// or https:// URL.
@@ -161,7 +221,7 @@ struct Followers {
     /// One per SSE client, released when the run ends (or fails to start).
     registrations: Vec<Registration>,
     /// The windows each client received, in the order of `registrations`.
-    receipts: Vec<Arc<Mutex<Vec<Receipt>>>>,
+    inboxes: Vec<Arc<Mutex<Inbox>>>,
     /// Counts over every client, read by the progress line and the report.
     stats: Arc<FollowStats>,
     /// Turns true to stop the followers; dropping it would stop them too.
@@ -177,21 +237,27 @@ impl Followers {
         api: &reqwest::Client,
         sse: &reqwest::Client,
         target: &str,
+        streams: &Streams,
         registrations: Vec<Registration>,
     ) -> Result<Followers, LoadError> {
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(FollowStats::default());
-        let receipts: Vec<Arc<Mutex<Vec<Receipt>>>> = registrations
+        let inboxes: Vec<Arc<Mutex<Inbox>>> = streams
+            .of_client
             .iter()
-            .map(|_| Arc::new(Mutex::new(Vec::new())))
+            .map(|s| Arc::new(Mutex::new(Inbox::new(*s))))
             .collect();
         let (connected, mut connections) = tokio::sync::mpsc::channel(registrations.len().max(1));
         let mut tasks = Vec::new();
-        for (registration, receipts) in registrations.iter().zip(&receipts) {
+        for ((registration, inbox), stream) in
+            registrations.iter().zip(&inboxes).zip(&streams.of_client)
+        {
+            let followed = streams.names.get(*stream).cloned().unwrap_or_default();
             tasks.push(tokio::spawn(follow::follow(
                 sse.clone(),
                 registration.clone(),
-                Arc::clone(receipts),
+                followed,
+                Arc::clone(inbox),
                 Arc::clone(&stats),
                 connected.clone(),
                 stopped.clone(),
@@ -205,7 +271,7 @@ impl Followers {
         }
         Ok(Followers {
             registrations,
-            receipts,
+            inboxes,
             stats,
             stop,
             tasks,
@@ -222,8 +288,8 @@ impl Followers {
     }
 
     /// What each client received, in the order of the registrations.
-    fn received(&self) -> Vec<Vec<Receipt>> {
-        self.receipts
+    fn received(&self) -> Vec<Inbox> {
+        self.inboxes
             .iter()
             .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect()
@@ -272,11 +338,12 @@ async fn run_senders(
     api: &reqwest::Client,
     args: &LoadArgs,
     target: &str,
+    streams: &Streams,
     follow_stats: &Arc<FollowStats>,
 ) -> Result<Sending, LoadError> {
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
-    let tasks: Vec<_> = plans(args, target, started)
+    let tasks: Vec<_> = plans(args, target, streams, started)
         .into_iter()
         .map(|plan| tokio::spawn(send::send(api.clone(), plan, Arc::clone(&progress))))
         .collect();
@@ -302,7 +369,7 @@ async fn run_senders(
 
 /// One plan per sender: at most `--connections` senders share the asked rate, each sending
 /// whole batches from `started` for `--duration` seconds.
-fn plans(args: &LoadArgs, target: &str, started: Instant) -> Vec<Plan> {
+fn plans(args: &LoadArgs, target: &str, streams: &Streams, started: Instant) -> Vec<Plan> {
     let until = started + Duration::from_secs_f64(args.duration);
     let batch = args.batch as usize;
     let requests_per_s = args.rate / batch as f64;
@@ -320,6 +387,8 @@ fn plans(args: &LoadArgs, target: &str, started: Instant) -> Vec<Plan> {
             until,
             users: args.users,
             index,
+            streams: Arc::clone(&streams.names),
+            zipf: Arc::clone(&streams.zipf),
         })
         .collect()
 }
@@ -328,6 +397,7 @@ fn plans(args: &LoadArgs, target: &str, started: Instant) -> Vec<Plan> {
 fn build_report(
     args: &LoadArgs,
     target: String,
+    streams: &Streams,
     sent: Sent,
     duration_s: f64,
     followers: &Followers,
@@ -335,11 +405,42 @@ fn build_report(
     let received = followers.received();
     let window_ms = window_ms_of(&received);
     let check = match window_ms {
-        Some(ms) => check(&sent.ledger, ms, &received),
-        None => Check::default(),
+        Some(ms) => check(
+            &sent.ledger,
+            &streams.names,
+            ms,
+            args.stream_idle_windows,
+            &received,
+        ),
+        // No client received any window: nothing to check (the report says so), but the
+        // clients per stream still count.
+        None => {
+            let mut streams_checked = vec![StreamCheck::default(); streams.names.len()];
+            for s in &streams.of_client {
+                if let Some(c) = streams_checked.get_mut(*s) {
+                    c.clients += 1;
+                }
+            }
+            Check {
+                streams: streams_checked,
+                ..Check::default()
+            }
+        }
     };
     let window_latency = window_latency(&sent.ledger, window_ms, &received);
     let accepted = sent.ledger.reactions();
+    let per_stream: Vec<StreamFigures> = streams
+        .names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| StreamFigures {
+            stream_id: name.clone(),
+            sent: sent.sent_by_stream.get(k).copied().unwrap_or(0),
+            accepted: sent.ledger.stream_reactions(k),
+            check: check.streams.get(k).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let watched: Vec<&StreamFigures> = per_stream.iter().filter(|s| s.check.clients > 0).collect();
     let stats = &followers.stats;
     Report {
         target,
@@ -368,17 +469,24 @@ fn build_report(
         reconnects: stats.reconnects.load(Ordering::Relaxed),
         exact: check.is_exact(),
         check,
+        streams: streams.names.len(),
+        stream_skew: args.stream_skew,
+        streams_watched: watched.len(),
+        unwatched_accepted: accepted - watched.iter().map(|s| s.accepted).sum::<u64>(),
+        per_stream,
     }
 }
 
+/// Registers a client per entry of `streams.of_client`, for its stream; on a failure releases
+/// the ones registered.
 async fn register_all(
     api: &reqwest::Client,
     target: &str,
-    clients: usize,
+    streams: &Streams,
 ) -> Result<Vec<Registration>, LoadError> {
-    let mut registrations = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        match follow::register(api, target).await {
+    let mut registrations = Vec::with_capacity(streams.of_client.len());
+    for stream in &streams.of_client {
+        match follow::register(api, target, streams.asked(*stream)).await {
             Ok(r) => registrations.push(r),
             Err(e) => {
                 release_all(api, target, &registrations).await;
@@ -398,24 +506,23 @@ async fn release_all(api: &reqwest::Client, target: &str, registrations: &[Regis
 }
 
 /// The window length, from any window received.
-fn window_ms_of(received: &[Vec<Receipt>]) -> Option<i64> {
+fn window_ms_of(received: &[Inbox]) -> Option<i64> {
     received
         .iter()
-        .flatten()
+        .flat_map(|inbox| &inbox.receipts)
         .map(|r| r.end_ms - r.start_ms)
         .find(|ms| *ms > 0)
 }
 
-/// Waits until every client holds the window of the last accepted reaction, or `longest`.
-async fn settle(ledger: &Ledger, receipts: &[Arc<Mutex<Vec<Receipt>>>], longest: Duration) {
+/// Waits until every client holds a window of its stream past that stream's last accepted
+/// reaction (at once for a stream that got none), or `longest`.
+async fn settle(ledger: &Ledger, inboxes: &[Arc<Mutex<Inbox>>], longest: Duration) {
     let deadline = Instant::now() + longest;
     while Instant::now() < deadline {
-        let done = receipts.iter().all(|r| {
-            let r = r.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(last) = r.last() else { return false };
-            match ledger.span() {
-                // The stream is past the last reaction's window.
-                Some((_, last_ms)) => last.end_ms > last_ms,
+        let done = inboxes.iter().all(|inbox| {
+            let inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+            match ledger.stream_span(inbox.stream) {
+                Some((_, last_ms)) => inbox.receipts.iter().any(|r| r.end_ms > last_ms),
                 None => true,
             }
         });
@@ -426,22 +533,26 @@ async fn settle(ledger: &Ledger, receipts: &[Arc<Mutex<Vec<Receipt>>>], longest:
     }
 }
 
-/// For every reaction and every client that received its window once: receipt time less send
-/// time.
+/// For every reaction and every client of its stream that received its window once: receipt
+/// time less send time.
 fn window_latency(
     ledger: &Ledger,
     window_ms: Option<i64>,
-    received: &[Vec<Receipt>],
+    received: &[Inbox],
 ) -> report::Percentiles {
     let mut h = send::latency_histogram();
-    if let (Some(window_ms), Some((first, last))) = (window_ms, ledger.span()) {
-        let (first, last) = (first.div_euclid(window_ms), last.div_euclid(window_ms));
-        for receipts in received {
-            for r in receipts
+    if let Some(window_ms) = window_ms {
+        for inbox in received {
+            let Some((first, last)) = ledger.stream_span(inbox.stream) else {
+                continue;
+            };
+            let (first, last) = (first.div_euclid(window_ms), last.div_euclid(window_ms));
+            for r in inbox
+                .receipts
                 .iter()
                 .filter(|r| (first..=last).contains(&r.window))
             {
-                for (ts, n) in ledger.times(r.start_ms, r.end_ms) {
+                for (ts, n) in ledger.times(inbox.stream, r.start_ms, r.end_ms) {
                     let us = (r.at_ms - ts).max(0) as u64 * 1000;
                     let _ = h.record_n(us.max(1), n);
                 }

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::ledger::{Ledger, EMOJIS};
+use super::spread::Zipf;
 
 /// Live totals over every sender, for the progress line.
 #[derive(Debug, Default)]
@@ -29,6 +30,8 @@ pub struct Sent {
     pub ledger: Ledger,
     /// Reactions sent.
     pub sent: u64,
+    /// Reactions sent per stream (indexed like the run's streams).
+    pub sent_by_stream: Vec<u64>,
     /// Reactions refused, by HTTP status.
     pub refused: BTreeMap<u16, u64>,
     /// Requests that got no HTTP answer (connection refused, timeout).
@@ -44,6 +47,7 @@ impl Sent {
         Sent {
             ledger: Ledger::default(),
             sent: 0,
+            sent_by_stream: Vec::new(),
             refused: BTreeMap::new(),
             transport_errors: 0,
             first_error: None,
@@ -55,6 +59,12 @@ impl Sent {
     pub fn absorb(&mut self, other: Sent) {
         self.ledger.absorb(other.ledger);
         self.sent += other.sent;
+        if self.sent_by_stream.len() < other.sent_by_stream.len() {
+            self.sent_by_stream.resize(other.sent_by_stream.len(), 0);
+        }
+        for (mine, theirs) in self.sent_by_stream.iter_mut().zip(other.sent_by_stream) {
+            *mine += theirs;
+        }
         for (status, n) in other.refused {
             *self.refused.entry(status).or_default() += n;
         }
@@ -93,6 +103,11 @@ pub struct Plan {
     pub users: u64,
     /// This sender's index, so senders pick different users and emojis.
     pub index: u64,
+    /// The streams' names, hottest first; with the default stream alone, reactions name
+    /// none (as before streams existed).
+    pub streams: Arc<Vec<String>>,
+    /// The choice of stream per reaction.
+    pub zipf: Arc<Zipf>,
 }
 
 /// Picks the `seq`-th reaction's user and emoji: a hash of `seq` spreads users evenly and
@@ -115,6 +130,14 @@ pub fn pick(seq: u64, users: u64) -> (u64, usize) {
     (user, emoji)
 }
 
+/// Picks the `seq`-th reaction's stream (a rank of `zipf`), from a hash independent of the
+/// one [`pick`] uses, so the stream says nothing about the user or the emoji.
+pub fn pick_stream(seq: u64, zipf: &Zipf) -> usize {
+    // Any odd 64-bit constant gives splitmix another sequence; this one is wyhash's.
+    const STREAM_SALT: u64 = 0xa076_1d64_78bd_642f;
+    zipf.sample(splitmix(seq ^ STREAM_SALT))
+}
+
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -134,24 +157,36 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
     // A slow server lowers the rate sent rather than piling requests up; the report shows it.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seq = plan.index << 40;
+    sent.sent_by_stream = vec![0; plan.streams.len()];
+    let named = plan.streams.len() > 1;
     loop {
         ticker.tick().await;
         if Instant::now() >= plan.until {
             break;
         }
         let ts = wall_clock_ms();
-        let reactions: Vec<(u64, usize)> = (0..plan.batch)
+        let reactions: Vec<(u64, usize, usize)> = (0..plan.batch)
             .map(|_| {
                 seq += 1;
-                pick(seq, plan.users)
+                let (user, emoji) = pick(seq, plan.users);
+                (user, emoji, pick_stream(seq, &plan.zipf))
             })
             .collect();
         let bodies: Vec<serde_json::Value> = reactions
             .iter()
-            .map(|(user, emoji)| {
-                json!({"user_id": format!("load-{user}"), "emoji_type": EMOJIS[*emoji], "timestamp": ts})
+            .map(|(user, emoji, stream)| {
+                let mut body = json!({"user_id": format!("load-{user}"), "emoji_type": EMOJIS[*emoji], "timestamp": ts});
+                if let (true, Some(name)) = (named, plan.streams.get(*stream)) {
+                    body["stream_id"] = json!(name);
+                }
+                body
             })
             .collect();
+        for (_, _, stream) in &reactions {
+            if let Some(n) = sent.sent_by_stream.get_mut(*stream) {
+                *n += 1;
+            }
+        }
         let body = if plan.batch > 1 {
             serde_json::Value::Array(bodies)
         } else {
@@ -187,8 +222,8 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                     .and_then(|v| v.get("accepted").and_then(serde_json::Value::as_u64))
                     .unwrap_or(if status == 202 { n } else { 0 })
                     .min(n);
-                for (_, emoji) in reactions.iter().take(accepted as usize) {
-                    sent.ledger.record(ts, *emoji);
+                for (_, emoji, stream) in reactions.iter().take(accepted as usize) {
+                    sent.ledger.record(*stream, ts, *emoji);
                 }
                 progress.accepted.fetch_add(accepted, Ordering::Relaxed);
                 if accepted < n {
@@ -220,5 +255,24 @@ mod tests {
         let ratio = emojis[0] as f64 / emojis[7] as f64;
         assert!((7.0..9.0).contains(&ratio), "{emojis:?}");
         assert!(emojis.windows(2).all(|w| w[0] > w[1]), "{emojis:?}");
+    }
+
+    #[test]
+    fn the_stream_does_not_follow_the_emoji() {
+        // Were both picks one hash, the hottest stream would get only the hottest emojis.
+        let zipf = Zipf::new(10, 1.0);
+        let mut hot_stream = [0u64; EMOJIS.len()];
+        let mut streams = [0u64; 10];
+        for seq in 0..200_000 {
+            let stream = pick_stream(seq, &zipf);
+            streams[stream] += 1;
+            if stream == 0 {
+                hot_stream[pick(seq, 1000).1] += 1;
+            }
+        }
+        assert!(hot_stream.iter().all(|n| *n > 0), "{hot_stream:?}");
+        assert!(streams.windows(2).all(|w| w[0] > w[1]), "{streams:?}");
+        let ratio = hot_stream[0] as f64 / hot_stream[7] as f64;
+        assert!((7.0..9.0).contains(&ratio), "{hot_stream:?}");
     }
 }

@@ -27,6 +27,9 @@ pub struct Heartbeat {
     pub attached: Vec<String>,
     /// Open streams there per hub number.
     pub connected: Vec<(usize, usize)>,
+    /// Open event streams there per stream id (only streams that have some).
+    #[serde(default)]
+    pub viewers: Vec<(String, usize)>,
 }
 
 /// The way to the leader.
@@ -52,8 +55,9 @@ impl Leader {
         }
     }
 
-    /// Sends the request to the leader and answers with its answer.
-    pub async fn forward(&self, method: Method, path: &str) -> Response {
+    /// Sends the request (with `body`, JSON, for a POST) to the leader and answers with its
+    /// answer.
+    pub async fn forward(&self, method: Method, path: &str, body: Option<String>) -> Response {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
         // The leader then knows the registration limit was applied here, to the client.
@@ -63,7 +67,7 @@ impl Leader {
         if method == Method::POST {
             request = request
                 .header(header::CONTENT_TYPE.as_str(), "application/json")
-                .body("{}");
+                .body(body.unwrap_or_else(|| "{}".to_owned()));
         }
         let answer = match request.send().await {
             Ok(answer) => answer,

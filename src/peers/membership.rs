@@ -48,6 +48,8 @@ pub struct Peers {
     attached_here: Mutex<HashMap<String, usize>>,
     /// On the leader: streams open on each other process, by hub number, then process.
     connected_elsewhere: Mutex<HashMap<usize, HashMap<usize, usize>>>,
+    /// On the leader: each other process's viewers per stream id.
+    viewers_elsewhere: Mutex<HashMap<usize, Vec<(String, usize)>>>,
 }
 
 impl Peers {
@@ -57,6 +59,7 @@ impl Peers {
             membership,
             attached_here: Mutex::new(HashMap::new()),
             connected_elsewhere: Mutex::new(HashMap::new()),
+            viewers_elsewhere: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,6 +93,18 @@ impl Peers {
         for (hub, n) in beat.connected.iter().filter(|(hub, _)| *hub < hubs) {
             elsewhere.entry(*hub).or_default().insert(beat.process, *n);
         }
+        drop(elsewhere);
+        // Only ids a stream can have: a beat cannot plant arbitrary names in GET /streams.
+        let viewers = beat
+            .viewers
+            .iter()
+            .filter(|(id, _)| dataflows::StreamId::parse(id).is_ok())
+            .cloned()
+            .collect();
+        self.viewers_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(beat.process, viewers);
         Ok(())
     }
 
@@ -112,6 +127,7 @@ impl Peers {
             process: self.membership.deployment.process,
             attached,
             connected,
+            viewers: registry.streams().viewers(),
         }
     }
 }
@@ -136,6 +152,22 @@ impl SharedTree for Peers {
             .unwrap_or_else(|e| e.into_inner())
             .get(&hub)
             .map_or(0, |per| per.values().fold(0, |a, n| a.saturating_add(*n)))
+    }
+
+    fn viewers_elsewhere(&self) -> HashMap<String, usize> {
+        let mut sum: HashMap<String, usize> = HashMap::new();
+        for per_process in self
+            .viewers_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            for (id, n) in per_process {
+                let total = sum.entry(id.clone()).or_default();
+                *total = total.saturating_add(*n);
+            }
+        }
+        sum
     }
 
     fn attached(&self, client_id: &str) {
@@ -222,6 +254,7 @@ mod tests {
             process: 1,
             attached: Vec::new(),
             connected,
+            viewers: Vec::new(),
         };
         leader
             .heartbeat(&registry, &beat(vec![(1, 3), (3, 1)]))
@@ -242,6 +275,7 @@ mod tests {
             process,
             attached: Vec::new(),
             connected,
+            viewers: Vec::new(),
         };
         for process in [0, 2, usize::MAX] {
             let refused = leader.heartbeat(&registry, &beat(process, vec![(1, 1)]));

@@ -16,7 +16,7 @@ use crate::delivery::Registry;
 use crate::http_error::ApiError;
 
 /// `POST /peers/heartbeat` (answered by the leader); on a follower also `POST /clients`,
-/// `DELETE /clients/{id}` and `GET /clusters`, forwarded to the leader, and a copy of the
+/// `DELETE /clients/{id}`, `GET /clusters` and `GET /streams[/{id}]`, forwarded to the leader, and a copy of the
 /// leader's tree before an event stream of a subscriber this process does not know yet.
 /// On a single process there are no peers, and none of these routes exist.
 pub fn routes(
@@ -42,20 +42,51 @@ pub fn routes(
         .and(warp::post())
         .and(crate::http_error::json_content_type())
         .and(registration.within_limit())
+        .and(crate::delivery::routes::registration_body(
+            registration.body_timeout,
+        ))
         .and(with_leader.clone())
-        .then(|leader: Leader| async move { leader.forward(Method::POST, "/clients").await });
+        .then(|stream: dataflows::StreamId, leader: Leader| async move {
+            // Checked here, so the leader's refusal cannot differ from ours.
+            let body = serde_json::json!({ "stream_id": stream.as_str() }).to_string();
+            leader.forward(Method::POST, "/clients", Some(body)).await
+        });
     let release = warp::path!("clients" / String)
         .and(warp::delete())
         .and(with_leader.clone())
         .then(|id: String, leader: Leader| async move {
             leader
-                .forward(Method::DELETE, &format!("/clients/{id}"))
+                .forward(Method::DELETE, &format!("/clients/{id}"), None)
                 .await
         });
     let tree = warp::path!("clusters")
         .and(warp::get())
         .and(with_leader.clone())
-        .then(|leader: Leader| async move { leader.forward(Method::GET, "/clusters").await });
+        .then(|leader: Leader| async move { leader.forward(Method::GET, "/clusters", None).await });
+    // The leader hears every process's viewers: one answer for the cluster.
+    let streams = warp::path!("streams")
+        .and(warp::get())
+        .and(with_leader.clone())
+        .then(|leader: Leader| async move { leader.forward(Method::GET, "/streams", None).await });
+    let stream = warp::path!("streams" / String)
+        .and(warp::get())
+        .and(with_leader.clone())
+        .then(|id: String, leader: Leader| async move {
+            // Ids outside the stream alphabet are unknown anyway; not forwarded as paths.
+            match dataflows::StreamId::parse(&id) {
+                Ok(id) => {
+                    leader
+                        .forward(Method::GET, &format!("/streams/{id}"), None)
+                        .await
+                }
+                Err(_) => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_stream",
+                    format!("no stream {id:?} is active; GET /streams lists those that are"),
+                )
+                .into_response(),
+            }
+        });
     let with_registry = warp::any().map(move || Arc::clone(&registry));
     // Declines after the copy, so delivery's route answers with the tree as it is now.
     let sync = warp::path!("clusters" / u32 / "subscribers" / u32 / "events")
@@ -80,6 +111,10 @@ pub fn routes(
         .or(release)
         .unify()
         .or(tree)
+        .unify()
+        .or(streams)
+        .unify()
+        .or(stream)
         .unify()
         .or(sync)
         .unify()

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::config::RunConfig;
 use crate::error::RunError;
-use dataflows::operators::Activity;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::ReactionProducer;
 use crate::kafka::resume::read_tail;
 use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::stats::Stats;
+use dataflows::operators::Activity;
 
 /// How long start-up waits for each broker answer.
 const PROBE: Duration = Duration::from_secs(10);
@@ -55,10 +55,7 @@ pub async fn connect(
 
 /// Step 3: where emitting starts: the window after the last in the windows topic, with the
 /// streams still active there, or the window open now on a fresh start.
-pub async fn resume_point(
-    kafka: &KafkaSettings,
-    config: &RunConfig,
-) -> Result<Activity, RunError> {
+pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<Activity, RunError> {
     let probe = kafka.clone();
     let idle_windows = config.settings.idle_windows;
     let tail = blocking(move || read_tail(&probe, idle_windows, RESUME_READ)).await??;
@@ -67,6 +64,12 @@ pub async fn resume_point(
             let from = tail.last_window + 1;
             let mut last_reacted = tail.last_reacted;
             last_reacted.retain(|_, last| last.saturating_add(idle_windows) >= from);
+            let last_reacted = Activity {
+                from: Some(from),
+                last_reacted,
+            }
+            .ticking()
+            .last_reacted;
             tracing::info!(
                 last = tail.last_window,
                 active_streams = last_reacted.len(),
@@ -83,7 +86,8 @@ pub async fn resume_point(
                 .settings
                 .windowing
                 .open_from(dataflows::wall_clock_ms()),
-        ),
+        )
+        .ticking(),
     })
 }
 

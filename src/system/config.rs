@@ -134,6 +134,7 @@ impl RunConfig {
                 retention: saturating(delivery.retention),
                 client_queue: saturating(delivery.client_queue),
                 max_resume_bytes: saturating(delivery.max_resume_bytes),
+                idle_windows: args.dataflow.stream_idle_windows,
             },
             keep_alive: Duration::from_secs(delivery.keep_alive_secs),
             placement,

@@ -111,13 +111,7 @@ impl System {
         let (registry, peers) = delivery_tree(&config, &stats);
         let limits = crate::limits::Limits::from_args(&args.connections, raise_open_files_limit());
         let live = start_dataflow(
-            &config,
-            &kafka,
-            activity,
-            &stats,
-            &registry,
-            &faults,
-            on_window,
+            &config, &kafka, activity, &stats, &registry, &faults, on_window,
         )
         .await?;
         let producer = broker::start_producer(&config, &kafka, &stats).await?;
@@ -524,6 +518,7 @@ async fn open_http(
     });
     let metrics = metrics::Metrics::new(Arc::clone(stats), Arc::clone(registry));
     let registration = delivery::routes::Registration {
+        body_timeout: limits.header_timeout,
         limit: registration_limit,
         secret: config.cluster_secret.clone(),
     };

@@ -143,14 +143,23 @@ pub fn windows_topic(brokers: &str) -> Vec<WindowSummary> {
                 serde_json::from_slice(message.payload().unwrap()).unwrap();
             assert_eq!(
                 message.key().unwrap(),
-                summary.window.to_string().as_bytes(),
-                "key is the window index"
+                format!("{}/{}", summary.stream_id, summary.window).as_bytes(),
+                "key is {{stream_id}}/{{window}}"
             );
             out.push(summary);
         }
     }
     assert_eq!(out.len() as i64, high - low);
     out
+}
+
+/// The windows of one stream.
+pub fn of_stream(windows: &[WindowSummary], stream: &str) -> Vec<WindowSummary> {
+    windows
+        .iter()
+        .filter(|w| w.stream_id.as_str() == stream)
+        .cloned()
+        .collect()
 }
 
 pub fn assert_contiguous(windows: &[WindowSummary]) {

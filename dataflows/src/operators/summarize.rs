@@ -3,7 +3,9 @@
 //!
 //! A stream is active from the window of its first counted reaction: after each window in which
 //! it has reactions it gets the next `idle_windows` windows, empty or not; past them it gets none
-//! until its next reaction, and its state is freed. Which (stream, window) pairs are emitted
+//! until its next reaction, and its state is freed. The default stream (reactions that name
+//! none) never idles: clients written before streams existed get the steady tick they always
+//! had, and a replay of such input the same lines. Which (stream, window) pairs are emitted
 //! depends only on the windows that have reactions, so it is the same for any split of workers
 //! and processes, live or replayed.
 
@@ -37,6 +39,21 @@ impl Activity {
             last_reacted: HashMap::new(),
         }
     }
+
+    /// The same, with the default stream ticking from `from` on, as a live run's does.
+    pub fn ticking(mut self) -> Activity {
+        if let Some(from) = self.from {
+            self.last_reacted
+                .entry(StreamId::default())
+                .or_insert(from.saturating_sub(1));
+        }
+        self
+    }
+}
+
+/// Whether a stream that last had reactions in `last` still gets `window`.
+fn still_active(stream: &StreamId, last: WindowId, window: WindowId, idle_windows: u64) -> bool {
+    stream.as_str() == StreamId::DEFAULT || window <= last.saturating_add(idle_windows)
 }
 
 /// Builds window summaries from scaled counts.
@@ -140,7 +157,7 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                         }
                         if let Some((stream, first)) = data.next_if(|(s, _)| s == id) {
                             session.give(emit_data(stream, first, &mut data));
-                        } else if *last < window && window <= last.saturating_add(idle_windows) {
+                        } else if *last < window && still_active(id, *last, window, idle_windows) {
                             session.give(WindowSummary::new(
                                 id.clone(),
                                 window,
@@ -156,7 +173,7 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                     for stream in with_data {
                         active.insert(stream, window);
                     }
-                    active.retain(|_, last| last.saturating_add(idle_windows) > window);
+                    active.retain(|id, last| still_active(id, *last, window + 1, idle_windows));
                     if next.is_none_or(|n| n <= window) {
                         next = Some(window + 1);
                     }

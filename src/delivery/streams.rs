@@ -1,0 +1,411 @@
+//! The streams this process delivers: for each, the windows retained for reconnects and the
+//! live broadcast its viewers follow, kept once per process whichever hubs its viewers use.
+//!
+//! One worker of the process publishes every window here ([`StreamStore::publish`]); a hub's
+//! event stream for stream X follows X's [`StreamChannel`]. A stream without viewers costs its
+//! retained windows and nothing per window beyond the push: its broadcast exists only while
+//! someone follows it, so delivery grows with viewers, not with streams × hubs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dataflows::{StreamId, WindowId, WindowSummary};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::frame::Frame;
+use super::hub::HubSettings;
+
+/// One stream's retained windows and live broadcast.
+pub struct StreamChannel {
+    /// The stream.
+    pub id: StreamId,
+    settings: HubSettings,
+    state: Mutex<ChannelState>,
+    viewers: AtomicUsize,
+}
+
+struct ChannelState {
+    retained: VecDeque<Frame>,
+    /// Exists while the stream has viewers.
+    live: Option<broadcast::Sender<Frame>>,
+    /// The last window in which the stream had reactions.
+    last_reacted: Option<WindowId>,
+}
+
+impl StreamChannel {
+    fn new(id: StreamId, settings: HubSettings) -> StreamChannel {
+        StreamChannel {
+            id,
+            settings,
+            state: Mutex::new(ChannelState {
+                retained: VecDeque::new(),
+                live: None,
+                last_reacted: None,
+            }),
+            viewers: AtomicUsize::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, ChannelState> {
+        // Every change keeps the state consistent at each panic point (push, pop, send).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream's settings (retention, queue, resume bound).
+    pub fn settings(&self) -> HubSettings {
+        self.settings
+    }
+
+    /// Event streams following this stream in this process now.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// Retains a window and sends it to every viewer. Windows come in order; one already
+    /// retained is ignored.
+    fn publish(&self, frame: Frame, total: u64) {
+        let mut state = self.state();
+        if state
+            .retained
+            .back()
+            .is_some_and(|last| last.window >= frame.window)
+        {
+            return;
+        }
+        if total > 0 {
+            state.last_reacted = Some(frame.window);
+        }
+        if state.retained.len() >= self.settings.retention.max(1) {
+            state.retained.pop_front();
+        }
+        if let Some(live) = &state.live {
+            // An error only means every viewer left since the last sweep.
+            let _ = live.send(frame.clone());
+        }
+        state.retained.push_back(frame);
+    }
+
+    /// A new viewer: what is retained now and the live broadcast after it, under one lock so a
+    /// window is in exactly one of the two.
+    pub(super) fn follow<T>(
+        &self,
+        start: impl FnOnce(&VecDeque<Frame>) -> T,
+    ) -> (T, broadcast::Receiver<Frame>) {
+        let mut state = self.state();
+        let queue = self.settings.client_queue.max(1);
+        let live = state
+            .live
+            .get_or_insert_with(|| broadcast::channel(queue).0)
+            .subscribe();
+        self.viewers.fetch_add(1, Ordering::Relaxed);
+        (start(&state.retained), live)
+    }
+
+    /// A viewer left.
+    pub(super) fn unfollow(&self) {
+        self.viewers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The latest window with a fresh follower of the live broadcast, for a viewer that fell
+    /// behind: under one lock, so the window after the latest is the follower's first.
+    pub(super) fn catch_up(&self) -> Option<(Frame, broadcast::Receiver<Frame>)> {
+        let mut state = self.state();
+        let latest = state.retained.back()?.clone();
+        let queue = self.settings.client_queue.max(1);
+        let live = state
+            .live
+            .get_or_insert_with(|| broadcast::channel(queue).0)
+            .subscribe();
+        Some((latest, live))
+    }
+
+    /// The newest retained window.
+    pub fn latest(&self) -> Option<Frame> {
+        self.state().retained.back().cloned()
+    }
+}
+
+/// A stream as `GET /streams` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StreamInfo {
+    /// The stream.
+    pub stream_id: String,
+    /// Its latest window.
+    pub last_window: WindowId,
+    /// Reactions in its latest window.
+    pub last_total: u64,
+    /// Event streams following it.
+    pub viewers: usize,
+}
+
+/// Every stream this process delivers.
+pub struct StreamStore {
+    settings: HubSettings,
+    inner: Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    streams: HashMap<StreamId, Arc<StreamChannel>>,
+    /// The latest window published for any stream.
+    latest: Option<WindowId>,
+}
+
+impl StreamStore {
+    /// An empty store; `settings.idle_windows` decides which streams are active.
+    pub fn new(settings: HubSettings) -> StreamStore {
+        StreamStore {
+            settings,
+            inner: Mutex::new(StoreState::default()),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, StoreState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Retains `summary` for its stream and sends it to the stream's viewers. Called by one
+    /// thread, in window order.
+    pub fn publish(&self, summary: &WindowSummary) {
+        let channel = {
+            let mut inner = self.inner();
+            if inner.latest.is_none_or(|l| summary.window > l) {
+                inner.latest = Some(summary.window);
+                self.sweep(&mut inner, summary.window);
+            }
+            match inner.streams.get(summary.stream_id.as_str()) {
+                Some(channel) => Arc::clone(channel),
+                None => {
+                    let channel =
+                        Arc::new(StreamChannel::new(summary.stream_id.clone(), self.settings));
+                    inner
+                        .streams
+                        .insert(summary.stream_id.clone(), Arc::clone(&channel));
+                    channel
+                }
+            }
+        };
+        // Encoded once, outside the store's lock, and shared by every viewer.
+        channel.publish(Frame::window(summary), summary.total);
+    }
+
+    /// The channel of `id`, made (empty) for a viewer that comes before the stream's first
+    /// window.
+    pub fn channel(&self, id: &StreamId) -> Arc<StreamChannel> {
+        let mut inner = self.inner();
+        if let Some(channel) = inner.streams.get(id.as_str()) {
+            return Arc::clone(channel);
+        }
+        let channel = Arc::new(StreamChannel::new(id.clone(), self.settings));
+        inner.streams.insert(id.clone(), Arc::clone(&channel));
+        channel
+    }
+
+    /// Frees what no one needs any more: a stream's broadcast once it has no viewers, and the
+    /// whole stream once it has no viewers and nothing retained within the retention.
+    fn sweep(&self, inner: &mut StoreState, latest: WindowId) {
+        let retention = self.settings.retention.max(1) as u64;
+        inner.streams.retain(|_, channel| {
+            if channel.viewers() > 0 {
+                return true;
+            }
+            let mut state = channel.state();
+            if state.live.as_ref().is_some_and(|l| l.receiver_count() == 0) {
+                state.live = None;
+            }
+            state
+                .retained
+                .back()
+                .is_some_and(|last| last.window.saturating_add(retention) > latest)
+        });
+    }
+
+    /// Whether a stream that last reacted in `last_reacted` still gets windows at `latest`.
+    /// The default stream never idles.
+    fn is_active(
+        &self,
+        id: &StreamId,
+        last_reacted: Option<WindowId>,
+        latest: Option<WindowId>,
+    ) -> bool {
+        if id.as_str() == StreamId::DEFAULT {
+            return latest.is_some();
+        }
+        match (last_reacted, latest) {
+            (Some(reacted), Some(latest)) => {
+                reacted.saturating_add(self.settings.idle_windows) >= latest
+            }
+            _ => false,
+        }
+    }
+
+    /// The active streams with their latest window and the viewers here, unordered.
+    pub fn active(&self) -> Vec<StreamInfo> {
+        let (channels, latest) = {
+            let inner = self.inner();
+            let channels: Vec<_> = inner.streams.values().cloned().collect();
+            (channels, inner.latest)
+        };
+        channels
+            .iter()
+            .filter_map(|channel| {
+                let state = channel.state();
+                if !self.is_active(&channel.id, state.last_reacted, latest) {
+                    return None;
+                }
+                let last = state.retained.back()?;
+                let total = summary_total(&last.json);
+                Some(StreamInfo {
+                    stream_id: channel.id.as_str().to_owned(),
+                    last_window: last.window,
+                    last_total: total,
+                    viewers: channel.viewers(),
+                })
+            })
+            .collect()
+    }
+
+    /// Active streams now.
+    pub fn active_count(&self) -> usize {
+        let inner = self.inner();
+        let latest = inner.latest;
+        inner
+            .streams
+            .values()
+            .filter(|c| self.is_active(&c.id, c.state().last_reacted, latest))
+            .count()
+    }
+
+    /// Viewers here of every stream that has some.
+    pub fn viewers(&self) -> Vec<(String, usize)> {
+        self.inner()
+            .streams
+            .values()
+            .filter(|c| c.viewers() > 0)
+            .map(|c| (c.id.as_str().to_owned(), c.viewers()))
+            .collect()
+    }
+
+    /// Streams held (active or not, with viewers or retained windows).
+    pub fn len(&self) -> usize {
+        self.inner().streams.len()
+    }
+
+    /// Whether no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `total` of a summary's JSON, read back rather than kept beside every retained window.
+fn summary_total(json: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Total {
+        total: u64,
+    }
+    serde_json::from_slice::<Total>(json).map_or(0, |t| t.total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataflows::{Emoji, EmojiCount, Windowing};
+
+    fn settings() -> HubSettings {
+        HubSettings {
+            retention: 4,
+            client_queue: 4,
+            max_resume_bytes: usize::MAX,
+            idle_windows: 2,
+        }
+    }
+
+    fn summary(stream: &str, window: WindowId, n: u64) -> WindowSummary {
+        let emojis = if n == 0 {
+            vec![]
+        } else {
+            vec![EmojiCount {
+                emoji: Emoji::parse("🔥").unwrap(),
+                count: n,
+                scaled: 1,
+            }]
+        };
+        WindowSummary::new(
+            StreamId::parse(stream).unwrap(),
+            window,
+            &Windowing::default(),
+            emojis,
+        )
+    }
+
+    #[test]
+    fn streams_are_kept_apart_and_listed_while_active() {
+        let store = StreamStore::new(settings());
+        store.publish(&summary("a", 1, 5));
+        store.publish(&summary("b", 1, 7));
+        store.publish(&summary("a", 2, 0));
+        store.publish(&summary("b", 2, 3));
+        let a = store.channel(&StreamId::parse("a").unwrap());
+        assert_eq!(a.latest().unwrap().window, 2);
+        let mut active = store.active();
+        active.sort_by(|x, y| x.stream_id.cmp(&y.stream_id));
+        assert_eq!(
+            active,
+            [
+                StreamInfo {
+                    stream_id: "a".into(),
+                    last_window: 2,
+                    last_total: 0,
+                    viewers: 0
+                },
+                StreamInfo {
+                    stream_id: "b".into(),
+                    last_window: 2,
+                    last_total: 3,
+                    viewers: 0
+                },
+            ]
+        );
+        // "a" last reacted in 1: with an idle span of 2 it is active through window 3.
+        store.publish(&summary("b", 3, 1));
+        assert_eq!(store.active_count(), 2);
+        store.publish(&summary("b", 4, 1));
+        assert_eq!(store.active_count(), 1);
+        assert_eq!(store.active()[0].stream_id, "b");
+    }
+
+    #[test]
+    fn a_stream_without_viewers_is_freed_after_its_retention() {
+        let store = StreamStore::new(settings());
+        store.publish(&summary("gone", 1, 1));
+        for w in 2..=4 {
+            store.publish(&summary("stays", w, 1));
+        }
+        assert_eq!(store.len(), 2, "window 1 is still within a retention of 4");
+        store.publish(&summary("stays", 5, 1));
+        assert_eq!(store.len(), 1);
+        // A viewer keeps a stream, even one that never had a window.
+        let waiting = store.channel(&StreamId::parse("later").unwrap());
+        let _ = waiting.follow(|_| ());
+        store.publish(&summary("stays", 7, 1));
+        assert_eq!(store.len(), 2);
+        waiting.unfollow();
+        store.publish(&summary("stays", 8, 1));
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.viewers(), Vec::<(String, usize)>::new());
+    }
+
+    #[test]
+    fn retention_is_per_stream() {
+        let store = StreamStore::new(settings());
+        for w in 1..=10 {
+            store.publish(&summary("a", w, 1));
+        }
+        let a = store.channel(&StreamId::parse("a").unwrap());
+        let (windows, _live) = a.follow(|r| r.iter().map(|f| f.window).collect::<Vec<_>>());
+        assert_eq!(windows, [7, 8, 9, 10]);
+        assert_eq!(store.viewers(), [("a".to_string(), 1)]);
+    }
+}
