@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use dataflows::reaction::Field;
-use dataflows::replay::{replay, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
+use dataflows::replay::{replay_ndjson, ReplayConfig, ReplayReport, DEFAULT_BLOCK_BYTES};
 use dataflows::wall_clock_ms;
 
 use crate::cli::ReplayArgs;
@@ -37,11 +37,8 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
         block_bytes: DEFAULT_BLOCK_BYTES,
         now_ms: wall_clock_ms(),
     };
-    let mut out = BufWriter::new(out);
-    let report = replay(input, &config, |summary| {
-        out.write_all(summary.to_json().as_bytes())?;
-        out.write_all(b"\n")
-    })?;
+    let mut out = BufWriter::with_capacity(1 << 16, out);
+    let report = replay_ndjson(input, &config, &mut out)?;
     out.flush()?;
     Ok(report)
 }

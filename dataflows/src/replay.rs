@@ -23,13 +23,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Inspect, Operator};
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::blocks::{BlockParser, BlockReader, BlockSummary};
 use crate::dataflow::{window_summaries, Settings};
 use crate::deployment::Deployment;
-use crate::operators::{give_partial_counts, Activity, CountKey, PartialCounts};
+use crate::operators::{give_counts, Activity, CountKey};
 use crate::reaction::InvalidCounts;
 use crate::summary::WindowSummary;
 use crate::window::{EventClock, WindowId, Windowing};
@@ -165,6 +165,63 @@ where
     R: Read + Send + 'static,
     F: FnMut(&WindowSummary) -> io::Result<()>,
 {
+    // Whole batches cross to the caller: a message per summary (and a clone of each, as an
+    // `inspect` would need) cost more than the summaries themselves with thousands of streams.
+    run(
+        input,
+        config,
+        |batch: &mut Vec<WindowSummary>| (batch.len() as u64, std::mem::take(batch)),
+        |batch| batch.iter().try_for_each(&mut on_window),
+    )
+}
+
+/// Replays `input` like [`replay`], writing each summary's JSON line
+/// ([`WindowSummary::write_json`] and a newline) to `out`.
+///
+/// The lines are encoded on the worker that summarizes and cross to `out` as bytes: with
+/// thousands of streams there are millions of summaries, and handing each to another thread
+/// (its allocation freed there, its shared stream id counted down there) cost more than
+/// encoding it.
+pub fn replay_ndjson<R, W>(
+    input: R,
+    config: &ReplayConfig,
+    out: &mut W,
+) -> Result<ReplayReport, ReplayError>
+where
+    R: Read + Send + 'static,
+    W: io::Write + ?Sized,
+{
+    run(
+        input,
+        config,
+        |batch: &mut Vec<WindowSummary>| {
+            let windows = batch.len() as u64;
+            let mut bytes = Vec::with_capacity(batch.len() * 160);
+            for summary in batch.drain(..) {
+                summary.write_json(&mut bytes);
+                bytes.push(b'\n');
+            }
+            (windows, bytes)
+        },
+        |bytes| out.write_all(&bytes),
+    )
+}
+
+/// Runs the replay dataflow; each batch of summaries is turned into a message by `prepare`
+/// (on the worker, with the number of windows in it) and handed to `deliver` (on the caller's
+/// thread) in window order.
+fn run<R, T, P, D>(
+    input: R,
+    config: &ReplayConfig,
+    prepare: P,
+    mut deliver: D,
+) -> Result<ReplayReport, ReplayError>
+where
+    R: Read + Send + 'static,
+    T: Send + 'static,
+    P: Fn(&mut Vec<WindowSummary>) -> (u64, T) + Clone + Send + Sync + 'static,
+    D: FnMut(T) -> io::Result<()>,
+{
     let deployment = &config.deployment;
     let input = ReplayInput::share(
         input,
@@ -173,7 +230,7 @@ where
         deployment.processes(),
     );
     let report = Arc::new(Mutex::new(ReplayReport::default()));
-    let (tx, rx) = mpsc::channel::<WindowSummary>();
+    let (tx, rx) = mpsc::channel::<(u64, T)>();
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
@@ -183,21 +240,28 @@ where
         let tx = lock(&tx).clone();
         let input = worker_input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
+        let prepare = prepare.clone();
         worker.dataflow::<WindowId, _, _>(move |scope| {
-            replay_dataflow(scope, input, &settings, now_ms, report).inspect(move |summary| {
-                // The receiver is gone only when the caller has stopped listening after an
-                // output error, which it reports itself.
-                let _ = tx.send(summary.clone());
-            });
+            replay_dataflow(scope, input, &settings, now_ms, report).sink(
+                Pipeline,
+                "Deliver",
+                move |(input, _frontier)| {
+                    input.for_each(|_time, batch| {
+                        // The receiver is gone only when the caller has stopped listening after
+                        // an output error, which it reports itself.
+                        let _ = tx.send(prepare(batch));
+                    });
+                },
+            );
         });
     })?;
 
     let mut output_error = None;
     let mut windows = 0;
-    for summary in rx {
-        windows += 1;
+    for (count, message) in rx {
+        windows += count;
         if output_error.is_none() {
-            output_error = on_window(&summary).err();
+            output_error = deliver(message).err();
         }
     }
     for result in guards.join() {
@@ -282,7 +346,10 @@ fn decide_late<'scope>(
         let mut waiting: BTreeMap<u64, BlockSummary> = BTreeMap::new();
         let mut next_block = 0u64;
         let mut clock = EventClock::default();
-        let mut mine = PartialCounts::default();
+        // This worker's blocks' counts, already summed per block: emitted as they are rather
+        // than summed again across blocks here (with thousands of streams, a block's counts
+        // hardly repeat in the next, and the counting downstream sums them anyway).
+        let mut mine = Vec::new();
         move |(input, frontier), output| {
             input.for_each(|_time, batch| {
                 for summary in batch.drain(..) {
@@ -299,7 +366,7 @@ fn decide_late<'scope>(
                     } else {
                         seen.counted += n;
                         if emit {
-                            mine.add_owned(window, stream, emoji, n);
+                            mine.push((window, stream, emoji, n));
                         }
                     }
                 }
@@ -321,7 +388,7 @@ fn decide_late<'scope>(
                 report.errors.extend(seen.errors.into_iter().take(room));
             }
             let Some(held) = cap.as_mut() else { return };
-            let refused = give_partial_counts(held, output, &mut mine);
+            let refused = give_counts(held, output, &mut mine);
             if let Some(report) = &report {
                 lock(report).late += refused;
             }

@@ -301,6 +301,50 @@ fn a_resumed_run_continues_the_active_streams_ticks() {
 }
 
 #[test]
+fn ndjson_replay_writes_the_summaries_json_in_order_for_any_worker_count() {
+    use dataflows::deployment::Deployment;
+    use dataflows::replay::{replay, replay_ndjson, ReplayConfig};
+    let text: String = mixed(20_000, 40).iter().map(|l| format!("{l}\n")).collect();
+    let config = |workers| ReplayConfig {
+        settings: Settings {
+            idle_windows: 5,
+            ..Settings::default()
+        },
+        deployment: Deployment::single(workers),
+        block_bytes: 4096,
+        now_ms: NOW,
+    };
+    // The reference: the summaries replay hands over, each encoded by `to_json`.
+    let mut expected = String::new();
+    let report = replay(
+        std::io::Cursor::new(text.clone().into_bytes()),
+        &config(1),
+        |s| {
+            expected.push_str(&s.to_json());
+            expected.push('\n');
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(report.windows > 100);
+    for workers in [1, 3] {
+        let mut out = Vec::new();
+        let got = replay_ndjson(
+            std::io::Cursor::new(text.clone().into_bytes()),
+            &config(workers),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            expected,
+            "workers={workers}"
+        );
+        assert_eq!(got, report, "workers={workers}");
+    }
+}
+
+#[test]
 fn the_default_stream_never_idles() {
     // Reactions that name no stream keep the steady tick of the first contract: every window
     // from the first to the last, however long the gap; a named stream idles.

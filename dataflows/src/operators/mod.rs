@@ -26,54 +26,80 @@ pub type CountKey = (StreamId, Emoji);
 pub type PartialCountOutput<'a> =
     OutputBuilderSession<'a, WindowId, CapacityContainerBuilder<Vec<(CountKey, u64)>>>;
 
-/// Counts per (window, stream, emoji) gathered by a source before they are emitted. Keyed by
-/// stream first so a reaction is counted without allocating its stream id once the stream has
-/// been seen.
+/// Counts per (window, stream, emoji) gathered by a source before they are emitted.
+///
+/// Streams are interned: each distinct id is allocated once and kept (up to
+/// [`PartialCounts::KEEP_IDS`] of them) across drains, so counting a reaction of a stream seen
+/// before allocates nothing, and the counts themselves are one flat map keyed by small integers.
+/// With thousands of streams per block, a map (and an id) per stream per drain was a good part
+/// of a replay's cost.
 #[derive(Debug, Default)]
 pub struct PartialCounts {
-    by_stream: HashMap<StreamId, HashMap<(WindowId, Emoji), u64>>,
+    ids: HashMap<StreamId, u32>,
+    names: Vec<StreamId>,
+    counts: HashMap<(WindowId, u32, Emoji), u64>,
 }
 
 impl PartialCounts {
+    /// Interned ids kept between drains; past this many (a live run meets new streams for
+    /// ever) they are forgotten at the next drain, so memory stays bounded.
+    pub const KEEP_IDS: usize = 1 << 16;
+
     /// Counts `n` reactions of `emoji` in `stream`'s `window`; `stream` must already be a valid
     /// stream id (as [`crate::reaction::ReactionRef::stream_id`] is). An invalid one is counted
     /// in the default stream rather than lost.
     pub fn add(&mut self, window: WindowId, stream: &str, emoji: Emoji, n: u64) {
-        if let Some(counts) = self.by_stream.get_mut(stream) {
-            *counts.entry((window, emoji)).or_default() += n;
-            return;
-        }
-        let id = StreamId::parse(stream).unwrap_or_default();
-        self.add_owned(window, id, emoji, n);
+        let index = match self.ids.get(stream) {
+            Some(index) => *index,
+            None => self.intern(StreamId::parse(stream).unwrap_or_default()),
+        };
+        *self.counts.entry((window, index, emoji)).or_default() += n;
     }
 
     /// Counts `n` reactions of `emoji` in `stream`'s `window`.
     pub fn add_owned(&mut self, window: WindowId, stream: StreamId, emoji: Emoji, n: u64) {
-        *self
-            .by_stream
-            .entry(stream)
-            .or_default()
-            .entry((window, emoji))
-            .or_default() += n;
+        let index = match self.ids.get(stream.as_str()) {
+            Some(index) => *index,
+            None => self.intern(stream),
+        };
+        *self.counts.entry((window, index, emoji)).or_default() += n;
+    }
+
+    fn intern(&mut self, stream: StreamId) -> u32 {
+        // An invalid id falls back to the default stream, which may be interned already.
+        if let Some(index) = self.ids.get(stream.as_str()) {
+            return *index;
+        }
+        let index = self.names.len() as u32;
+        self.ids.insert(stream.clone(), index);
+        self.names.push(stream);
+        index
     }
 
     /// Whether nothing is counted.
     pub fn is_empty(&self) -> bool {
-        self.by_stream.is_empty()
+        self.counts.is_empty()
     }
 
     /// Takes every count out, ordered by window, stream and emoji.
     pub fn drain_sorted(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
-        let mut all: Vec<_> = self
-            .by_stream
-            .drain()
-            .flat_map(|(stream, counts)| {
-                counts
-                    .into_iter()
-                    .map(move |((window, emoji), n)| (window, stream.clone(), emoji, n))
-            })
-            .collect();
+        let mut all = self.drain();
         all.sort_unstable();
+        all
+    }
+
+    /// Takes every count out, in no particular order.
+    pub fn drain(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
+        let names = &self.names;
+        let all = self
+            .counts
+            .drain()
+            .map(|((window, index, emoji), n)| (window, names[index as usize].clone(), emoji, n))
+            .collect();
+        if self.names.len() > Self::KEEP_IDS {
+            self.ids.clear();
+            self.names.clear();
+        }
         all
     }
 }
@@ -90,17 +116,36 @@ pub fn give_partial_counts(
     if counts.is_empty() {
         return 0;
     }
-    let ready = counts.drain_sorted();
+    give_counts(held, output, &mut counts.drain())
+}
+
+/// [`give_partial_counts`] for counts already gathered elsewhere (replay's blocks, summed per
+/// block): `(window, stream, emoji, n)` in any order, emptied. Repeated keys are fine, the
+/// counting downstream sums them.
+pub fn give_counts(
+    held: &Capability<WindowId>,
+    output: &mut PartialCountOutput<'_>,
+    ready: &mut Vec<(WindowId, StreamId, Emoji, u64)>,
+) -> u64 {
+    ready.sort_unstable_by_key(|c| c.0);
     let mut refused = 0;
-    for chunk in ready.chunk_by(|a, b| a.0 == b.0) {
-        let window = chunk[0].0;
+    let mut rest = ready.drain(..).peekable();
+    while let Some((window, stream, emoji, n)) = rest.next() {
+        let same_window = |c: &(WindowId, StreamId, Emoji, u64)| c.0 == window;
         match held.try_delayed(&window) {
-            Some(at) => output.session(&at).give_iterator(
-                chunk
-                    .iter()
-                    .map(|(_, stream, emoji, n)| ((stream.clone(), *emoji), *n)),
-            ),
-            None => refused += chunk.iter().map(|(_, _, _, n)| *n).sum::<u64>(),
+            Some(at) => {
+                let mut session = output.session(&at);
+                session.give(((stream, emoji), n));
+                while let Some((_, stream, emoji, n)) = rest.next_if(same_window) {
+                    session.give(((stream, emoji), n));
+                }
+            }
+            None => {
+                refused += n;
+                while let Some((.., n)) = rest.next_if(same_window) {
+                    refused += n;
+                }
+            }
         }
     }
     refused

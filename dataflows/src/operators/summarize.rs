@@ -69,8 +69,10 @@ pub trait Summarize<'scope> {
     ) -> StreamVec<'scope, WindowId, WindowSummary>;
 }
 
-/// Counts of one closed window, by stream, with the capability they came at.
-type Closed = (Capability<WindowId>, BTreeMap<StreamId, Vec<EmojiCount>>);
+/// Counts of one closed window, `(stream, count)` in arrival order, with the capability they
+/// came at. Sorted by stream once, when the window is emitted: cheaper than keeping a map per
+/// window sorted as thousands of streams' counts arrive.
+type Closed = (Capability<WindowId>, Vec<(StreamId, EmojiCount)>);
 
 impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiCount)> {
     fn summarize(
@@ -90,20 +92,19 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
             let mut clock: Option<Capability<WindowId>> = first_worker.then_some(clock);
             let mut closed: BTreeMap<WindowId, Closed> = BTreeMap::new();
             let mut next: Option<WindowId> = activity.from;
-            let mut active: HashMap<StreamId, WindowId> = activity.last_reacted.clone();
+            // Ordered by stream, so a window's lines come out of one ordered walk over the active
+            // streams and the window's counts, with no lookups and no sort of thousands of ids.
+            let mut active: BTreeMap<StreamId, WindowId> =
+                activity.last_reacted.clone().into_iter().collect();
             let mut last_with_data: Option<WindowId> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
                         let window = *cap.time();
                         last_with_data = last_with_data.max(Some(window));
-                        let (_, by_stream) = closed
-                            .entry(window)
-                            .or_insert_with(|| (cap, BTreeMap::new()));
+                        let (_, counts) = closed.entry(window).or_insert_with(|| (cap, Vec::new()));
                         for batch in batches {
-                            for (stream, count) in batch.drain(..) {
-                                by_stream.entry(stream).or_default().push(count);
-                            }
+                            counts.append(batch);
                         }
                     }
                 });
@@ -131,32 +132,47 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                     if window >= limit {
                         break;
                     }
-                    let data = closed.remove(&window);
-                    let mut streams: Vec<(StreamId, Vec<EmojiCount>)> = active
-                        .iter()
-                        .filter(|(id, last)| {
-                            **last < window
-                                && still_active(id, **last, window, idle_windows)
-                                && data.as_ref().is_none_or(|d| !d.1.contains_key(*id))
-                        })
-                        .map(|(id, _)| (id.clone(), Vec::new()))
-                        .collect();
-                    let cap = match data {
-                        Some((cap, by_stream)) => {
-                            for (stream, _) in by_stream.iter() {
-                                active.insert(stream.clone(), window);
-                            }
-                            streams.extend(by_stream);
-                            cap
-                        }
-                        None => clock_cap.delayed(&window),
+                    let (cap, mut counts) = match closed.remove(&window) {
+                        Some((cap, counts)) => (cap, counts),
+                        None => (clock_cap.delayed(&window), Vec::new()),
                     };
-                    streams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let mut with_data = Vec::new();
                     let mut session = output.session(&cap);
-                    for (stream, counts) in streams {
-                        session.give(WindowSummary::new(stream, window, &windowing, counts));
+                    let mut data = counts.into_iter().peekable();
+                    let mut emit_data =
+                        |stream: StreamId, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
+                            let mut emojis = vec![first];
+                            while let Some((_, count)) =
+                                data.next_if(|(s, _): &(StreamId, _)| *s == stream)
+                            {
+                                emojis.push(count);
+                            }
+                            with_data.push(stream.clone());
+                            WindowSummary::new(stream, window, &windowing, emojis)
+                        };
+                    for (id, last) in &active {
+                        while let Some((stream, first)) = data.next_if(|(s, _)| s < id) {
+                            session.give(emit_data(stream, first, &mut data));
+                        }
+                        if let Some((stream, first)) = data.next_if(|(s, _)| s == id) {
+                            session.give(emit_data(stream, first, &mut data));
+                        } else if *last < window && still_active(id, *last, window, idle_windows) {
+                            session.give(WindowSummary::new(
+                                id.clone(),
+                                window,
+                                &windowing,
+                                Vec::new(),
+                            ));
+                        }
+                    }
+                    while let Some((stream, first)) = data.next() {
+                        session.give(emit_data(stream, first, &mut data));
                     }
                     drop(session);
+                    for stream in with_data {
+                        active.insert(stream, window);
+                    }
                     active.retain(|id, last| still_active(id, *last, window + 1, idle_windows));
                     if next.is_none_or(|n| n <= window) {
                         next = Some(window + 1);
