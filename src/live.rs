@@ -8,6 +8,8 @@
 //! ```
 //! Timely workers are plain threads; nothing here runs on tokio.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,19 +68,26 @@ pub fn start(
         let durable = ProbeHandle::new();
         let closed = durable.clone();
         let windowing = settings.windowing;
+        let log = Rc::new(RefCell::new(WindowLog::default()));
+        let logged = Rc::clone(&log);
         worker.dataflow::<WindowId, _, _>(move |scope| {
             let sources = ProbeHandle::new();
             let counts =
                 kafka_source(scope, source, durable.clone(), sources.clone()).probe_with(&sources);
             let summaries = window_summaries(counts, &settings, activity);
             write_windows(summaries, kafka, stats, faults)
-                .inspect(move |summary| on_window(summary))
+                .inspect(move |written| {
+                    on_window(&written.summary);
+                    logged.borrow_mut().add(&written.summary);
+                })
                 .broadcast()
-                .inspect(move |summary| {
+                .inspect(move |written| {
                     // Every process delivers every stream (its viewers may be on any hub it
                     // serves); its first worker keeps them, once.
                     if first_here {
-                        registry.streams().publish(summary);
+                        registry
+                            .streams()
+                            .publish_json(&written.summary, &written.json);
                     }
                 })
                 .probe_with(&durable);
@@ -95,6 +104,7 @@ pub fn start(
             if first_here {
                 if let Some(open) = closed.with_frontier(|f| f.first().copied()) {
                     published.window_published(windowing.start_ms(open));
+                    log.borrow_mut().passed(open);
                 }
             }
         }
@@ -104,6 +114,48 @@ pub fn start(
         guards: Some(guards),
         stop,
     })
+}
+
+/// The one log line per closed window (not per stream: there may be thousands), logged once
+/// the durable frontier has passed the window. Only the worker the summaries reach has any.
+#[derive(Default)]
+struct WindowLog {
+    window: Option<WindowId>,
+    streams: usize,
+    total: u64,
+}
+
+impl WindowLog {
+    fn add(&mut self, summary: &WindowSummary) {
+        if self.window != Some(summary.window) {
+            self.flush();
+            self.window = Some(summary.window);
+        }
+        self.streams += 1;
+        self.total += summary.total;
+    }
+
+    /// Every window below `open` is complete.
+    fn passed(&mut self, open: WindowId) {
+        if self.window.is_some_and(|w| w < open) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(window) = self.window.take() {
+            tracing::debug!(
+                target: crate::WINDOW_LOG,
+                window,
+                streams = self.streams,
+                total = self.total,
+                "window closed: {} reactions in {} streams",
+                self.total,
+                self.streams,
+            );
+        }
+        *self = WindowLog::default();
+    }
 }
 
 impl Live {

@@ -12,32 +12,21 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use common::sse::wait_all_for_window;
-use common::{batch, poll_until, post_batch, start, wait_until, Follower, Seen, PATIENCE};
+use common::{
+    batch, get_json, poll_until, post_batch, start, wait_until, Follower, Seen, PATIENCE,
+};
 use dataflows::WindowSummary;
 use emostream::system::System;
 use futures_util::StreamExt;
 use serde_json::Value;
 
 async fn register(http: &reqwest::Client, system: &System) -> Value {
-    let response = http
-        .post(format!("http://{}/clients", system.http_addr))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+    common::register(http, &format!("http://{}", system.http_addr), None).await
 }
 
 /// `GET /clusters`.
 async fn tree(http: &reqwest::Client, system: &System) -> Value {
-    let response = http
-        .get(format!("http://{}/clusters", system.http_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    get_json(http, &format!("http://{}/clusters", system.http_addr)).await
 }
 
 fn last_window(seen: &Seen) -> Option<u64> {

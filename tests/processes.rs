@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, now_ms, poll_until, Follower, Kafka};
+use common::{free_ports, get_json, now_ms, poll_until, Follower, Kafka};
 use dataflows::WindowSummary;
 use serde_json::{json, Value};
 
@@ -66,12 +66,6 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
         },
     )
     .await
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    let response = http.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{url}");
-    response.json().await.unwrap()
 }
 
 /// Follows `url`, which a page from another process may read.

@@ -7,19 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{now_ms, poll_until, start, wait_until, Follower, PATIENCE};
+use common::{get_json, now_ms, poll_until, register, start, wait_until, Follower, PATIENCE};
 use serde_json::{json, Value};
-
-async fn register(http: &reqwest::Client, base: &str, stream: &str) -> Value {
-    let response = http
-        .post(format!("{base}/clients"))
-        .json(&json!({ "stream_id": stream }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
 
 fn reactions(stream: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
     (0..n)
@@ -46,7 +35,7 @@ async fn clients_of_three_streams_each_receive_only_their_stream_exactly() {
     let mut followers = Vec::new();
     for (stream, _, _) in streams {
         for _ in 0..2 {
-            let reg = register(&http, &base, stream).await;
+            let reg = register(&http, &base, Some(stream)).await;
             assert_eq!(reg["stream_id"], stream);
             let url = reg["events_url"].as_str().unwrap().to_owned();
             assert!(url.contains(&format!("stream_id={stream}&")), "{url}");
@@ -103,14 +92,8 @@ async fn clients_of_three_streams_each_receive_only_their_stream_exactly() {
     assert_eq!(received(&default), BTreeMap::from([("👍".to_string(), 5)]));
 
     // GET /streams: every active stream, most viewers first, viewers counted.
-    let listed: Vec<Value> = http
-        .get(format!("{base}/streams"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(&http, &format!("{base}/streams")).await;
+    let listed = listed.as_array().unwrap();
     let view: Vec<(String, u64)> = listed
         .iter()
         .map(|s| {
@@ -129,14 +112,7 @@ async fn clients_of_three_streams_each_receive_only_their_stream_exactly() {
             ("default".to_string(), 1),
         ]
     );
-    let one: Value = http
-        .get(format!("{base}/streams/match-2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one = get_json(&http, &format!("{base}/streams/match-2")).await;
     assert_eq!(one["viewers"], 2);
     assert!(one["last_window"].as_u64().is_some());
     let unknown = http
@@ -202,7 +178,7 @@ async fn a_stream_idles_after_its_span_and_comes_back_with_its_next_reaction() {
     .await;
     let base = format!("http://{}", system.http_addr);
     let http = reqwest::Client::new();
-    let reg = register(&http, &base, "brief").await;
+    let reg = register(&http, &base, Some("brief")).await;
     let follower = Follower::open(
         &reqwest::Client::new(),
         reg["events_url"].as_str().unwrap(),
@@ -231,14 +207,8 @@ async fn a_stream_idles_after_its_span_and_comes_back_with_its_next_reaction() {
     assert_eq!(follower.ids(), [first, first + 1, first + 2]);
     let totals: Vec<u64> = follower.windows().iter().map(|w| w.total).collect();
     assert_eq!(totals, [3, 0, 0]);
-    let listed: Vec<Value> = http
-        .get(format!("{base}/streams"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(&http, &format!("{base}/streams")).await;
+    let listed = listed.as_array().unwrap();
     assert!(
         listed.iter().all(|s| s["stream_id"] != "brief"),
         "an idle stream is not listed: {listed:?}"

@@ -2,6 +2,8 @@
 //! of one hot stream, observed with timely's capture.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -123,16 +125,10 @@ fn many_streams_in_one_window_come_in_byte_order_with_their_own_counts() {
 /// the idle span, out-of-order and late lines.
 fn mixed(n: usize, streams: u64) -> Vec<String> {
     let emojis = ["🔥", "❤️", "😂", "👍🏽", "🎉"];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = support::XorShift::new(0x9e37_79b9_7f4a_7c15u64);
     (0..n)
         .map(|i| {
-            let r = next();
+            let r = random.next();
             let stream = (r % streams).min((r >> 20) % streams);
             let emoji = emojis[(r >> 8) as usize % emojis.len()];
             // Every 4,000 lines the time jumps a minute ahead: longer than the idle span.

@@ -1,6 +1,8 @@
 //! Dataflow tests: reactions through the replay dataflow, observed with timely's capture.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
+mod support;
+
 use std::sync::{mpsc, Arc, Mutex};
 
 use dataflows::replay::{replay_dataflow, ReplayInput, ReplayReport};
@@ -145,16 +147,10 @@ fn invalid_lines_are_counted_and_skipped() {
 /// some invalid ones.
 fn mixed_input(n: usize) -> Vec<String> {
     let emojis = ["🔥", "❤️", "😂", "👍🏽", "🇮🇳", "👨‍👩‍👧", "🎉", "😮"];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = support::XorShift::new(0x2545_f491_4f6c_dd1du64);
     (0..n)
         .map(|i| {
-            let r = next();
+            let r = random.next();
             if r % 97 == 0 {
                 return format!("garbage {i}");
             }

@@ -24,12 +24,16 @@ pub struct Frame {
 impl Frame {
     /// Encodes a window summary.
     pub fn window(summary: &WindowSummary) -> Frame {
-        let json = summary.to_json();
-        let event = encode(summary.window, "window", json.as_bytes());
+        Frame::window_json(summary.window, &summary.to_json())
+    }
+
+    /// The frame of `window` whose summary is `json` (already encoded).
+    pub fn window_json(window: WindowId, json: &str) -> Frame {
+        let event = encode(window, "window", json.as_bytes());
         let end = event.len() - 2;
         let start = end - json.len();
         Frame {
-            window: summary.window,
+            window,
             event,
             json_at: (
                 u32::try_from(start).unwrap_or(u32::MAX),

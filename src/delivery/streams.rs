@@ -32,6 +32,8 @@ struct ChannelState {
     live: Option<broadcast::Sender<Frame>>,
     /// The last window in which the stream had reactions.
     last_reacted: Option<WindowId>,
+    /// Reactions in the newest retained window.
+    last_total: u64,
 }
 
 impl StreamChannel {
@@ -43,6 +45,7 @@ impl StreamChannel {
                 retained: VecDeque::new(),
                 live: None,
                 last_reacted: None,
+                last_total: 0,
             }),
             viewers: AtomicUsize::new(0),
         }
@@ -77,6 +80,7 @@ impl StreamChannel {
         if total > 0 {
             state.last_reacted = Some(frame.window);
         }
+        state.last_total = total;
         let retention = self.settings.retention.max(1);
         if state.retained.capacity() == 0 {
             // Exactly the retention: a ring grown by doubling would hold up to twice the slots.
@@ -174,6 +178,11 @@ impl StreamStore {
     /// Retains `summary` for its stream and sends it to the stream's viewers. Called by one
     /// thread, in window order.
     pub fn publish(&self, summary: &WindowSummary) {
+        self.publish_json(summary, &summary.to_json());
+    }
+
+    /// [`StreamStore::publish`] for a summary already encoded as `json`.
+    pub fn publish_json(&self, summary: &WindowSummary, json: &str) {
         let channel = {
             let mut inner = self.inner();
             if inner.latest.is_none_or(|l| summary.window > l) {
@@ -192,8 +201,8 @@ impl StreamStore {
                 }
             }
         };
-        // Encoded once, outside the store's lock, and shared by every viewer.
-        channel.publish(Frame::window(summary), summary.total);
+        // Framed once, outside the store's lock, and shared by every viewer.
+        channel.publish(Frame::window_json(summary.window, json), summary.total);
     }
 
     /// The channel of `id`, made (empty) for a viewer that comes before the stream's first
@@ -261,11 +270,10 @@ impl StreamStore {
                     return None;
                 }
                 let last = state.retained.back()?;
-                let total = summary_total(last.json());
                 Some(StreamInfo {
                     stream_id: channel.id.as_str().to_owned(),
                     last_window: last.window,
-                    last_total: total,
+                    last_total: state.last_total,
                     viewers: channel.viewers(),
                 })
             })
@@ -302,15 +310,6 @@ impl StreamStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The `total` of a summary's JSON, read back rather than kept beside every retained window.
-fn summary_total(json: &[u8]) -> u64 {
-    #[derive(serde::Deserialize)]
-    struct Total {
-        total: u64,
-    }
-    serde_json::from_slice::<Total>(json).map_or(0, |t| t.total)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use dataflows::{StreamId, WindowId, WindowSummary};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
@@ -41,6 +42,16 @@ impl ProducerContext for Delivered {
     }
 }
 
+/// A window the windows topic has, with the JSON it was written as (delivery sends the same
+/// bytes rather than encoding it again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableWindow {
+    /// The summary.
+    pub summary: WindowSummary,
+    /// Its JSON, as written to the topic.
+    pub json: String,
+}
+
 enum State {
     /// Not yet accepted by the producer (its queue was full, or a delivery failed).
     Unsent,
@@ -48,15 +59,15 @@ enum State {
     Durable,
 }
 
-/// Writes summaries (which arrive on worker 0) to the windows topic and emits them, in window
-/// order, once durable.
+/// Writes summaries (which arrive on worker 0) to the windows topic and emits them with their
+/// JSON, in window order, once durable.
 /// A producer that cannot be created is a fault: no window could ever be written.
 pub fn write_windows<'scope>(
     summaries: StreamVec<'scope, WindowId, WindowSummary>,
     kafka: KafkaSettings,
     stats: Arc<Stats>,
     faults: Faults,
-) -> StreamVec<'scope, WindowId, WindowSummary> {
+) -> StreamVec<'scope, WindowId, DurableWindow> {
     let scope = summaries.scope();
     summaries.unary_frontier(Pipeline, "WriteWindows", move |_cap, info| {
         let activator = scope.activator_for(info.address.clone());
@@ -131,9 +142,9 @@ pub fn write_windows<'scope>(
                 if !matches!(entry.get().3, State::Durable) {
                     break;
                 }
-                let (cap, summary, _, _) = entry.remove();
+                let (cap, summary, json, _) = entry.remove();
                 stats.windows_emitted.inc();
-                output.session(&cap).give(summary);
+                output.session(&cap).give(DurableWindow { summary, json });
             }
             if retry_later {
                 activator.activate_after(Duration::from_millis(100));

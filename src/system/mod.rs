@@ -287,18 +287,11 @@ async fn start_dataflow(
     Ok(live)
 }
 
-/// What every durable window passes through: its close delay, its log line, the test hook.
+/// What every durable window passes through: its close delay, the test hook.
 fn observe_windows(stats: Arc<Stats>, on_window: Option<OnWindow>) -> OnWindow {
     Arc::new(move |summary: &WindowSummary| {
         let delay_ms = wall_clock_ms().saturating_sub(summary.end_ms);
         stats.window_close_delay.observe(delay_ms as f64 / 1000.0);
-        tracing::debug!(
-            target: crate::WINDOW_LOG,
-            window = summary.window,
-            total = summary.total,
-            "window closed: {}",
-            summary.to_json()
-        );
         if let Some(f) = &on_window {
             f(summary);
         }

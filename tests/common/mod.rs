@@ -67,6 +67,27 @@ pub async fn start(extra: &[&str]) -> (System, Seen) {
     (system, seen)
 }
 
+/// GETs `url`, which must answer 200 with JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.json().await.unwrap()
+}
+
+/// Registers a client at `base` (`http://host:port`), for `stream` or the default stream, and
+/// returns the 201's body.
+pub async fn register(http: &reqwest::Client, base: &str, stream: Option<&str>) -> Value {
+    let body = stream.map_or_else(|| json!({}), |s| json!({ "stream_id": s }));
+    let response = http
+        .post(format!("{base}/clients"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
 pub fn now_ms() -> i64 {
     dataflows::wall_clock_ms()
 }
