@@ -227,6 +227,12 @@ pub struct DataflowArgs {
     /// windows).
     #[arg(long, default_value_t = dataflows::DEFAULT_IDLE_WINDOWS, env = "EMOSTREAM_STREAM_IDLE_WINDOWS")]
     pub stream_idle_windows: u64,
+    /// How far behind the watermark (in ms, counted in whole windows) a late reaction's window
+    /// may be and still be corrected (emitted again with a higher "revision"); later ones are
+    /// dropped and counted as late. 0 drops every late reaction. At most the idle span
+    /// (--stream-idle-windows × --window-ms); by default 10000, or the idle span if shorter.
+    #[arg(long, env = "EMOSTREAM_CORRECTION_HORIZON_MS")]
+    pub correction_horizon_ms: Option<u64>,
     /// Processes running the dataflow together (peers); each runs --workers threads.
     #[arg(long, default_value_t = 1, env = "EMOSTREAM_PROCESSES",
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -298,9 +304,9 @@ impl DataflowArgs {
         Ok(Placement { deployment, hosts })
     }
 
-    /// The dataflow settings these flags describe.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    /// The dataflow settings these flags describe, or why they do not work together.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let settings = Settings {
             windowing: Windowing {
                 window_ms: self.window_ms,
                 lateness_ms: self.lateness_ms,
@@ -309,6 +315,14 @@ impl DataflowArgs {
                 per: self.scale_per,
             },
             idle_windows: self.stream_idle_windows,
-        }
+            correction_horizon_ms: self.correction_horizon_ms.unwrap_or_else(|| {
+                dataflows::DEFAULT_CORRECTION_HORIZON_MS.min(
+                    self.stream_idle_windows
+                        .saturating_mul(self.window_ms.get()),
+                )
+            }),
+        };
+        settings.check().map_err(|e| ConfigError(e.to_string()))?;
+        Ok(settings)
     }
 }

@@ -58,6 +58,7 @@ pub fn start(
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);
         let stats = Arc::clone(&source.stats);
+        let held = Arc::clone(&stats.corrections_held);
         let published = Arc::clone(&stats);
         let kafka = source.kafka.clone();
         let faults = source.faults.clone();
@@ -74,20 +75,27 @@ pub fn start(
             let sources = ProbeHandle::new();
             let counts =
                 kafka_source(scope, source, durable.clone(), sources.clone()).probe_with(&sources);
-            let summaries = window_summaries(counts, &settings, activity);
+            let summaries = window_summaries(counts, &settings, activity, Arc::clone(&held));
             write_windows(summaries, kafka, stats, faults)
                 .inspect(move |written| {
-                    on_window(&written.summary);
-                    logged.borrow_mut().add(&written.summary);
+                    // Corrections go to the topic and the viewers; the hook and the log see
+                    // each window once, as it closes.
+                    if !written.is_correction() {
+                        on_window(&written.summary);
+                        logged.borrow_mut().add(&written.summary);
+                    }
                 })
                 .broadcast()
                 .inspect(move |written| {
                     // Every process delivers every stream (its viewers may be on any hub it
                     // serves); its first worker keeps them, once.
                     if first_here {
-                        registry
-                            .streams()
-                            .publish_json(&written.summary, &written.json);
+                        let streams = registry.streams();
+                        if written.is_correction() {
+                            streams.publish_correction(&written.summary, &written.json);
+                        } else {
+                            streams.publish_json(&written.summary, &written.json);
+                        }
                     }
                 })
                 .probe_with(&durable);

@@ -32,7 +32,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<ReplayRepor
         Box::new(file)
     };
     let config = ReplayConfig {
-        settings: args.dataflow.settings(),
+        settings: args.dataflow.settings()?,
         deployment: placement.deployment,
         block_bytes: DEFAULT_BLOCK_BYTES,
         now_ms: wall_clock_ms(),
@@ -59,8 +59,13 @@ pub fn describe(report: &ReplayReport) -> String {
     } else {
         format!(" ({})", by_field.join(", "))
     };
+    let corrected = if report.corrected > 0 {
+        format!(" ({} of them correcting a closed window)", report.corrected)
+    } else {
+        String::new()
+    };
     text.push_str(&format!(
-        "read {} reactions: {} counted, {} invalid{by_field}, {} late; {} windows\n",
+        "read {} reactions: {} counted{corrected}, {} invalid{by_field}, {} late; {} windows\n",
         report.lines,
         report.counted,
         report.invalid.total(),

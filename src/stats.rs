@@ -4,7 +4,9 @@
 //! can run several systems side by side. Prometheus exposition reads these counters.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
+use dataflows::operators::HeldState;
 use dataflows::Field;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -152,8 +154,14 @@ pub struct Stats {
     pub read: Counter,
     /// Messages on the reactions topic that were not valid reactions.
     pub invalid_on_topic: Counter,
-    /// Reactions dropped because their window had closed.
+    /// Reactions dropped because their window had closed past the correction horizon.
     pub late: Counter,
+    /// Late reactions counted into their closed window (each correcting it).
+    pub corrected: Counter,
+    /// Corrected windows written to the windows topic (a window again, with a higher revision).
+    pub corrections_emitted: Counter,
+    /// What corrections hold: windows and keys within the horizon.
+    pub corrections_held: Arc<HeldState>,
     /// Messages the consumer never saw (offset gaps, e.g. the embedded broker's ring overflowed).
     pub lost: Counter,
     /// Windows written to the windows topic.
@@ -230,6 +238,9 @@ impl Stats {
             read: Counter::default(),
             invalid_on_topic: Counter::default(),
             late: Counter::default(),
+            corrected: Counter::default(),
+            corrections_emitted: Counter::default(),
+            corrections_held: Arc::default(),
             lost: Counter::default(),
             windows_emitted: Counter::default(),
             registrations: Counter::default(),

@@ -18,10 +18,15 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn replay(file: &Path, workers: u32) -> Output {
+    replay_with(file, workers, &[])
+}
+
+fn replay_with(file: &Path, workers: u32, flags: &[&str]) -> Output {
     let out = emostream()
         .arg("replay")
         .arg(file)
         .args(["--workers", &workers.to_string()])
+        .args(flags)
         .output()
         .unwrap();
     assert!(
@@ -70,7 +75,7 @@ fn stderr_reports_errors_and_counts() {
     assert!(stderr.contains("line 11: body:"), "{stderr}");
     assert!(
         stderr.contains(
-            "read 12 reactions: 8 counted, 2 invalid (body 1, emoji_type 1), 2 late; 6 windows"
+            "read 12 reactions: 10 counted (2 of them correcting a closed window), 2 invalid (body 1, emoji_type 1), 0 late; 8 windows"
         ),
         "{stderr}"
     );
@@ -98,24 +103,39 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     let file = dir.path().join("reactions.ndjson");
     // Over a MiB, so the input is cut into several blocks.
     std::fs::write(&file, generated(30_000)).unwrap();
-    let one = replay(&file, 1);
-    assert!(one.stdout.len() > 1000);
-    for workers in [2, 4] {
-        let other = replay(&file, workers);
-        assert!(
-            one.stdout == other.stdout,
-            "stdout differs with {workers} workers"
-        );
+    // Drop-only, with corrections (the default), and with a horizon short enough that some
+    // late reactions correct their window and others are dropped: (flags, corrections?, late?).
+    for (flags, corrects, drops) in [
+        (&["--correction-horizon-ms", "0"][..], false, true),
+        (&[][..], true, false),
+        (&["--correction-horizon-ms", "2000"][..], true, true),
+    ] {
+        let one = replay_with(&file, 1, flags);
+        assert!(one.stdout.len() > 1000);
+        for workers in [2, 4] {
+            let other = replay_with(&file, workers, flags);
+            assert!(
+                one.stdout == other.stdout,
+                "stdout differs with {workers} workers, {flags:?}"
+            );
+            assert_eq!(
+                one.stderr, other.stderr,
+                "summary differs with {workers} workers, {flags:?}"
+            );
+        }
+        let stderr = String::from_utf8(one.stderr).unwrap();
         assert_eq!(
-            one.stderr, other.stderr,
-            "summary differs with {workers} workers"
+            stderr.contains("correcting a closed window"),
+            corrects,
+            "{flags:?}: {stderr}"
         );
+        assert_eq!(!stderr.contains(" 0 late"), drops, "{flags:?}: {stderr}");
+        let revised = String::from_utf8(one.stdout)
+            .unwrap()
+            .lines()
+            .any(|l| !l.ends_with("\"revision\":0}"));
+        assert_eq!(revised, corrects, "{flags:?}: corrections in the output");
     }
-    let stderr = String::from_utf8(one.stderr).unwrap();
-    assert!(
-        !stderr.contains(" 0 late"),
-        "the input has late reactions: {stderr}"
-    );
 }
 
 /// `n` distinct free addresses on loopback.

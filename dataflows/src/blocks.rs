@@ -8,11 +8,9 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-use crate::emoji::Emoji;
-use crate::operators::PartialCounts;
+use crate::operators::{PartialCounts, TimedCount};
 use crate::reaction::{parse_reaction, InvalidCounts, MissingTimestamp};
-use crate::stream::StreamId;
-use crate::window::{EventClock, WindowId, Windowing};
+use crate::window::{EventClock, Windowing};
 
 /// Longest accepted line. Longer lines are an input error rather than a reason to buffer
 /// without bound.
@@ -108,19 +106,21 @@ impl<R: Read> BlockReader<R> {
     }
 }
 
-/// What one block holds, reduced to what the dataflow needs: partial counts per window and
-/// emoji, and the block's own event-time clock. Small however large the block is.
+/// What one block holds, reduced to what the dataflow needs: partial counts per window, stream
+/// and emoji, and the block's own event-time clock. Small however large the block is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockSummary {
     /// The block's position in the input.
     pub index: u64,
     /// Non-blank lines read.
     pub lines: u64,
-    /// Valid reactions that were not late within the block, by window, stream and emoji, in
-    /// that order. Whether they are late given the blocks before is decided later.
-    pub counts: Vec<(WindowId, StreamId, Emoji, u64)>,
-    /// Valid reactions already late within the block.
-    pub late: u64,
+    /// Valid reactions that were not late within the block: `(window, (stream, window, emoji),
+    /// n)`. Whether they are late given the blocks before is decided later.
+    pub counts: Vec<TimedCount>,
+    /// Valid reactions already late within the block: `(open, (stream, window, emoji), n)`,
+    /// `open` being the first window the block's own clock had left open when they were read.
+    /// Whether they correct their window or are dropped is decided with the blocks before.
+    pub late_counts: Vec<TimedCount>,
     /// Invalid lines by field.
     pub invalid: InvalidCounts,
     /// The first few invalid lines: line number and why.
@@ -138,6 +138,7 @@ pub struct BlockParser {
     windowing: Windowing,
     now_ms: i64,
     counts: PartialCounts,
+    late: PartialCounts,
 }
 
 impl BlockParser {
@@ -147,6 +148,7 @@ impl BlockParser {
             windowing,
             now_ms,
             counts: PartialCounts::default(),
+            late: PartialCounts::default(),
         }
     }
 
@@ -165,7 +167,9 @@ impl BlockParser {
                 Ok(reaction) => {
                     let window = self.windowing.window_of(reaction.timestamp);
                     if summary.clock.is_late(window, &self.windowing) {
-                        summary.late += 1;
+                        let open = summary.clock.open_from(&self.windowing);
+                        self.late
+                            .add_at(open, window, &reaction.stream_id, reaction.emoji_type, 1);
                     } else {
                         self.counts
                             .add(window, &reaction.stream_id, reaction.emoji_type, 1);
@@ -181,6 +185,7 @@ impl BlockParser {
             }
         }
         summary.counts = self.counts.drain_sorted();
+        summary.late_counts = self.late.drain_sorted();
         summary
     }
 }
@@ -188,6 +193,8 @@ impl BlockParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emoji::Emoji;
+    use crate::stream::StreamId;
 
     fn blocks(input: &str, size: usize) -> Vec<(u64, u64, String)> {
         let mut reader = BlockReader::new(input.as_bytes(), size);
@@ -252,9 +259,11 @@ mod tests {
         let summary = BlockParser::new(Windowing::default(), 10_000).parse(&block);
         assert_eq!(summary.index, 7);
         assert_eq!(summary.lines, 4);
+        let laugh = Emoji::parse("😂").unwrap();
         assert_eq!(
-            summary.late, 1,
-            "1999 is late after 3000 with 500 ms lateness"
+            summary.late_counts,
+            vec![(1, (StreamId::default(), 0, laugh), 1)],
+            "1999 is late after 3000 with 500 ms lateness, read while window 1 was open"
         );
         assert_eq!(summary.invalid.total(), 1);
         assert_eq!(summary.errors.len(), 1);
@@ -264,7 +273,10 @@ mod tests {
         let default = StreamId::default();
         assert_eq!(
             summary.counts,
-            vec![(0, default.clone(), fire, 1), (1, default, fire, 1)]
+            vec![
+                (0, (default.clone(), 0, fire), 1),
+                (1, (default, 1, fire), 1)
+            ]
         );
     }
 }

@@ -1,14 +1,20 @@
 //! The window pipeline shared by every source: partial counts in, window summaries out.
 //!
 //! ```text
-//! partial counts ((stream, emoji), n) @ window ─▶ CountByKey ─▶ Scale ─▶ Summarize ─▶ summaries @ window
-//!   (pre-counted per worker)      (exchange by (stream, emoji))      (per stream, idle rule, in order)
+//! partial counts ((stream, window, emoji), n) @ epoch ─▶ CountByKey ─▶ Scale ─────────▶ Summarize ─▶ summaries @ epoch
+//!   (pre-counted per worker)        (exchange by (stream, emoji))  or Correct    (per stream, idle rule, in order)
 //! ```
+//! Without corrections every count travels at its own window's epoch and is final when the
+//! epoch closes (plain timely). With a correction horizon, late reactions travel at the epoch
+//! they were read in, and [`crate::operators::Correct`] (differential dataflow) keeps each
+//! window's counts until its horizon has passed, re-emitting a window whole when they change.
 //! Delivery to the tree's hubs follows where they are served ([`crate::route::hub_owner`]).
 
 use timely::dataflow::StreamVec;
 
-use crate::operators::{Activity, CountByKey, CountKey, Scale, Summarize};
+use std::sync::Arc;
+
+use crate::operators::{Activity, Correct, CountByKey, CountKey, HeldState, Scale, Summarize};
 use crate::scale::ScaleRule;
 use crate::summary::WindowSummary;
 use crate::window::{WindowId, Windowing};
@@ -16,6 +22,10 @@ use crate::window::{WindowId, Windowing};
 /// How many windows a stream keeps getting after one with reactions, by default (one minute of
 /// 2 s windows).
 pub const DEFAULT_IDLE_WINDOWS: u64 = 30;
+
+/// How far behind the watermark a late reaction may be and still correct its window, by
+/// default.
+pub const DEFAULT_CORRECTION_HORIZON_MS: u64 = 10_000;
 
 /// Settings every dataflow shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +36,52 @@ pub struct Settings {
     pub scale: ScaleRule,
     /// Windows a stream gets after each window in which it had reactions, empty or not.
     pub idle_windows: u64,
+    /// How far (in ms) a late reaction's window may be behind the open window and still be
+    /// corrected; 0 drops every late reaction. Counted in whole windows
+    /// ([`Settings::correction_windows`]).
+    pub correction_horizon_ms: u64,
+}
+
+/// Settings that cannot work together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A correction could reach a window the idle rule no longer gives the stream.
+    #[error("the correction horizon ({horizon_ms} ms) is longer than the idle span ({idle_windows} windows of {window_ms} ms = {idle_ms} ms): lower --correction-horizon-ms or raise --stream-idle-windows")]
+    HorizonPastIdleSpan {
+        /// The horizon asked for.
+        horizon_ms: u64,
+        /// The idle span in windows.
+        idle_windows: u64,
+        /// The window length.
+        window_ms: u64,
+        /// The idle span in ms.
+        idle_ms: u64,
+    },
+}
+
+impl Settings {
+    /// The horizon in whole windows: a late reaction corrects its window when that window is at
+    /// most this many windows behind the epoch it is read in (its end is then less than
+    /// [`Settings::correction_horizon_ms`] behind the watermark); further behind, it is late.
+    pub fn correction_windows(&self) -> u64 {
+        self.correction_horizon_ms / self.windowing.window_ms.get()
+    }
+
+    /// Checks that the settings work together: a corrected window must still belong to an
+    /// active stream when its correction goes out, so the horizon may not pass the idle span.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let window_ms = self.windowing.window_ms.get();
+        let idle_ms = self.idle_windows.saturating_mul(window_ms);
+        if self.correction_horizon_ms > idle_ms {
+            return Err(SettingsError::HorizonPastIdleSpan {
+                horizon_ms: self.correction_horizon_ms,
+                idle_windows: self.idle_windows,
+                window_ms,
+                idle_ms,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Settings {
@@ -34,18 +90,25 @@ impl Default for Settings {
             windowing: Windowing::default(),
             scale: ScaleRule::default(),
             idle_windows: DEFAULT_IDLE_WINDOWS,
+            correction_horizon_ms: DEFAULT_CORRECTION_HORIZON_MS,
         }
     }
 }
 
-/// Counts, scales and summarizes partial counts whose timely time is their window.
+/// Counts, scales and summarizes partial counts whose timely time is their epoch; with
+/// corrections, `held` follows what they hold.
 pub fn window_summaries<'scope>(
     partial_counts: StreamVec<'scope, WindowId, (CountKey, u64)>,
     settings: &Settings,
     activity: Activity,
+    held: Arc<HeldState>,
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
-    partial_counts
-        .count_by_key()
-        .scale(settings.scale)
-        .summarize(settings.windowing, settings.idle_windows, activity)
+    let counts = partial_counts.count_by_key();
+    let horizon = settings.correction_windows();
+    let finals = if horizon == 0 {
+        counts.scale(settings.scale)
+    } else {
+        counts.correct(horizon, settings.scale, held)
+    };
+    finals.summarize(settings, activity)
 }

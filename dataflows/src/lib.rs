@@ -72,7 +72,9 @@ pub mod watermark;
 pub mod window;
 
 pub use clock::wall_clock_ms;
-pub use dataflow::{window_summaries, Settings, DEFAULT_IDLE_WINDOWS};
+pub use dataflow::{
+    window_summaries, Settings, SettingsError, DEFAULT_CORRECTION_HORIZON_MS, DEFAULT_IDLE_WINDOWS,
+};
 pub use emoji::Emoji;
 pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
 pub use route::{hub_owner, HubId, Topology};

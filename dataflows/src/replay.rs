@@ -57,12 +57,15 @@ pub struct ReplayConfig {
 pub struct ReplayReport {
     /// Non-blank lines read.
     pub lines: u64,
-    /// Valid reactions counted in a window.
+    /// Valid reactions counted in a window (on time or correcting it).
     pub counted: u64,
     /// Invalid lines, by field.
     pub invalid: InvalidCounts,
-    /// Valid reactions dropped because their window had closed.
+    /// Valid reactions dropped because their window had closed and passed the correction
+    /// horizon.
     pub late: u64,
+    /// Of the counted reactions, those that corrected a closed window.
+    pub corrected: u64,
     /// Windows emitted.
     pub windows: u64,
     /// The first invalid lines (up to [`ReplayReport::MAX_ERRORS`]): line number and reason.
@@ -149,8 +152,8 @@ pub fn replay_dataflow<'scope, R: Read + 'static>(
     report: Option<Arc<Mutex<ReplayReport>>>,
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
     let blocks = read_blocks(scope, input.shared, settings.windowing, now_ms);
-    let counts = decide_late(blocks.broadcast(), settings.windowing, report);
-    window_summaries(counts, settings, Activity::default())
+    let counts = decide_late(blocks.broadcast(), settings, report);
+    window_summaries(counts, settings, Activity::default(), Arc::default())
 }
 
 /// Replays `input`, calling `on_window` for each window summary in window order, streams in byte
@@ -336,9 +339,11 @@ fn read_blocks<'scope, R: Read + 'static>(
 
 fn decide_late<'scope>(
     blocks: StreamVec<'scope, WindowId, BlockSummary>,
-    windowing: Windowing,
+    settings: &Settings,
     report: Option<Arc<Mutex<ReplayReport>>>,
 ) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
+    let windowing = settings.windowing;
+    let horizon = settings.correction_windows();
     let index = blocks.scope().index() as u64;
     let peers = blocks.scope().peers() as u64;
     blocks.unary_frontier(Pipeline, "DecideLate", move |cap, _info| {
@@ -359,15 +364,24 @@ fn decide_late<'scope>(
             let mut seen = ReplayReport::default();
             while let Some(block) = waiting.remove(&next_block) {
                 let emit = block.index % peers == index;
-                let mut late = block.late;
-                for (window, stream, emoji, n) in block.counts {
-                    if clock.is_late(window, &windowing) {
+                let open = clock.open_from(&windowing);
+                let mut late = 0;
+                // A count for a window the earlier blocks have closed, or one late within its
+                // own block, goes out at the epoch its line was read in (the later of the two
+                // clocks' open windows) if its window is within the horizon, else it is late.
+                for (at, key, n) in block.counts.into_iter().chain(block.late_counts) {
+                    let window = key.1;
+                    let epoch = at.max(open);
+                    if epoch > window && epoch - window > horizon {
                         late += n;
-                    } else {
-                        seen.counted += n;
-                        if emit {
-                            mine.push((window, stream, emoji, n));
-                        }
+                        continue;
+                    }
+                    seen.counted += n;
+                    if epoch > window {
+                        seen.corrected += n;
+                    }
+                    if emit {
+                        mine.push((epoch, key, n));
                     }
                 }
                 seen.lines += block.lines;
@@ -382,6 +396,7 @@ fn decide_late<'scope>(
                 let mut report = lock(report);
                 report.lines += seen.lines;
                 report.counted += seen.counted;
+                report.corrected += seen.corrected;
                 report.late += seen.late;
                 report.invalid.merge(&seen.invalid);
                 let room = ReplayReport::MAX_ERRORS.saturating_sub(report.errors.len());

@@ -17,6 +17,17 @@ pub struct EmojiCount {
     pub scaled: u64,
 }
 
+impl EmojiCount {
+    /// `count` reactions with `emoji`, scaled by `rule`.
+    pub fn scaled(emoji: Emoji, count: u64, rule: crate::scale::ScaleRule) -> EmojiCount {
+        EmojiCount {
+            emoji,
+            count,
+            scaled: rule.scale(count),
+        }
+    }
+}
+
 /// Everything counted in one window of one stream, in the shape of the JSON contract.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WindowSummary {

@@ -24,16 +24,26 @@ fn reaction(stream: &str, user: &str, emoji: &str, ts: i64) -> String {
 /// Runs `lines` through the replay dataflow and returns `(window, stream, total)` per emitted
 /// summary, in the order emitted, and the report.
 fn run(lines: &[String], workers: usize, idle_windows: u64) -> (Vec<WindowSummary>, ReplayReport) {
+    let settings = Settings {
+        idle_windows,
+        correction_horizon_ms: 0,
+        ..Settings::default()
+    };
+    run_with(lines, workers, settings)
+}
+
+/// [`run`] with any settings.
+pub fn run_with(
+    lines: &[String],
+    workers: usize,
+    settings: Settings,
+) -> (Vec<WindowSummary>, ReplayReport) {
     let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
     let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), 512);
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(Mutex::new(tx));
     let worker_report = Arc::clone(&report);
-    let settings = Settings {
-        idle_windows,
-        ..Settings::default()
-    };
     timely::execute(timely::Config::process(workers), move |worker| {
         let tx = tx.lock().unwrap().clone();
         let input = input.clone();
@@ -198,7 +208,7 @@ fn one_hot_stream_is_counted_on_every_worker() {
         let index = worker.index();
         let probe = timely::dataflow::ProbeHandle::new();
         let mut input = worker.dataflow::<WindowId, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<((StreamId, Emoji), u64)>>();
+            let (input, stream) = scope.new_input::<Vec<((StreamId, WindowId, Emoji), u64)>>();
             stream
                 .count_by_key()
                 .inspect(move |_| {
@@ -212,8 +222,8 @@ fn one_hot_stream_is_counted_on_every_worker() {
             let hot = StreamId::parse("final").unwrap();
             for emoji in emojis::iter().take(64) {
                 let emoji = Emoji::parse(emoji.as_str()).unwrap();
-                input.send(((hot.clone(), emoji), 3));
-                input.send(((hot.clone(), emoji), 4));
+                input.send(((hot.clone(), 0, emoji), 3));
+                input.send(((hot.clone(), 0, emoji), 4));
             }
         }
         input.advance_to(1);
@@ -225,7 +235,7 @@ fn one_hot_stream_is_counted_on_every_worker() {
     .join()
     .into_iter()
     .for_each(|r| r.unwrap());
-    let out: Vec<((StreamId, Emoji), u64)> =
+    let out: Vec<((StreamId, WindowId, Emoji), u64)> =
         rx.extract().into_iter().flat_map(|(_, d)| d).collect();
     assert_eq!(out.len(), 64, "one final count per emoji");
     assert!(out.iter().all(|(_, n)| *n == 7));
@@ -253,11 +263,19 @@ fn a_resumed_run_continues_the_active_streams_ticks() {
             ]
             .into_iter()
             .collect(),
+            ..Activity::default()
         };
         let mut input = worker.dataflow::<WindowId, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<(StreamId, EmojiCount)>>();
+            let (input, stream) = scope.new_input::<Vec<(StreamId, WindowId, EmojiCount)>>();
             stream
-                .summarize(Windowing::default(), 3, activity)
+                .summarize(
+                    &Settings {
+                        idle_windows: 3,
+                        correction_horizon_ms: 0,
+                        ..Settings::default()
+                    },
+                    activity,
+                )
                 .probe_with(&probe)
                 .capture_into(tx);
             input
@@ -266,6 +284,7 @@ fn a_resumed_run_continues_the_active_streams_ticks() {
         if worker.index() == 1 {
             input.send((
                 StreamId::parse("c").unwrap(),
+                12,
                 EmojiCount {
                     emoji: Emoji::parse("🔥").unwrap(),
                     count: 2,

@@ -17,7 +17,8 @@ fn reaction(user: &str, emoji: &str, ts: i64) -> String {
 
 type Captured = Vec<(WindowId, Vec<WindowSummary>)>;
 
-/// Runs `lines` through the replay dataflow on `workers` threads, in blocks of `block_bytes`.
+/// Runs `lines` through the replay dataflow on `workers` threads, in blocks of `block_bytes`,
+/// dropping late reactions (no corrections: `tests/corrections.rs` has those).
 fn run(lines: &[String], workers: usize, block_bytes: usize) -> (Captured, ReplayReport) {
     let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
     let input = ReplayInput::new(std::io::Cursor::new(text.into_bytes()), block_bytes);
@@ -30,7 +31,11 @@ fn run(lines: &[String], workers: usize, block_bytes: usize) -> (Captured, Repla
         let input = input.clone();
         let report = (worker.index() == 0).then(|| Arc::clone(&worker_report));
         worker.dataflow::<WindowId, _, _>(move |scope| {
-            replay_dataflow(scope, input, &Settings::default(), NOW, report).capture_into(tx);
+            let settings = Settings {
+                correction_horizon_ms: 0,
+                ..Settings::default()
+            };
+            replay_dataflow(scope, input, &settings, NOW, report).capture_into(tx);
         });
     })
     .unwrap()
@@ -186,7 +191,7 @@ fn one_and_four_workers_give_identical_results() {
 #[test]
 fn live_mode_emits_every_window_once_from_the_start() {
     use dataflows::operators::{Activity, Summarize};
-    use dataflows::{Emoji, EmojiCount, StreamId, Windowing};
+    use dataflows::{Emoji, EmojiCount, StreamId};
     use timely::dataflow::operators::{Input, Probe};
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(Mutex::new(tx));
@@ -194,9 +199,9 @@ fn live_mode_emits_every_window_once_from_the_start() {
         let tx = tx.lock().unwrap().clone();
         let probe = timely::dataflow::ProbeHandle::new();
         let mut input = worker.dataflow::<WindowId, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<(StreamId, EmojiCount)>>();
+            let (input, stream) = scope.new_input::<Vec<(StreamId, WindowId, EmojiCount)>>();
             stream
-                .summarize(Windowing::default(), 30, Activity::from(3))
+                .summarize(&Settings::default(), Activity::from(3))
                 .probe_with(&probe)
                 .capture_into(tx);
             input
@@ -206,6 +211,7 @@ fn live_mode_emits_every_window_once_from_the_start() {
         if worker.index() == 1 {
             input.send((
                 StreamId::default(),
+                3,
                 EmojiCount {
                     emoji: fire,
                     count: 2,
@@ -216,6 +222,7 @@ fn live_mode_emits_every_window_once_from_the_start() {
         input.advance_to(5);
         input.send((
             StreamId::default(),
+            5,
             EmojiCount {
                 emoji: fire,
                 count: 1,

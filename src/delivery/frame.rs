@@ -29,7 +29,14 @@ impl Frame {
 
     /// The frame of `window` whose summary is `json` (already encoded).
     pub fn window_json(window: WindowId, json: &str) -> Frame {
-        let event = encode(window, "window", json.as_bytes());
+        Frame::window_after(window, json, &[])
+    }
+
+    /// The frame of `window`, led by `corrections` (whole `event: correction` events, see
+    /// [`correction`]): corrections made in a window's epoch go out, and are replayed on
+    /// resume, immediately before it.
+    pub fn window_after(window: WindowId, json: &str, corrections: &[u8]) -> Frame {
+        let event = encode(Some(window), "window", json.as_bytes(), corrections);
         let end = event.len() - 2;
         let start = end - json.len();
         Frame {
@@ -50,8 +57,14 @@ impl Frame {
 
     /// The same window as an `event: resync`, for a client that fell behind.
     pub fn resync(&self) -> Bytes {
-        encode(self.window, "resync", self.json())
+        encode(Some(self.window), "resync", self.json(), &[])
     }
+}
+
+/// A corrected window as an `event: correction`, with no `id`: its place is before the window
+/// of the epoch that made it, whose id it shares on resume.
+pub fn correction(json: &str) -> Bytes {
+    encode(None, "correction", json.as_bytes(), &[])
 }
 
 /// The first bytes of every stream.
@@ -59,12 +72,16 @@ pub fn preface() -> Bytes {
     Bytes::from(format!("retry: {RETRY_MS}\n\n"))
 }
 
-fn encode(id: WindowId, event: &str, json: &[u8]) -> Bytes {
+fn encode(id: Option<WindowId>, event: &str, json: &[u8], before: &[u8]) -> Bytes {
     // The summary JSON is one line (serde_json escapes newlines in strings), so one `data:`
     // line carries it.
-    let head = format!("id: {id}\nevent: {event}\ndata: ");
+    let head = match id {
+        Some(id) => format!("id: {id}\nevent: {event}\ndata: "),
+        None => format!("event: {event}\ndata: "),
+    };
     // Exactly the event's length: retained frames keep their allocation as it is.
-    let mut out = Vec::with_capacity(head.len() + json.len() + 2);
+    let mut out = Vec::with_capacity(before.len() + head.len() + json.len() + 2);
+    out.extend_from_slice(before);
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
@@ -89,5 +106,24 @@ mod tests {
         assert!(std::str::from_utf8(&frame.resync())
             .unwrap()
             .starts_with("id: 7\nevent: resync\ndata: {"));
+    }
+
+    #[test]
+    fn corrections_lead_the_window_of_their_epoch_without_an_id() {
+        let mut fixed = WindowSummary::new(StreamId::default(), 5, &Windowing::default(), vec![]);
+        fixed.revision = 1;
+        let window = WindowSummary::new(StreamId::default(), 7, &Windowing::default(), vec![]);
+        let lead = correction(&fixed.to_json());
+        let frame = Frame::window_after(7, &window.to_json(), &lead);
+        assert_eq!(
+            std::str::from_utf8(&frame.event).unwrap(),
+            format!(
+                "event: correction\ndata: {}\n\nid: 7\nevent: window\ndata: {}\n\n",
+                fixed.to_json(),
+                window.to_json()
+            )
+        );
+        assert_eq!(frame.json(), window.to_json().as_bytes());
+        assert!(frame.resync().starts_with(b"id: 7\nevent: resync\ndata: {"));
     }
 }

@@ -34,6 +34,8 @@ struct ChannelState {
     last_reacted: Option<WindowId>,
     /// Reactions in the newest retained window.
     last_total: u64,
+    /// Corrections waiting for the stream's next window, which they lead.
+    corrections: Vec<u8>,
 }
 
 impl StreamChannel {
@@ -46,6 +48,7 @@ impl StreamChannel {
                 live: None,
                 last_reacted: None,
                 last_total: 0,
+                corrections: Vec::new(),
             }),
             viewers: AtomicUsize::new(0),
         }
@@ -66,17 +69,24 @@ impl StreamChannel {
         self.viewers.load(Ordering::Relaxed)
     }
 
-    /// Retains a window and sends it to every viewer. Windows come in order; one already
-    /// retained is ignored.
-    fn publish(&self, frame: Frame, total: u64) {
+    /// Holds a correction (an `event: correction`) for the stream's next window.
+    fn correct(&self, event: &[u8]) {
+        self.state().corrections.extend_from_slice(event);
+    }
+
+    /// Retains a window (led by the corrections held for it) and sends it to every viewer.
+    /// Windows come in order; one already retained is ignored.
+    fn publish(&self, window: WindowId, json: &str, total: u64) {
         let mut state = self.state();
         if state
             .retained
             .back()
-            .is_some_and(|last| last.window >= frame.window)
+            .is_some_and(|last| last.window >= window)
         {
             return;
         }
+        let corrections = std::mem::take(&mut state.corrections);
+        let frame = Frame::window_after(window, json, &corrections);
         if total > 0 {
             state.last_reacted = Some(frame.window);
         }
@@ -181,6 +191,13 @@ impl StreamStore {
         self.publish_json(summary, &summary.to_json());
     }
 
+    /// A correction of one of `summary`'s stream's windows, encoded as `json`: it goes out, and
+    /// is retained, with the stream's next window (the window of the epoch that made it).
+    pub fn publish_correction(&self, summary: &WindowSummary, json: &str) {
+        self.channel(&summary.stream_id)
+            .correct(&super::frame::correction(json));
+    }
+
     /// [`StreamStore::publish`] for a summary already encoded as `json`.
     pub fn publish_json(&self, summary: &WindowSummary, json: &str) {
         let channel = {
@@ -202,7 +219,7 @@ impl StreamStore {
             }
         };
         // Framed once, outside the store's lock, and shared by every viewer.
-        channel.publish(Frame::window_json(summary.window, json), summary.total);
+        channel.publish(summary.window, json, summary.total);
     }
 
     /// The channel of `id`, made (empty) for a viewer that comes before the stream's first

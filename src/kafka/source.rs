@@ -56,6 +56,9 @@ pub struct SourceSettings {
     pub producers: usize,
     /// Windows below this were emitted before a restart: their reactions are late.
     pub first_window: WindowId,
+    /// How many windows behind its epoch a late reaction may be and still correct its window
+    /// (0: every late reaction is dropped).
+    pub correction_windows: u64,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Set to stop reading and drain.
@@ -288,7 +291,10 @@ impl SourceState {
             match self.consumer.poll(Duration::ZERO) {
                 None => return true,
                 Some(Err(e)) => tracing::warn!(worker = self.worker, "Kafka consumer error: {e}"),
-                Some(Ok(message)) => self.intake.read(&message, now_ms, &self.settings),
+                Some(Ok(message)) => {
+                    let epoch = *self.held.time();
+                    self.intake.read(&message, now_ms, epoch, &self.settings)
+                }
             }
         }
         false
@@ -342,9 +348,16 @@ impl SourceState {
 }
 
 impl Intake {
-    /// Accounts for one message: counters, offset gaps, and its reaction counted or late.
-    /// `now_ms` is the clock reactions are validated against.
-    fn read(&mut self, message: &BorrowedMessage<'_>, now_ms: i64, settings: &SourceSettings) {
+    /// Accounts for one message: counters, offset gaps, and its reaction counted (at its window,
+    /// or correcting it at `epoch`, where the source's counts are emitted now) or late. `now_ms`
+    /// is the clock reactions are validated against.
+    fn read(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        now_ms: i64,
+        epoch: WindowId,
+        settings: &SourceSettings,
+    ) {
         let stats = &settings.stats;
         let partition = message.partition();
         let Some(progress) = self.progress.get_mut(&partition) else {
@@ -411,9 +424,29 @@ impl Intake {
                             .add(window, &reaction.stream_id, reaction.emoji_type, 1);
                         Some(window)
                     }
-                    Some(Arrival::Late(_)) => {
-                        stats.late.inc();
-                        None
+                    Some(Arrival::Late(window)) => {
+                        // Its partition has passed the window, but the source may still hold
+                        // it open (counted as usual), or it may still be corrected. Windows
+                        // before a restart's first are not: their counts are not here.
+                        let at = epoch.max(window);
+                        if window >= settings.first_window
+                            && at - window <= settings.correction_windows
+                        {
+                            if at > window {
+                                stats.corrected.inc();
+                            }
+                            self.counts.add_at(
+                                at,
+                                window,
+                                &reaction.stream_id,
+                                reaction.emoji_type,
+                                1,
+                            );
+                            Some(at)
+                        } else {
+                            stats.late.inc();
+                            None
+                        }
                     }
                     // Not reached: `progress` and `watermarks` hold the same partitions.
                     None => None,

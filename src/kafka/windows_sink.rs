@@ -23,8 +23,9 @@ use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
 use crate::system::{Component, Faults};
 
-/// A record of the windows topic: one stream's window.
-type Key = (WindowId, StreamId);
+/// A record of the windows topic: one stream's window, in the epoch it was emitted at (later
+/// than the window itself for a correction).
+type Key = (WindowId, WindowId, StreamId);
 
 struct Delivered {
     tx: mpsc::Sender<(Key, Result<(), String>)>,
@@ -50,6 +51,15 @@ pub struct DurableWindow {
     pub summary: WindowSummary,
     /// Its JSON, as written to the topic.
     pub json: String,
+    /// The epoch it was emitted at: its own window, or a later one for a correction.
+    pub epoch: WindowId,
+}
+
+impl DurableWindow {
+    /// Whether this corrects a window emitted before.
+    pub fn is_correction(&self) -> bool {
+        self.summary.window < self.epoch
+    }
 }
 
 enum State {
@@ -99,8 +109,8 @@ pub fn write_windows<'scope>(
                         if let Some(cap) = cap.retain_least(output.output_index()) {
                             let json = summary.to_json();
                             pending.insert(
-                                (summary.window, summary.stream_id.clone()),
-                                (cap.delayed(&summary.window), summary, json, State::Unsent),
+                                (*cap.time(), summary.window, summary.stream_id.clone()),
+                                (cap, summary, json, State::Unsent),
                             );
                         }
                     }
@@ -112,8 +122,8 @@ pub fn write_windows<'scope>(
                         Ok(()) => entry.3 = State::Durable,
                         Err(e) => {
                             tracing::warn!(
-                                window = key.0,
-                                stream = %key.1,
+                                window = key.1,
+                                stream = %key.2,
                                 "writing the window failed, retrying: {e}"
                             );
                             entry.3 = State::Unsent;
@@ -142,9 +152,16 @@ pub fn write_windows<'scope>(
                 if !matches!(entry.get().3, State::Durable) {
                     break;
                 }
-                let (cap, summary, json, _) = entry.remove();
+                let ((epoch, ..), (cap, summary, json, _)) = entry.remove_entry();
                 stats.windows_emitted.inc();
-                output.session(&cap).give(DurableWindow { summary, json });
+                if summary.window < epoch {
+                    stats.corrections_emitted.inc();
+                }
+                output.session(&cap).give(DurableWindow {
+                    summary,
+                    json,
+                    epoch,
+                });
             }
             if retry_later {
                 activator.activate_after(Duration::from_millis(100));

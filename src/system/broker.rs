@@ -67,6 +67,7 @@ pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<A
             let last_reacted = Activity {
                 from: Some(from),
                 last_reacted,
+                ..Activity::default()
             }
             .ticking()
             .last_reacted;
@@ -79,6 +80,7 @@ pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<A
             Activity {
                 from: Some(from),
                 last_reacted,
+                ..Activity::default()
             }
         }
         None => Activity::from(

@@ -106,7 +106,7 @@ impl RunConfig {
                 partitions: i32::from(args.partitions),
                 group_id: args.group_id.clone(),
             },
-            settings: args.dataflow.settings(),
+            settings: args.dataflow.settings()?,
             idle_ms: args.idle_ms,
             producer: ProducerSettings {
                 linger_ms: args.linger_ms,

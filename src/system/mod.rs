@@ -270,6 +270,7 @@ async fn start_dataflow(
         idle_ms: config.idle_ms,
         producers: config.placement.deployment.processes(),
         first_window: activity.from.unwrap_or_default(),
+        correction_windows: config.settings.correction_windows(),
         stats: Arc::clone(stats),
         stop: Arc::default(),
         faults: faults.clone(),

@@ -10,8 +10,8 @@ use super::CountKey;
 use crate::stream::fnv1a;
 use crate::window::WindowId;
 
-/// Sums partial counts `((stream, emoji), n)` per window (the timely time) and emits each
-/// window's `((stream, emoji), total)` once, when the input frontier has passed the window.
+/// Sums partial counts `((stream, window, emoji), n)` per epoch (the timely time) and emits each
+/// epoch's `((stream, window, emoji), total)` once, when the input frontier has passed it.
 pub trait CountByKey<'scope> {
     /// Exchanges partial counts by (stream, emoji), so each key is summed on one worker and one
     /// hot stream's emojis are spread over all of them.
@@ -50,6 +50,6 @@ impl<'scope> CountByKey<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)>
 }
 
 /// The exchange hash of a key: the same in every process (std's hasher is seeded).
-pub fn key_hash((stream, emoji): &CountKey) -> u64 {
+pub fn key_hash((stream, _window, emoji): &CountKey) -> u64 {
     fnv1a(stream.stable_hash() ^ 0xff, emoji.as_str().as_bytes())
 }

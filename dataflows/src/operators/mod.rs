@@ -1,9 +1,11 @@
 //! The dataflow's operators, one verb each, as extension traits on timely streams.
 
+mod correct;
 mod count;
 mod scale;
 mod summarize;
 
+pub use correct::{Correct, HeldState};
 pub use count::CountByKey;
 pub use scale::Scale;
 pub use summarize::{Activity, Summarize};
@@ -17,16 +19,25 @@ use timely::progress::frontier::MutableAntichain;
 
 use crate::emoji::Emoji;
 use crate::stream::StreamId;
+use crate::summary::EmojiCount;
 use crate::window::WindowId;
 
-/// What is counted: one emoji in one stream. Its window is the timely time it travels at.
-pub type CountKey = (StreamId, Emoji);
+/// What is counted: one emoji in one stream's window. It travels at its window's timely time,
+/// or, for a late reaction that corrects its window, at the epoch it was read in.
+pub type CountKey = (StreamId, WindowId, Emoji);
+
+/// One emoji's count in one stream's window, as summarizing receives it.
+pub type WindowCount = (StreamId, WindowId, EmojiCount);
+
+/// A count of `n` reactions for `key` ready to be emitted at `epoch`.
+pub type TimedCount = (WindowId, CountKey, u64);
 
 /// The output handle of an operator that emits partial counts `((stream, emoji), n)`.
 pub type PartialCountOutput<'a> =
     OutputBuilderSession<'a, WindowId, CapacityContainerBuilder<Vec<(CountKey, u64)>>>;
 
-/// Counts per (window, stream, emoji) gathered by a source before they are emitted.
+/// Counts per (epoch, window, stream, emoji) gathered by a source before they are emitted; the
+/// epoch is the window itself except for late reactions that correct a closed window.
 ///
 /// Streams are interned: each distinct id is allocated once and kept (up to
 /// [`PartialCounts::KEEP_IDS`] of them) across drains, so counting a reaction of a stream seen
@@ -37,7 +48,7 @@ pub type PartialCountOutput<'a> =
 pub struct PartialCounts {
     ids: HashMap<StreamId, u32>,
     names: Vec<StreamId>,
-    counts: HashMap<(WindowId, u32, Emoji), u64>,
+    counts: HashMap<(WindowId, WindowId, u32, Emoji), u64>,
 }
 
 impl PartialCounts {
@@ -49,20 +60,27 @@ impl PartialCounts {
     /// stream id (as [`crate::reaction::ReactionRef::stream_id`] is). An invalid one is counted
     /// in the default stream rather than lost.
     pub fn add(&mut self, window: WindowId, stream: &str, emoji: Emoji, n: u64) {
+        self.add_at(window, window, stream, emoji, n);
+    }
+
+    /// Counts `n` reactions of `emoji` in `stream`'s `window`, to be emitted at `epoch` (a
+    /// later one when they correct a closed window).
+    pub fn add_at(
+        &mut self,
+        epoch: WindowId,
+        window: WindowId,
+        stream: &str,
+        emoji: Emoji,
+        n: u64,
+    ) {
         let index = match self.ids.get(stream) {
             Some(index) => *index,
             None => self.intern(StreamId::parse(stream).unwrap_or_default()),
         };
-        *self.counts.entry((window, index, emoji)).or_default() += n;
-    }
-
-    /// Counts `n` reactions of `emoji` in `stream`'s `window`.
-    pub fn add_owned(&mut self, window: WindowId, stream: StreamId, emoji: Emoji, n: u64) {
-        let index = match self.ids.get(stream.as_str()) {
-            Some(index) => *index,
-            None => self.intern(stream),
-        };
-        *self.counts.entry((window, index, emoji)).or_default() += n;
+        *self
+            .counts
+            .entry((epoch, window, index, emoji))
+            .or_default() += n;
     }
 
     fn intern(&mut self, stream: StreamId) -> u32 {
@@ -81,20 +99,22 @@ impl PartialCounts {
         self.counts.is_empty()
     }
 
-    /// Takes every count out, ordered by window, stream and emoji.
-    pub fn drain_sorted(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
+    /// Takes every count out, ordered by epoch, stream, window and emoji.
+    pub fn drain_sorted(&mut self) -> Vec<TimedCount> {
         let mut all = self.drain();
         all.sort_unstable();
         all
     }
 
     /// Takes every count out, in no particular order.
-    pub fn drain(&mut self) -> Vec<(WindowId, StreamId, Emoji, u64)> {
+    pub fn drain(&mut self) -> Vec<TimedCount> {
         let names = &self.names;
         let all = self
             .counts
             .drain()
-            .map(|((window, index, emoji), n)| (window, names[index as usize].clone(), emoji, n))
+            .map(|((epoch, window, index, emoji), n)| {
+                (epoch, (names[index as usize].clone(), window, emoji), n)
+            })
             .collect();
         if self.names.len() > Self::KEEP_IDS {
             self.ids.clear();
@@ -120,29 +140,29 @@ pub fn give_partial_counts(
 }
 
 /// [`give_partial_counts`] for counts already gathered elsewhere (replay's blocks, summed per
-/// block): `(window, stream, emoji, n)` in any order, emptied. Repeated keys are fine, the
-/// counting downstream sums them.
+/// block): `(epoch, key, n)` in any order, emptied. Repeated keys are fine, the counting
+/// downstream sums them.
 pub fn give_counts(
     held: &Capability<WindowId>,
     output: &mut PartialCountOutput<'_>,
-    ready: &mut Vec<(WindowId, StreamId, Emoji, u64)>,
+    ready: &mut Vec<TimedCount>,
 ) -> u64 {
     ready.sort_unstable_by_key(|c| c.0);
     let mut refused = 0;
     let mut rest = ready.drain(..).peekable();
-    while let Some((window, stream, emoji, n)) = rest.next() {
-        let same_window = |c: &(WindowId, StreamId, Emoji, u64)| c.0 == window;
-        match held.try_delayed(&window) {
+    while let Some((epoch, key, n)) = rest.next() {
+        let same_epoch = |c: &TimedCount| c.0 == epoch;
+        match held.try_delayed(&epoch) {
             Some(at) => {
                 let mut session = output.session(&at);
-                session.give(((stream, emoji), n));
-                while let Some((_, stream, emoji, n)) = rest.next_if(same_window) {
-                    session.give(((stream, emoji), n));
+                session.give((key, n));
+                while let Some((_, key, n)) = rest.next_if(same_epoch) {
+                    session.give((key, n));
                 }
             }
             None => {
                 refused += n;
-                while let Some((.., n)) = rest.next_if(same_window) {
+                while let Some((.., n)) = rest.next_if(same_epoch) {
                     refused += n;
                 }
             }

@@ -1,9 +1,12 @@
 //! Gathers each closed window's counts into one [`WindowSummary`] per stream, in window order,
-//! and decides which windows without reactions a stream still gets (the idle rule).
+//! and decides which windows without reactions a stream still gets (the idle rule). With
+//! corrections, an epoch also brings the changed counts of earlier windows: each goes out whole,
+//! its revision one more than the last emitted, before the epoch's own windows.
 //!
 //! A stream is active from the window of its first counted reaction: after each window in which
 //! it has reactions it gets the next `idle_windows` windows, empty or not; past them it gets none
-//! until its next reaction, and its state is freed. The default stream (reactions that name
+//! until its next reaction, and its state is freed. A reaction that corrects an earlier window
+//! counts as a reaction in that window. The default stream (reactions that name
 //! none) never idles: clients written before streams existed get the steady tick they always
 //! had, and a replay of such input the same lines. Which (stream, window) pairs are emitted
 //! depends only on the windows that have reactions, so it is the same for any split of workers
@@ -15,10 +18,11 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
-use super::frontier_min;
+use super::{frontier_min, WindowCount};
+use crate::dataflow::Settings;
 use crate::stream::StreamId;
 use crate::summary::{EmojiCount, WindowSummary};
-use crate::window::{WindowId, Windowing};
+use crate::window::WindowId;
 
 /// Where summarizing starts, and the streams already active there (a restart rebuilds them
 /// from the windows it had written).
@@ -29,6 +33,8 @@ pub struct Activity {
     pub from: Option<WindowId>,
     /// Active streams and the last window, before `from`, in which each had reactions.
     pub last_reacted: HashMap<StreamId, WindowId>,
+    /// The last revision emitted of each (stream, window) that may still be corrected.
+    pub revisions: HashMap<(StreamId, WindowId), u32>,
 }
 
 impl Activity {
@@ -36,7 +42,7 @@ impl Activity {
     pub fn from(from: WindowId) -> Activity {
         Activity {
             from: Some(from),
-            last_reacted: HashMap::new(),
+            ..Activity::default()
         }
     }
 
@@ -56,36 +62,75 @@ fn still_active(stream: &StreamId, last: WindowId, window: WindowId, idle_window
     stream.as_str() == StreamId::DEFAULT || window <= last.saturating_add(idle_windows)
 }
 
-/// Builds window summaries from scaled counts.
+/// Builds window summaries from final counts.
 pub trait Summarize<'scope> {
-    /// One [`WindowSummary`] per emitted (stream, window), on worker 0, emitted in window order
-    /// (streams in byte order within a window) as windows close. When the input ends, nothing is
-    /// emitted past the last window with reactions.
+    /// One [`WindowSummary`] per emitted (stream, window), on worker 0, emitted in epoch order as
+    /// epochs close: first the epoch's corrections of earlier windows (by stream, then window),
+    /// then the epoch's own window of each stream (in byte order). When the input ends, nothing
+    /// is emitted past the last epoch with counts.
     fn summarize(
         self,
-        windowing: Windowing,
-        idle_windows: u64,
+        settings: &Settings,
         activity: Activity,
     ) -> StreamVec<'scope, WindowId, WindowSummary>;
 }
 
-/// Counts of one closed window, `(stream, count)` in arrival order, with the capability they
-/// came at. Sorted by stream once, when the window is emitted: cheaper than keeping a map per
-/// window sorted as thousands of streams' counts arrive.
-type Closed = (Capability<WindowId>, Vec<(StreamId, EmojiCount)>);
+/// Counts of one closed epoch, in arrival order, with the capability they came at. Sorted once,
+/// when the epoch is emitted: cheaper than keeping a map per epoch sorted as thousands of
+/// streams' counts arrive.
+type Closed = (Capability<WindowId>, Vec<WindowCount>);
 
-impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiCount)> {
+/// The last revision emitted of each window that may still be corrected, by window.
+#[derive(Default)]
+struct Revisions {
+    by_window: BTreeMap<WindowId, HashMap<StreamId, u32>>,
+}
+
+impl Revisions {
+    fn from_activity(revisions: &HashMap<(StreamId, WindowId), u32>) -> Revisions {
+        let mut out = Revisions::default();
+        for ((stream, window), revision) in revisions {
+            out.by_window
+                .entry(*window)
+                .or_default()
+                .insert(stream.clone(), *revision);
+        }
+        out
+    }
+
+    /// The revision a new emission of `stream`'s `window` gets, recorded as emitted.
+    fn next(&mut self, stream: &StreamId, window: WindowId) -> u32 {
+        let held = self.by_window.entry(window).or_default();
+        let revision = held.get(stream).map_or(0, |r| r + 1);
+        held.insert(stream.clone(), revision);
+        revision
+    }
+
+    /// Forgets windows below `oldest`, which can no longer be corrected.
+    fn forget_below(&mut self, oldest: WindowId) {
+        while let Some(entry) = self.by_window.first_entry() {
+            if *entry.key() >= oldest {
+                break;
+            }
+            entry.remove();
+        }
+    }
+}
+
+impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
     fn summarize(
         self,
-        windowing: Windowing,
-        idle_windows: u64,
+        settings: &Settings,
         activity: Activity,
     ) -> StreamVec<'scope, WindowId, WindowSummary> {
         // A window's counts must meet in one place to be emitted in order with the idle rule
         // applied; they are one record per (stream, emoji) after counting, so one worker is
         // plenty, and it makes ordering and filling gaps a local matter.
-        let to_first = Exchange::new(|_: &(StreamId, EmojiCount)| 0);
+        let to_first = Exchange::new(|_: &WindowCount| 0);
         let first_worker = self.scope().index() == 0;
+        let windowing = settings.windowing;
+        let idle_windows = settings.idle_windows;
+        let horizon = settings.correction_windows();
         self.unary_frontier(to_first, "Summarize", move |clock, _info| {
             // Held at the lowest window this operator may still emit empty, so gaps can be
             // filled after the frontier has passed them. Only worker 0 summarizes.
@@ -96,13 +141,14 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
             // streams and the window's counts, with no lookups and no sort of thousands of ids.
             let mut active: BTreeMap<StreamId, WindowId> =
                 activity.last_reacted.clone().into_iter().collect();
+            let mut revisions = Revisions::from_activity(&activity.revisions);
             let mut last_with_data: Option<WindowId> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let window = *cap.time();
-                        last_with_data = last_with_data.max(Some(window));
-                        let (_, counts) = closed.entry(window).or_insert_with(|| (cap, Vec::new()));
+                        let epoch = *cap.time();
+                        last_with_data = last_with_data.max(Some(epoch));
+                        let (_, counts) = closed.entry(epoch).or_insert_with(|| (cap, Vec::new()));
                         for batch in batches {
                             counts.append(batch);
                         }
@@ -112,8 +158,8 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                     return;
                 };
                 let done_below = frontier_min(frontier);
-                // Every window below `limit` is complete; once the input has ended, nothing past
-                // the last window with reactions is emitted.
+                // Every epoch below `limit` is complete; once the input has ended, nothing past
+                // the last epoch with counts is emitted.
                 let limit = match done_below {
                     Some(d) => d,
                     None => last_with_data.map_or(0, |w| w + 1),
@@ -132,19 +178,45 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                     if window >= limit {
                         break;
                     }
-                    let (cap, mut counts) = match closed.remove(&window) {
+                    let (cap, counts) = match closed.remove(&window) {
                         Some((cap, counts)) => (cap, counts),
                         None => (clock_cap.delayed(&window), Vec::new()),
                     };
+                    let (mut fixes, mut counts): (Vec<WindowCount>, Vec<WindowCount>) =
+                        counts.into_iter().partition(|(_, w, _)| *w < window);
+                    let mut session = output.session(&cap);
+                    if !fixes.is_empty() {
+                        fixes.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                        let mut fixes = fixes.into_iter().peekable();
+                        while let Some((stream, fixed, first)) = fixes.next() {
+                            let mut emojis = vec![first];
+                            while let Some((_, _, count)) =
+                                fixes.next_if(|(s, w, _)| *s == stream && *w == fixed)
+                            {
+                                emojis.push(count);
+                            }
+                            let mut summary =
+                                WindowSummary::new(stream.clone(), fixed, &windowing, emojis);
+                            summary.revision = revisions.next(&stream, fixed);
+                            session.give(summary);
+                            let last = active.entry(stream).or_insert(fixed);
+                            *last = (*last).max(fixed);
+                        }
+                    }
                     counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     let mut with_data = Vec::new();
-                    let mut session = output.session(&cap);
                     let mut data = counts.into_iter().peekable();
-                    let mut emit_data =
+                    let mut emit = |summary: WindowSummary| {
+                        if horizon > 0 {
+                            revisions.next(&summary.stream_id, window);
+                        }
+                        session.give(summary);
+                    };
+                    let mut with_counts =
                         |stream: StreamId, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
                             let mut emojis = vec![first];
-                            while let Some((_, count)) =
-                                data.next_if(|(s, _): &(StreamId, _)| *s == stream)
+                            while let Some((_, _, count)) =
+                                data.next_if(|(s, _, _): &WindowCount| *s == stream)
                             {
                                 emojis.push(count);
                             }
@@ -152,13 +224,13 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                             WindowSummary::new(stream, window, &windowing, emojis)
                         };
                     for (id, last) in &active {
-                        while let Some((stream, first)) = data.next_if(|(s, _)| s < id) {
-                            session.give(emit_data(stream, first, &mut data));
+                        while let Some((stream, _, first)) = data.next_if(|(s, _, _)| s < id) {
+                            emit(with_counts(stream, first, &mut data));
                         }
-                        if let Some((stream, first)) = data.next_if(|(s, _)| s == id) {
-                            session.give(emit_data(stream, first, &mut data));
+                        if let Some((stream, _, first)) = data.next_if(|(s, _, _)| s == id) {
+                            emit(with_counts(stream, first, &mut data));
                         } else if *last < window && still_active(id, *last, window, idle_windows) {
-                            session.give(WindowSummary::new(
+                            emit(WindowSummary::new(
                                 id.clone(),
                                 window,
                                 &windowing,
@@ -166,14 +238,15 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, (StreamId, EmojiC
                             ));
                         }
                     }
-                    while let Some((stream, first)) = data.next() {
-                        session.give(emit_data(stream, first, &mut data));
+                    while let Some((stream, _, first)) = data.next() {
+                        emit(with_counts(stream, first, &mut data));
                     }
                     drop(session);
                     for stream in with_data {
                         active.insert(stream, window);
                     }
                     active.retain(|id, last| still_active(id, *last, window + 1, idle_windows));
+                    revisions.forget_below((window + 1).saturating_sub(horizon));
                     if next.is_none_or(|n| n <= window) {
                         next = Some(window + 1);
                     }
