@@ -121,6 +121,7 @@ impl Collector for Metrics {
         encode_source(e, s)?;
         encode_skipped(e, s)?;
         encode_windows(e, s)?;
+        encode_corrections(e, s)?;
         encode_delivery(e, s, &self.registry.view())?;
         encode_streams(e, &self.registry)
     }
@@ -245,7 +246,7 @@ fn encode_skipped(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
     counter(
         e,
         "emostream_late_reactions",
-        "Reactions dropped because their window had closed.",
+        "Reactions dropped because their window had closed past the correction horizon.",
         &s.late,
     )?;
     counter(
@@ -253,6 +254,35 @@ fn encode_skipped(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
         "emostream_lost_messages",
         "Offsets of the reactions topic never read (the broker dropped them).",
         &s.lost,
+    )
+}
+
+/// Corrections: late reactions counted into closed windows, the windows emitted again, and the
+/// state the horizon holds.
+fn encode_corrections(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
+    counter(
+        e,
+        "emostream_corrected_reactions",
+        "Late reactions counted into their closed window (within --correction-horizon-ms).",
+        &s.corrected,
+    )?;
+    counter(
+        e,
+        "emostream_corrections",
+        "Corrected windows emitted (a window again, whole, with a higher revision).",
+        &s.corrections_emitted,
+    )?;
+    gauge(
+        e,
+        "emostream_correction_windows_held",
+        "(stream, window) pairs within the correction horizon whose counts are kept.",
+        s.corrections_held.windows() as i64,
+    )?;
+    gauge(
+        e,
+        "emostream_correction_keys_held",
+        "(stream, window, emoji) counts kept within the correction horizon.",
+        s.corrections_held.keys() as i64,
     )
 }
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the benchmark binaries.
 
+use anyhow::Context;
 use std::time::Duration;
 
 /// Percentile `p` (0..=100) of sorted values.
@@ -102,4 +103,23 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
+}
+
+/// User and system time of this process's waited-for children so far, from /proc: on a
+/// machine shared with other work the wall time varies more than the CPU a replay takes.
+pub fn children_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // cutime and cstime are fields 16 and 17, in USER_HZ ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/self/stat")?
+            .parse::<u64>()?)
+    };
+    Ok(Duration::from_millis((tick(13)? + tick(14)?) * 10))
 }

@@ -18,9 +18,10 @@ use super::wait::PATIENCE;
 /// One event received.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// The `event:` field: `window`, or `resync` for a client that fell behind.
+    /// The `event:` field: `window`, `resync` for a client that fell behind, or `correction`.
     pub kind: String,
-    /// The `id:` field, checked to be the window index.
+    /// The `id:` field, checked to be the window index; a correction has none, and this is
+    /// the index of the window it corrects.
     pub id: WindowId,
     /// The `data:` field.
     pub summary: WindowSummary,
@@ -114,14 +115,19 @@ impl Follower {
         self.log.borrow().events.clone()
     }
 
-    /// The ids received so far, in order.
+    /// The ids received so far, in order (corrections have none).
     pub fn ids(&self) -> Vec<WindowId> {
-        self.log.borrow().events.iter().map(|e| e.id).collect()
+        ids(&self.log.borrow())
     }
 
-    /// The windows received so far, resyncs included.
+    /// The windows received so far, resyncs included, corrections not.
     pub fn windows(&self) -> Vec<WindowSummary> {
-        self.windows_where(|_| true)
+        self.windows_where(|e| e.kind != "correction")
+    }
+
+    /// The corrections received so far.
+    pub fn corrections(&self) -> Vec<WindowSummary> {
+        self.windows_of("correction")
     }
 
     /// The windows received so far in events of `kind`.
@@ -247,11 +253,25 @@ pub async fn wait_all_for_window(followers: &[Follower], k: WindowId) {
 }
 
 fn ids(log: &Log) -> Vec<WindowId> {
-    log.events.iter().map(|e| e.id).collect()
+    log.events
+        .iter()
+        .filter(|e| e.kind != "correction")
+        .map(|e| e.id)
+        .collect()
 }
 
 /// An event as the contract has it, or what is wrong with it.
 fn checked(event: eventsource_stream::Event) -> Result<Event, String> {
+    if event.event == "correction" {
+        // No `id` line: the parser repeats the last id seen, which is not the window's.
+        let summary: WindowSummary = serde_json::from_str(&event.data)
+            .map_err(|e| format!("correction data {:?}: {e}", event.data))?;
+        return Ok(Event {
+            kind: event.event,
+            id: summary.window,
+            summary,
+        });
+    }
     let id: WindowId = event
         .id
         .parse()

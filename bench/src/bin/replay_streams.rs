@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::Parser;
+use emostream_bench::children_cpu;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -247,23 +248,4 @@ fn measure_output(path: &Path) -> anyhow::Result<(u64, u64, u64)> {
         total += field.parse::<u64>()?;
     }
     Ok((lines, bytes, total))
-}
-
-/// User and system time of this process's waited-for children so far, from /proc: on a
-/// machine shared with other work the wall time varies more than the CPU a replay takes.
-fn children_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which may hold spaces) start at the state, field 3;
-    // cutime and cstime are fields 16 and 17, in USER_HZ ticks (100 a second on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let tick = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields
-            .get(i)
-            .context("short /proc/self/stat")?
-            .parse::<u64>()?)
-    };
-    Ok(Duration::from_millis((tick(13)? + tick(14)?) * 10))
 }

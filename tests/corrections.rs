@@ -1,0 +1,170 @@
+//! Corrections live, on the embedded broker, with a real SSE client: a late reaction within the
+//! horizon reaches the stream's clients as `event: correction` (revision 1, the whole window)
+//! immediately before the next window, a client resuming with `Last-Event-ID` receives it
+//! again with that window, the windows topic holds both revisions under one key, and the
+//! counters say what happened.
+#![allow(clippy::unwrap_used)] // a failure is the test failing
+
+mod common;
+
+use common::{now_ms, post_batch, register, start, wait_until, Follower, PATIENCE};
+use serde_json::{json, Value};
+
+fn reactions(stream: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"user_id": format!("{stream}-u{i}"), "emoji_type": emoji, "timestamp": ts, "stream_id": stream}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window() {
+    let (system, _) = start(&["--window-ms", "500", "--lateness-ms", "100"]).await;
+    let base = format!("http://{}", system.http_addr);
+    let http = reqwest::Client::new();
+    let sse = reqwest::Client::new();
+    let reg = register(&http, &base, Some("match")).await;
+    let url = reg["events_url"].as_str().unwrap().to_owned();
+    let follower = Follower::open(&sse, &url, None).await;
+
+    let ts = now_ms();
+    let window = (ts / 500) as u64;
+    post_batch(&system, &reactions("match", "🔥", 3, ts)).await;
+    follower
+        .wait_until("the window with 3 reactions", PATIENCE, |events| {
+            events
+                .iter()
+                .any(|e| e.kind == "window" && e.id == window && e.summary.total == 3)
+        })
+        .await;
+
+    // The window has closed: a reaction for it now corrects it.
+    post_batch(
+        &system,
+        &[json!({"user_id": "late", "emoji_type": "😂", "timestamp": ts, "stream_id": "match"})],
+    )
+    .await;
+    follower
+        .wait_until("a correction, then the next window", PATIENCE, |events| {
+            events
+                .iter()
+                .position(|e| e.kind == "correction")
+                .is_some_and(|i| i + 1 < events.len())
+        })
+        .await;
+    let events = follower.events();
+    let at = events.iter().position(|e| e.kind == "correction").unwrap();
+    let fixed = &events[at].summary;
+    assert_eq!((fixed.window, fixed.revision, fixed.total), (window, 1, 4));
+    let emojis: Vec<(&str, u64)> = fixed
+        .emojis
+        .iter()
+        .map(|e| (e.emoji.as_str(), e.count))
+        .collect();
+    assert_eq!(emojis, [("🔥", 3), ("😂", 1)]);
+    let next = &events[at + 1];
+    assert_eq!(next.kind, "window", "the correction leads a window");
+    assert!(next.id > window);
+    assert_eq!(
+        follower.corrections().len(),
+        1,
+        "one late reaction, one correction"
+    );
+    let ids = follower.ids();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "windows keep their ids, no gap: {ids:?}"
+    );
+
+    // A client resuming before the correction's epoch gets it again, before the same window.
+    let resumed = Follower::open(&sse, &url, Some(window)).await;
+    resumed
+        .wait_until("the correction again, and its window", PATIENCE, |events| {
+            events
+                .iter()
+                .position(|e| e.kind == "correction")
+                .is_some_and(|i| i + 1 < events.len())
+        })
+        .await;
+    let again = resumed.events();
+    let i = again.iter().position(|e| e.kind == "correction").unwrap();
+    assert_eq!(&again[i].summary, fixed);
+    assert_eq!(again[i + 1].id, next.id, "replayed with the window it led");
+    assert_eq!(
+        again[0].id,
+        window + 1,
+        "the resume starts after Last-Event-ID"
+    );
+
+    wait_until("the counters", PATIENCE, || {
+        system.stats.corrections_emitted.get() == 1
+    })
+    .await;
+    assert_eq!(system.stats.corrected.get(), 1);
+    assert_eq!(system.stats.late.get(), 0);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("emostream_corrected_reactions_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("emostream_corrections_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("emostream_correction_keys_held "),
+        "{metrics}"
+    );
+
+    // The topic has both revisions under the window's key; compaction keeps the last.
+    let brokers = system.brokers.clone();
+    let topic = tokio::task::spawn_blocking(move || common::windows_topic(&brokers))
+        .await
+        .unwrap();
+    let revisions: Vec<(u32, u64)> = topic
+        .iter()
+        .filter(|w| w.stream_id.as_str() == "match" && w.window == window)
+        .map(|w| (w.revision, w.total))
+        .collect();
+    assert_eq!(revisions, [(0, 3), (1, 4)]);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_horizon_a_late_reaction_is_dropped_and_counted() {
+    let (system, seen) = start(&[
+        "--window-ms",
+        "500",
+        "--lateness-ms",
+        "100",
+        "--correction-horizon-ms",
+        "1000",
+    ])
+    .await;
+    let ts = now_ms();
+    post_batch(&system, &reactions("match", "🔥", 2, ts)).await;
+    common::wait_for_total(&system, &seen, 2).await;
+    // Two windows of horizon: wait until the open window is well past it.
+    let past = ts + 2500;
+    wait_until("the watermark passed the horizon", PATIENCE, || {
+        seen.lock()
+            .unwrap()
+            .last()
+            .is_some_and(|w| w.start_ms > past)
+    })
+    .await;
+    post_batch(&system, &reactions("match", "😂", 1, ts)).await;
+    wait_until("the late reaction was dropped", PATIENCE, || {
+        system.stats.late.get() == 1
+    })
+    .await;
+    assert_eq!(system.stats.corrected.get(), 0);
+    assert_eq!(system.stats.corrections_emitted.get(), 0);
+    system.shutdown().await.unwrap();
+}
