@@ -10,7 +10,9 @@
 //! window's counts until its horizon has passed, re-emitting a window whole when they change.
 //! Delivery to the tree's hubs follows where they are served ([`crate::route::hub_owner`]).
 
-use timely::dataflow::StreamVec;
+use timely::dataflow::operators::generic::source;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::{Scope, StreamVec};
 
 use std::sync::Arc;
 
@@ -103,12 +105,50 @@ pub fn window_summaries<'scope>(
     activity: Activity,
     held: Arc<HeldState>,
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
-    let counts = partial_counts.count_by_key();
     let horizon = settings.correction_windows();
-    let finals = if horizon == 0 {
-        counts.scale(settings.scale)
+    if horizon == 0 {
+        return partial_counts
+            .count_by_key()
+            .scale(settings.scale)
+            .summarize(settings, activity);
+    }
+    let seeds = recent_counts(partial_counts.scope(), &activity);
+    partial_counts
+        .concat(seeds)
+        .count_by_key()
+        .correct(horizon, settings.scale, held)
+        .summarize(settings, activity)
+}
+
+/// The counts of the windows a restart rebuilt ([`Activity::recent`]), on worker 0, at the
+/// epoch before the first to emit: corrections of them then add to what they already had, and
+/// summarizing emits nothing below its start.
+fn recent_counts<'scope>(
+    scope: Scope<'scope, WindowId>,
+    activity: &Activity,
+) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
+    let from = activity.from.unwrap_or(0);
+    let recent = if scope.index() == 0 && from > 0 {
+        activity.recent.clone()
     } else {
-        counts.correct(horizon, settings.scale, held)
+        Vec::new()
     };
-    finals.summarize(settings, activity)
+    source(scope, "RecentWindows", move |cap, _info| {
+        let mut cap = Some(cap);
+        let mut recent = Some(recent);
+        move |output| {
+            if let (Some(held), Some(recent)) = (cap.take(), recent.take()) {
+                let at = held.delayed(&from.saturating_sub(1).max(*held.time()));
+                let mut session = output.session(&at);
+                for summary in recent {
+                    for e in &summary.emojis {
+                        session.give((
+                            (summary.stream_id.clone(), summary.window, e.emoji),
+                            e.count,
+                        ));
+                    }
+                }
+            }
+        }
+    })
 }

@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dataflows::{StreamId, WindowId};
+use dataflows::{StreamId, WindowId, WindowSummary, Windowing};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::Deserialize;
 
 use super::{client_config, BrokerError, KafkaSettings};
 
@@ -20,16 +19,20 @@ pub struct Tail {
     /// Streams with reactions in the windows within the idle span before `last_window` (and in
     /// it), each with the last window it had reactions in.
     pub last_reacted: HashMap<StreamId, WindowId>,
+    /// The latest record (highest revision) of each window the next run may still correct.
+    pub recent: Vec<WindowSummary>,
 }
 
 /// Records read back from the end on the first try; the read grows fourfold until it reaches
 /// past the idle span.
 const FIRST_READ: i64 = 4096;
 
-/// Reads the windows topic's tail: `None` when the topic is empty (a fresh start).
+/// Reads the windows topic's tail: `None` when the topic is empty (a fresh start). The next run
+/// may correct the `correction_windows` windows before it starts (at most `idle_windows`).
 pub fn read_tail(
     kafka: &KafkaSettings,
     idle_windows: u64,
+    correction_windows: u64,
     timeout: Duration,
 ) -> Result<Option<Tail>, BrokerError> {
     let consumer: BaseConsumer = client_config(kafka)
@@ -57,33 +60,34 @@ pub fn read_tail(
         let horizon = last_window.saturating_sub(idle_windows);
         let reached = records.first().is_some_and(|r| r.window < horizon);
         if reached || from == low {
+            let correctable = (last_window + 1).saturating_sub(correction_windows.max(1));
             let mut last_reacted: HashMap<StreamId, WindowId> = HashMap::new();
-            for r in records
-                .into_iter()
-                .filter(|r| r.reacted && r.window >= horizon)
-            {
-                let at = last_reacted.entry(r.stream).or_insert(r.window);
-                *at = (*at).max(r.window);
+            let mut recent: HashMap<(StreamId, WindowId), WindowSummary> = HashMap::new();
+            for r in records.into_iter().filter(|r| r.window >= horizon) {
+                if r.summary.total > 0 {
+                    let at = last_reacted.entry(r.stream.clone()).or_insert(r.window);
+                    *at = (*at).max(r.window);
+                }
+                if correction_windows > 0 && r.window >= correctable {
+                    // Later records of a window are later revisions.
+                    recent.insert((r.stream, r.window), r.summary);
+                }
             }
             return Ok(Some(Tail {
                 last_window,
                 last_reacted,
+                recent: recent.into_values().collect(),
             }));
         }
         span = span.saturating_mul(4);
     }
 }
 
-/// One record of the windows topic, as much as resuming needs.
+/// One record of the windows topic.
 struct Record {
     stream: StreamId,
     window: WindowId,
-    reacted: bool,
-}
-
-#[derive(Deserialize)]
-struct Total {
-    total: u64,
+    summary: WindowSummary,
 }
 
 fn read_range(
@@ -114,14 +118,18 @@ fn read_range(
                         message.offset()
                     ))
                 })?;
-                let reacted = message
+                // A record that is not a summary (written by something else) counts as an
+                // empty window: it says the window was emitted, and nothing about its counts.
+                let summary = message
                     .payload()
-                    .and_then(|p| serde_json::from_slice::<Total>(p).ok())
-                    .is_some_and(|t| t.total > 0);
+                    .and_then(|p| serde_json::from_slice::<WindowSummary>(p).ok())
+                    .unwrap_or_else(|| {
+                        WindowSummary::new(stream.clone(), window, &Windowing::default(), vec![])
+                    });
                 records.push(Record {
                     stream,
                     window,
-                    reacted,
+                    summary,
                 });
                 if message.offset() >= high - 1 {
                     return Ok(records);

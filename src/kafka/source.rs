@@ -173,6 +173,10 @@ struct Intake {
     watermarks: PartitionWatermarks<i32>,
     /// Partial counts of this activation, emitted at its end.
     counts: PartialCounts,
+    /// Per partition, the first offset written after this run started: a late reaction before
+    /// it for a window the previous run emitted may already be in that window's correction
+    /// (a restart re-reads what was not committed), so only later ones correct such windows.
+    fresh_from: BTreeMap<i32, i64>,
 }
 
 impl SourceState {
@@ -212,6 +216,7 @@ impl SourceState {
             return None;
         };
         cap.downgrade(&settings.first_window);
+        let fresh_from = fresh_offsets(&consumer, &settings, &mine);
         let start = Instant::now();
         let watermarks = PartitionWatermarks::new(
             settings.windowing,
@@ -228,6 +233,7 @@ impl SourceState {
                 .collect(),
             watermarks,
             counts: PartialCounts::default(),
+            fresh_from,
         };
         Some(SourceState {
             worker,
@@ -426,12 +432,16 @@ impl Intake {
                     }
                     Some(Arrival::Late(window)) => {
                         // Its partition has passed the window, but the source may still hold
-                        // it open (counted as usual), or it may still be corrected. Windows
-                        // before a restart's first are not: their counts are not here.
+                        // it open (counted as usual), or it may still be corrected. A window
+                        // the previous run emitted is corrected only by reactions written
+                        // since this run started: earlier ones may be in its counts already.
                         let at = epoch.max(window);
-                        if window >= settings.first_window
-                            && at - window <= settings.correction_windows
-                        {
+                        let fresh = window >= settings.first_window
+                            || self
+                                .fresh_from
+                                .get(&partition)
+                                .is_some_and(|from| offset >= *from);
+                        if fresh && at - window <= settings.correction_windows {
                             if at > window {
                                 stats.corrected.inc();
                             }
@@ -509,6 +519,29 @@ fn committed_offsets(
             .map_err(|e| BrokerError(format!("cannot assign partition {p}: {e}")))?;
     }
     Ok(start_at)
+}
+
+/// Where each partition ends now (the offsets written from here on are this run's own); a
+/// partition whose end cannot be read gets none, so nothing before a restart is corrected
+/// there.
+fn fresh_offsets(
+    consumer: &ReactionConsumer,
+    settings: &SourceSettings,
+    partitions: &[i32],
+) -> BTreeMap<i32, i64> {
+    if settings.first_window == 0 || settings.correction_windows == 0 {
+        return BTreeMap::new();
+    }
+    partitions
+        .iter()
+        .filter_map(|p| {
+            consumer
+                .fetch_watermarks(&settings.kafka.reactions_topic, *p, Duration::from_secs(5))
+                .map(|(_, high)| (*p, high))
+                .map_err(|e| tracing::warn!(partition = p, "cannot read where it ends: {e}"))
+                .ok()
+        })
+        .collect()
 }
 
 fn open_consumer(

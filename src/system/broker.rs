@@ -58,10 +58,13 @@ pub async fn connect(
 pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<Activity, RunError> {
     let probe = kafka.clone();
     let idle_windows = config.settings.idle_windows;
-    let tail = blocking(move || read_tail(&probe, idle_windows, RESUME_READ)).await??;
+    let correction_windows = config.settings.correction_windows();
+    let tail = blocking(move || read_tail(&probe, idle_windows, correction_windows, RESUME_READ))
+        .await??;
     Ok(match tail {
         Some(tail) => {
             let from = tail.last_window + 1;
+            let recent = tail.recent;
             let mut last_reacted = tail.last_reacted;
             last_reacted.retain(|_, last| last.saturating_add(idle_windows) >= from);
             let last_reacted = Activity {
@@ -74,13 +77,14 @@ pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<A
             tracing::info!(
                 last = tail.last_window,
                 active_streams = last_reacted.len(),
+                correctable_windows = recent.len(),
                 "resuming after the last window in {}",
                 kafka.windows_topic
             );
             Activity {
                 from: Some(from),
                 last_reacted,
-                ..Activity::default()
+                recent,
             }
         }
         None => Activity::from(

@@ -33,8 +33,10 @@ pub struct Activity {
     pub from: Option<WindowId>,
     /// Active streams and the last window, before `from`, in which each had reactions.
     pub last_reacted: HashMap<StreamId, WindowId>,
-    /// The last revision emitted of each (stream, window) that may still be corrected.
-    pub revisions: HashMap<(StreamId, WindowId), u32>,
+    /// The latest emission, before `from`, of each (stream, window) that may still be
+    /// corrected: a restart rebuilds them from the windows topic, so corrections go on from
+    /// their counts and revisions.
+    pub recent: Vec<WindowSummary>,
 }
 
 impl Activity {
@@ -87,13 +89,12 @@ struct Revisions {
 }
 
 impl Revisions {
-    fn from_activity(revisions: &HashMap<(StreamId, WindowId), u32>) -> Revisions {
+    fn from_activity(recent: &[WindowSummary]) -> Revisions {
         let mut out = Revisions::default();
-        for ((stream, window), revision) in revisions {
-            out.by_window
-                .entry(*window)
-                .or_default()
-                .insert(stream.clone(), *revision);
+        for summary in recent {
+            let held = out.by_window.entry(summary.window).or_default();
+            let revision = held.entry(summary.stream_id.clone()).or_default();
+            *revision = (*revision).max(summary.revision);
         }
         out
     }
@@ -141,12 +142,18 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
             // streams and the window's counts, with no lookups and no sort of thousands of ids.
             let mut active: BTreeMap<StreamId, WindowId> =
                 activity.last_reacted.clone().into_iter().collect();
-            let mut revisions = Revisions::from_activity(&activity.revisions);
+            let mut revisions = Revisions::from_activity(&activity.recent);
+            // Counts at epochs below the start are the recent windows' own, fed back in so
+            // corrections of them add up (see `Activity::recent`): nothing to emit.
+            let seeded_below = activity.from.unwrap_or(0);
             let mut last_with_data: Option<WindowId> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
                         let epoch = *cap.time();
+                        if epoch < seeded_below {
+                            return;
+                        }
                         last_with_data = last_with_data.max(Some(epoch));
                         let (_, counts) = closed.entry(epoch).or_insert_with(|| (cap, Vec::new()));
                         for batch in batches {
