@@ -24,6 +24,7 @@ let client = null;
 let source = null;
 let windows = 0;
 let resyncs = 0;
+let corrections = 0;
 let streams = []; // the last answer of GET /streams
 let streamsKnown = false; // whether that answer came: without it, "not active" would be a guess
 let pickerKey = "";
@@ -96,9 +97,12 @@ function resetView() {
   recent.length = 0;
   windows = 0;
   resyncs = 0;
+  corrections = 0;
   document.body.dataset.windows = "0";
+  document.body.dataset.corrections = "0";
   $("window").textContent = "–";
   $("resyncs").textContent = "0";
+  $("corrections").textContent = "0";
   $("total").textContent = "0";
   $("span").textContent = "";
   $("counts").replaceChildren();
@@ -203,12 +207,23 @@ function showWindow(summary, resync) {
   showCounts(summary);
 }
 
-// A late reaction changed a window already shown: replace its copy if this one is newer.
+// Late reactions changed a window (the whole window comes again, with a higher revision):
+// replace the copy shown, or place it if it is the stream's first emission of that window. A
+// replayed correction (an older or equal revision) changes nothing.
 function correct(summary) {
   const i = recent.findIndex((s) => s.window === summary.window);
-  if (i < 0 || (recent[i].revision || 0) >= (summary.revision || 0)) return;
-  recent[i] = summary;
-  if (i === recent.length - 1) showWindow(summary, false);
+  if (i >= 0 && (recent[i].revision || 0) >= (summary.revision || 0)) return;
+  if (i < 0 && !(recent.length && summary.end_ms > recent[recent.length - 1].end_ms - MINUTE_MS)) return;
+  corrections += 1;
+  document.body.dataset.corrections = String(corrections);
+  $("corrections").textContent = corrections;
+  if (i >= 0) {
+    recent[i] = summary;
+  } else {
+    recent.push(summary);
+    recent.sort((a, b) => a.window - b.window);
+  }
+  if (recent[recent.length - 1].window === summary.window) showWindow(summary, false);
   drawChart();
 }
 
@@ -287,6 +302,18 @@ function drawChart() {
     key.textContent = name;
     legend.append(key);
   });
+  // A ring on each corrected window's total: its counts changed after it was first shown.
+  for (const s of recent.filter((s) => s.revision > 0)) {
+    const mark = el("circle", {
+      class: "corrected", r: 4,
+      cx: x((s.start_ms + s.end_ms) / 2).toFixed(1), cy: y(s.total).toFixed(1),
+      "data-window": s.window, "data-total": s.total, "data-revision": s.revision,
+    });
+    const tip = el("title", {});
+    tip.textContent = `window ${s.window} corrected by late reactions: total ${s.total} (revision ${s.revision})`;
+    mark.append(tip);
+    svg.append(mark);
+  }
 }
 
 function burst(summary) {

@@ -1,5 +1,6 @@
 // Drives the dashboard in headless Chromium: waits for the live stream, clicks 🔥 once and
-// waits for a later window that counts exactly that reaction, then saves a screenshot. Then
+// waits for a later window that counts exactly that reaction, then saves a screenshot. A late
+// 🔥 for that window then comes back as a correction the chart shows (ringed, with 2). Then
 // streams: a `?stream=` that is not a stream id is explained, not followed; while reactions go
 // to "match-1" (N 🔥) and "match-2" (M 😂) in every window, `/?stream=match-2` shows M and
 // not N, picking match-1 in the list shows N with `stream=match-1` in the URL, and Back
@@ -103,6 +104,26 @@ function feedStreams() {
   return { stop: () => clearInterval(timer), failure: () => failure };
 }
 
+// A late reaction for the clicked window (already shown with 1 🔥): the page receives the
+// window again as an `event: correction` and redraws it, ringed on the chart, with 2.
+async function correctionPart(window) {
+  const r = await fetch(new URL("/emoji", base), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user_id: "late-fan", emoji_type: "🔥", timestamp: window * WINDOW_MS + 1 }),
+  });
+  if (r.status !== 202) await fail(`the late reaction was answered ${r.status}: ${await r.text()}`);
+  await page.waitForFunction((window) => {
+    const mark = document.querySelector(`#chart circle.corrected[data-window="${window}"]`);
+    return mark !== null && mark.dataset.total === "2" && mark.dataset.revision === "1" &&
+      document.getElementById("corrections").textContent === "1";
+  }, window, { timeout: 20_000 }).catch(async () => {
+    const marks = await page.$$eval("#chart circle.corrected", (m) => m.map((c) => ({ ...c.dataset })));
+    await fail(`window ${window} was not shown corrected to 2 🔥: marks ${JSON.stringify(marks)}, corrections ${await page.textContent("#corrections")}`);
+  });
+  console.log(`corrections: a late 🔥 for window ${window} redrew it with 2 (revision 1), ringed on the chart`);
+}
+
 async function streamsPart() {
   const bad = "no spaces<b>here</b>";
   const invalid = await browser.newPage();
@@ -188,6 +209,7 @@ try {
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
   const window = await page.textContent("#window");
+  await correctionPart(Number(window));
   await streamsPart();
   const port = new URL(base).port;
   const post = (from, target) => from.evaluate(async (target) => {
