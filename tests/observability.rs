@@ -291,6 +291,44 @@ async fn load_finds_every_window_exact_and_reports_as_json() {
     system.shutdown().await.unwrap();
 }
 
+/// `--late-fraction 0.05 --late-by-ms 3000`: one reaction in twenty corrects a window already
+/// emitted; every client's windows end, corrected, exactly at the ledger's counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_late_reactions_finds_every_final_revision_exact() {
+    let (system, _seen) = start(&["--window-ms", "1000"]).await;
+    let target = format!("http://{}", system.http_addr);
+    let report = emostream::load::load(&load_args(
+        &target,
+        &[
+            "--rate",
+            "400",
+            "--duration",
+            "4",
+            "--batch",
+            "10",
+            "--streams",
+            "2",
+            "--sse-clients",
+            "3",
+            "--late-fraction",
+            "0.05",
+            "--late-by-ms",
+            "3000",
+        ],
+    ))
+    .await
+    .unwrap();
+    let text = report.to_text();
+    assert!(report.exact, "{text}");
+    assert!(
+        report.corrections > 0,
+        "late reactions made corrections: {text}"
+    );
+    assert!(system.stats.corrected.get() > 0, "{text}");
+    assert_eq!(system.stats.late.get(), 0, "{text}");
+    system.shutdown().await.unwrap();
+}
+
 /// `--streams 3 --sse-clients 6`: clients on every stream, each checked against its own
 /// stream's reactions: a client registered for a stream gets only its windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,8 @@ pub struct FollowStats {
     pub windows: AtomicU64,
     /// `event: resync` received.
     pub resyncs: AtomicU64,
+    /// `event: correction` received.
+    pub corrections: AtomicU64,
     /// Streams that ended or failed and were reopened.
     pub reconnects: AtomicU64,
 }
@@ -120,6 +122,8 @@ struct WindowData {
     end_ms: i64,
     total: u64,
     emojis: Vec<EmojiData>,
+    #[serde(default)]
+    revision: u32,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +170,8 @@ pub async fn follow(
                     };
                     let Some(Ok(event)) = event else { break };
                     let resync = event.event == "resync";
-                    if event.event != "window" && !resync {
+                    let correction = event.event == "correction";
+                    if event.event != "window" && !resync && !correction {
                         continue;
                     }
                     let Ok(data) = serde_json::from_str::<WindowData>(&event.data) else {
@@ -176,11 +181,16 @@ pub async fn follow(
                         .stream_id
                         .as_deref()
                         .unwrap_or(dataflows::StreamId::DEFAULT);
-                    // Ids count per stream: another stream's would resume this one wrongly.
-                    if !event.id.is_empty() && stream_id == followed {
+                    // Ids count per stream: another stream's would resume this one wrongly. A
+                    // correction has no id (the parser repeats the last one).
+                    if !event.id.is_empty() && stream_id == followed && !correction {
                         last_id = Some(event.id.clone());
                     }
-                    stats.windows.fetch_add(1, Ordering::Relaxed);
+                    if correction {
+                        stats.corrections.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.windows.fetch_add(1, Ordering::Relaxed);
+                    }
                     if resync {
                         stats.resyncs.fetch_add(1, Ordering::Relaxed);
                     }
@@ -196,6 +206,8 @@ pub async fn follow(
                             .collect(),
                         at_ms: wall_clock_ms(),
                         resync,
+                        revision: data.revision,
+                        correction,
                     };
                     inbox
                         .lock()

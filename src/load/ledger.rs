@@ -208,6 +208,10 @@ pub struct Receipt {
     pub at_ms: i64,
     /// It came as `event: resync` (the client had fallen behind).
     pub resync: bool,
+    /// 0 as first emitted; each correction of the window counts one up.
+    pub revision: u32,
+    /// It came as `event: correction`: the window again, changed by late reactions.
+    pub correction: bool,
 }
 
 /// What one client received on the stream it follows.
@@ -399,13 +403,20 @@ pub fn check(
         if followed_by.is_empty() {
             continue;
         }
-        // Each client's windows by index: how often each came, and the first copy.
+        // Each client's windows by index: how often each came (as a window or a resync), and
+        // the copy it ends with (the highest revision, corrections included).
         let by_window: Vec<BTreeMap<i64, (usize, &Receipt)>> = followed_by
             .iter()
             .map(|c| {
                 let mut m: BTreeMap<i64, (usize, &Receipt)> = BTreeMap::new();
                 for r in &clients[*c].receipts {
-                    m.entry(r.window).or_insert((0, r)).0 += 1;
+                    let entry = m.entry(r.window).or_insert((0, r));
+                    if !r.correction {
+                        entry.0 += 1;
+                    }
+                    if r.revision > entry.1.revision {
+                        entry.1 = r;
+                    }
                 }
                 m
             })
@@ -422,6 +433,9 @@ pub fn check(
                 check.streams[stream].deliveries += 1;
                 let problem = match received.get(&window) {
                     None => Problem::Lost,
+                    // A window first emitted by a correction (its stream had no reaction of
+                    // its own there) came once, as that correction.
+                    Some((0, r)) if !r.correction => Problem::Lost,
                     Some((times, _)) if *times > 1 => Problem::Doubled { times: *times },
                     Some((_, r)) if r.total != expected_total || !matches(r, &expected) => {
                         Problem::Wrong {
@@ -475,7 +489,57 @@ mod tests {
             counts: counts.iter().map(|(e, n)| (e.to_string(), *n)).collect(),
             at_ms: (window + 1) * 2000 + 1500,
             resync: false,
+            revision: 0,
+            correction: false,
         }
+    }
+
+    fn correction(window: i64, revision: u32, counts: &[(&str, u64)]) -> Receipt {
+        Receipt {
+            revision,
+            correction: true,
+            ..receipt(window, counts)
+        }
+    }
+
+    #[test]
+    fn corrections_are_checked_by_the_final_revision() {
+        let mut ledger = ledger();
+        ledger.record(0, 10_300, 0); // a late 🔥 for window 5
+        let corrected = vec![
+            receipt(5, &[("🔥", 2), ("❤️", 1)]),
+            receipt(6, &[]),
+            correction(5, 1, &[("🔥", 3), ("❤️", 1)]),
+            receipt(7, &[]),
+            receipt(8, &[("😂", 1)]),
+        ];
+        let uncorrected: Vec<Receipt> = corrected
+            .iter()
+            .filter(|r| !r.correction)
+            .cloned()
+            .collect();
+        // A replayed correction (after a resume) is not a second delivery.
+        let mut replayed = corrected.clone();
+        replayed.insert(3, correction(5, 1, &[("🔥", 3), ("❤️", 1)]));
+        let check = check(
+            &ledger,
+            &names(1),
+            2000,
+            30,
+            &[
+                inbox(0, corrected),
+                inbox(0, uncorrected),
+                inbox(0, replayed),
+            ],
+        );
+        assert_eq!(
+            (check.deliveries, check.exact, check.wrong, check.doubled),
+            (12, 11, 1, 0)
+        );
+        assert_eq!(
+            check.findings[0].client, 1,
+            "the client without the correction is wrong"
+        );
     }
 
     fn inbox(stream: usize, receipts: Vec<Receipt>) -> Inbox {

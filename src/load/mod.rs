@@ -82,9 +82,27 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = dataflows::DEFAULT_IDLE_WINDOWS,
           env = "EMOSTREAM_LOAD_STREAM_IDLE_WINDOWS")]
     pub stream_idle_windows: u64,
+    /// Share of reactions (0 to 1) sent late: stamped --late-by-ms in the past, so they
+    /// correct windows already emitted. The check is then against each window's final
+    /// revision; keep --late-by-ms within the system's --correction-horizon-ms.
+    #[arg(long, default_value_t = 0.0, env = "EMOSTREAM_LOAD_LATE_FRACTION",
+          value_parser = fraction)]
+    pub late_fraction: f64,
+    /// How far in the past late reactions are stamped, in ms.
+    #[arg(long, default_value_t = 4000, env = "EMOSTREAM_LOAD_LATE_BY_MS")]
+    pub late_by_ms: u64,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share from 0 to 1 (e.g. 0.01 for 1%)"
+        )),
+    }
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {
@@ -145,9 +163,13 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
         duration_s,
         ticker,
     } = run_senders(&api, args, &target, &streams, &followers.stats).await?;
+    // Late reactions sent last correct their windows at the epoch they are read in, which
+    // may be the window after the last one sent in: wait for it too.
+    let margin_ms = if args.late_fraction > 0.0 { 1000 } else { 0 };
     settle(
         &sent.ledger,
         &followers.inboxes,
+        margin_ms,
         Duration::from_secs_f64(args.settle_secs),
     )
     .await;
@@ -389,6 +411,8 @@ fn plans(args: &LoadArgs, target: &str, streams: &Streams, started: Instant) -> 
             index,
             streams: Arc::clone(&streams.names),
             zipf: Arc::clone(&streams.zipf),
+            late_fraction: args.late_fraction,
+            late_by_ms: i64::try_from(args.late_by_ms).unwrap_or(i64::MAX),
         })
         .collect()
 }
@@ -466,6 +490,7 @@ fn build_report(
         window_latency_ms: window_latency,
         windows_received: stats.windows.load(Ordering::Relaxed),
         resyncs: stats.resyncs.load(Ordering::Relaxed),
+        corrections: stats.corrections.load(Ordering::Relaxed),
         reconnects: stats.reconnects.load(Ordering::Relaxed),
         exact: check.is_exact(),
         check,
@@ -516,13 +541,16 @@ fn window_ms_of(received: &[Inbox]) -> Option<i64> {
 
 /// Waits until every client holds a window of its stream past that stream's last accepted
 /// reaction (at once for a stream that got none), or `longest`.
-async fn settle(ledger: &Ledger, inboxes: &[Arc<Mutex<Inbox>>], longest: Duration) {
+async fn settle(ledger: &Ledger, inboxes: &[Arc<Mutex<Inbox>>], margin_ms: i64, longest: Duration) {
     let deadline = Instant::now() + longest;
     while Instant::now() < deadline {
         let done = inboxes.iter().all(|inbox| {
             let inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
             match ledger.stream_span(inbox.stream) {
-                Some((_, last_ms)) => inbox.receipts.iter().any(|r| r.end_ms > last_ms),
+                Some((_, last_ms)) => inbox
+                    .receipts
+                    .iter()
+                    .any(|r| r.end_ms > last_ms + margin_ms),
                 None => true,
             }
         });

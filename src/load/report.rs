@@ -71,6 +71,8 @@ pub struct Report {
     pub windows_received: u64,
     /// `event: resync` received.
     pub resyncs: u64,
+    /// `event: correction` received by the clients.
+    pub corrections: u64,
     /// Streams reopened.
     pub reconnects: u64,
     /// The check of every window against the ledger.
@@ -167,9 +169,9 @@ impl Report {
         if self.streams <= 1 {
             let _ = writeln!(
                 t,
-                "  windows    {} windows × {} clients: {} exact, {} lost, {} doubled, {} wrong ({} received, {} resyncs, {} reconnects)",
+                "  windows    {} windows × {} clients: {} exact, {} lost, {} doubled, {} wrong ({} received, {} corrections, {} resyncs, {} reconnects)",
                 c.windows, self.sse_clients, c.exact, c.lost, c.doubled, c.wrong,
-                self.windows_received, self.resyncs, self.reconnects
+                self.windows_received, self.corrections, self.resyncs, self.reconnects
             );
         } else {
             self.streams_text(&mut t);
@@ -187,7 +189,7 @@ impl Report {
             );
         }
         let verdict = if self.exact {
-            "EXACT: every client received every window with the counts sent"
+            "EXACT: every client received every window with the counts sent (its final revision)"
         } else if self.sse_clients == 0 {
             "NOT CHECKED: no SSE clients (--sse-clients 0)"
         } else if c.deliveries == 0 {
@@ -216,9 +218,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "  windows    {} stream windows, {} deliveries: {} exact, {} lost, {} doubled, {} wrong, {} of another stream ({} received, {} resyncs, {} reconnects)",
+            "  windows    {} stream windows, {} deliveries: {} exact, {} lost, {} doubled, {} wrong, {} of another stream ({} received, {} corrections, {} resyncs, {} reconnects)",
             c.windows, c.deliveries, c.exact, c.lost, c.doubled, c.wrong, c.other_stream,
-            self.windows_received, self.resyncs, self.reconnects
+            self.windows_received, self.corrections, self.resyncs, self.reconnects
         );
         let mut busiest: Vec<&StreamFigures> = self.per_stream.iter().collect();
         busiest.sort_by_key(|s| std::cmp::Reverse(s.accepted));
@@ -273,6 +275,7 @@ mod tests {
             window_latency_ms: Percentiles::default(),
             windows_received: 0,
             resyncs: 0,
+            corrections: 0,
             reconnects: 0,
             check: Check::default(),
             exact: false,

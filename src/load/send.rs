@@ -108,6 +108,17 @@ pub struct Plan {
     pub streams: Arc<Vec<String>>,
     /// The choice of stream per reaction.
     pub zipf: Arc<Zipf>,
+    /// Share of reactions stamped `late_by_ms` in the past.
+    pub late_fraction: f64,
+    /// How far late reactions are stamped in the past.
+    pub late_by_ms: i64,
+}
+
+/// Whether the `seq`-th reaction is sent late: a hash of `seq` (another than [`pick`]'s), so
+/// the choice is the same on every run.
+fn is_late(seq: u64, fraction: f64) -> bool {
+    let roll = (splitmix(seq ^ 0x6c61_7465) >> 11) as f64 / (1u64 << 53) as f64;
+    fraction > 0.0 && roll < fraction
 }
 
 /// Picks the `seq`-th reaction's user and emoji: a hash of `seq` spreads users evenly and
@@ -164,17 +175,22 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
         if Instant::now() >= plan.until {
             break;
         }
-        let ts = wall_clock_ms();
-        let reactions: Vec<(u64, usize, usize)> = (0..plan.batch)
+        let now = wall_clock_ms();
+        let reactions: Vec<(u64, usize, usize, i64)> = (0..plan.batch)
             .map(|_| {
                 seq += 1;
                 let (user, emoji) = pick(seq, plan.users);
-                (user, emoji, pick_stream(seq, &plan.zipf))
+                let ts = if is_late(seq, plan.late_fraction) {
+                    now - plan.late_by_ms
+                } else {
+                    now
+                };
+                (user, emoji, pick_stream(seq, &plan.zipf), ts)
             })
             .collect();
         let bodies: Vec<serde_json::Value> = reactions
             .iter()
-            .map(|(user, emoji, stream)| {
+            .map(|(user, emoji, stream, ts)| {
                 let mut body = json!({"user_id": format!("load-{user}"), "emoji_type": EMOJIS[*emoji], "timestamp": ts});
                 if let (true, Some(name)) = (named, plan.streams.get(*stream)) {
                     body["stream_id"] = json!(name);
@@ -182,7 +198,7 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                 body
             })
             .collect();
-        for (_, _, stream) in &reactions {
+        for (_, _, stream, _) in &reactions {
             if let Some(n) = sent.sent_by_stream.get_mut(*stream) {
                 *n += 1;
             }
@@ -222,8 +238,8 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                     .and_then(|v| v.get("accepted").and_then(serde_json::Value::as_u64))
                     .unwrap_or(if status == 202 { n } else { 0 })
                     .min(n);
-                for (_, emoji, stream) in reactions.iter().take(accepted as usize) {
-                    sent.ledger.record(*stream, ts, *emoji);
+                for (_, emoji, stream, ts) in reactions.iter().take(accepted as usize) {
+                    sent.ledger.record(*stream, *ts, *emoji);
                 }
                 progress.accepted.fetch_add(accepted, Ordering::Relaxed);
                 if accepted < n {
