@@ -26,8 +26,13 @@ pub type Counts = [u64; EMOJIS.len()];
 struct Mark {
     ts: i64,
     n: u32,
+    /// The emoji's index, with [`LATE`] set for reactions sent late (stamped in the past).
     emoji: u8,
 }
+
+/// The bit of [`Mark::emoji`] that marks late reactions: they count in their window like the
+/// others, but their send time is not their event time.
+const LATE: u8 = 0x80;
 
 /// One stream's marks, in event-time order.
 #[derive(Debug, Default, Clone)]
@@ -81,14 +86,24 @@ impl Ledger {
 
     /// Records `n` accepted reactions of one stream, ms and emoji.
     pub fn record_n(&mut self, stream: usize, ts_ms: i64, emoji: usize, n: u32) {
+        self.record_as(stream, ts_ms, emoji, n, false);
+    }
+
+    /// Records one accepted reaction sent late: stamped `ts_ms`, in the past.
+    pub fn record_late(&mut self, stream: usize, ts_ms: i64, emoji: usize) {
+        self.record_as(stream, ts_ms, emoji, 1, true);
+    }
+
+    fn record_as(&mut self, stream: usize, ts_ms: i64, emoji: usize, n: u32, late: bool) {
         if emoji >= EMOJIS.len() || n == 0 {
             return;
         }
         if self.streams.len() <= stream {
             self.streams.resize_with(stream + 1, Marks::default);
         }
-        // `emoji` < 8 (checked above) fits a byte.
-        self.streams[stream].record(ts_ms, emoji as u8, n);
+        // `emoji` < 8 (checked above) fits a byte, below the late bit.
+        let emoji = emoji as u8 | if late { LATE } else { 0 };
+        self.streams[stream].record(ts_ms, emoji, n);
         self.reactions += u64::from(n);
     }
 
@@ -139,14 +154,14 @@ impl Ledger {
         let mut sum = Counts::default();
         if let Some(s) = self.streams.get(stream) {
             for m in s.range(start_ms, end_ms) {
-                sum[usize::from(m.emoji)] += u64::from(m.n);
+                sum[usize::from(m.emoji & !LATE)] += u64::from(m.n);
             }
         }
         sum
     }
 
     /// Reactions of `stream` sent at ms of `[start_ms, end_ms)`, as (ms, count); one ms may
-    /// come more than once.
+    /// come more than once. Late reactions are left out: they were sent after that ms.
     pub fn times(
         &self,
         stream: usize,
@@ -157,7 +172,10 @@ impl Ledger {
             Some(s) => s.range(start_ms, end_ms),
             None => &[],
         };
-        marks.iter().map(|m| (m.ts, u64::from(m.n)))
+        marks
+            .iter()
+            .filter(|m| m.emoji & LATE == 0)
+            .map(|m| (m.ts, u64::from(m.n)))
     }
 
     /// The windows of `window_ms` in which `stream` had reactions, in order.

@@ -575,10 +575,11 @@ fn window_latency(
                 continue;
             };
             let (first, last) = (first.div_euclid(window_ms), last.div_euclid(window_ms));
+            // A window's first copy: a correction comes later by design.
             for r in inbox
                 .receipts
                 .iter()
-                .filter(|r| (first..=last).contains(&r.window))
+                .filter(|r| !r.correction && (first..=last).contains(&r.window))
             {
                 for (ts, n) in ledger.times(inbox.stream, r.start_ms, r.end_ms) {
                     let us = (r.at_ms - ts).max(0) as u64 * 1000;

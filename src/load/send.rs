@@ -176,21 +176,18 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
             break;
         }
         let now = wall_clock_ms();
-        let reactions: Vec<(u64, usize, usize, i64)> = (0..plan.batch)
+        let reactions: Vec<(u64, usize, usize, i64, bool)> = (0..plan.batch)
             .map(|_| {
                 seq += 1;
                 let (user, emoji) = pick(seq, plan.users);
-                let ts = if is_late(seq, plan.late_fraction) {
-                    now - plan.late_by_ms
-                } else {
-                    now
-                };
-                (user, emoji, pick_stream(seq, &plan.zipf), ts)
+                let late = is_late(seq, plan.late_fraction);
+                let ts = if late { now - plan.late_by_ms } else { now };
+                (user, emoji, pick_stream(seq, &plan.zipf), ts, late)
             })
             .collect();
         let bodies: Vec<serde_json::Value> = reactions
             .iter()
-            .map(|(user, emoji, stream, ts)| {
+            .map(|(user, emoji, stream, ts, _)| {
                 let mut body = json!({"user_id": format!("load-{user}"), "emoji_type": EMOJIS[*emoji], "timestamp": ts});
                 if let (true, Some(name)) = (named, plan.streams.get(*stream)) {
                     body["stream_id"] = json!(name);
@@ -198,7 +195,7 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                 body
             })
             .collect();
-        for (_, _, stream, _) in &reactions {
+        for (_, _, stream, ..) in &reactions {
             if let Some(n) = sent.sent_by_stream.get_mut(*stream) {
                 *n += 1;
             }
@@ -238,8 +235,12 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                     .and_then(|v| v.get("accepted").and_then(serde_json::Value::as_u64))
                     .unwrap_or(if status == 202 { n } else { 0 })
                     .min(n);
-                for (_, emoji, stream, ts) in reactions.iter().take(accepted as usize) {
-                    sent.ledger.record(*stream, *ts, *emoji);
+                for (_, emoji, stream, ts, late) in reactions.iter().take(accepted as usize) {
+                    if *late {
+                        sent.ledger.record_late(*stream, *ts, *emoji);
+                    } else {
+                        sent.ledger.record(*stream, *ts, *emoji);
+                    }
                 }
                 progress.accepted.fetch_add(accepted, Ordering::Relaxed);
                 if accepted < n {
