@@ -190,6 +190,10 @@ fn a_replay_on_two_processes_is_byte_identical_to_one_process() {
     let file = dir.path().join("reactions.ndjson");
     std::fs::write(&file, generated(30_000)).unwrap();
     let one = replay(&file, 1);
+    assert!(
+        String::from_utf8_lossy(&one.stdout).contains(r#""revision":1"#),
+        "the late lines make corrections, which must agree too"
+    );
     for (processes, workers) in [(1, 2), (2, 1), (2, 2)] {
         let other = if processes == 1 {
             replay(&file, workers)
