@@ -19,6 +19,8 @@ pub struct Frame {
     pub event: Bytes,
     /// Where the summary JSON (the SSE `data`) starts and ends in `event`.
     json_at: (u32, u32),
+    /// Where the window's own event starts in `event` (after the corrections leading it).
+    window_at: u32,
 }
 
 impl Frame {
@@ -46,6 +48,7 @@ impl Frame {
                 u32::try_from(start).unwrap_or(u32::MAX),
                 u32::try_from(end).unwrap_or(u32::MAX),
             ),
+            window_at: u32::try_from(corrections.len()).unwrap_or(u32::MAX),
         }
     }
 
@@ -55,9 +58,14 @@ impl Frame {
         self.event.get(start..end).unwrap_or_default()
     }
 
-    /// The same window as an `event: resync`, for a client that fell behind.
+    /// The same window as an `event: resync`, for a client that fell behind, led by the
+    /// corrections made with it (those of the windows skipped are not sent again).
     pub fn resync(&self) -> Bytes {
-        encode(Some(self.window), "resync", self.json(), &[])
+        let corrections = self
+            .event
+            .get(..self.window_at as usize)
+            .unwrap_or_default();
+        encode(Some(self.window), "resync", self.json(), corrections)
     }
 }
 
@@ -124,6 +132,14 @@ mod tests {
             )
         );
         assert_eq!(frame.json(), window.to_json().as_bytes());
-        assert!(frame.resync().starts_with(b"id: 7\nevent: resync\ndata: {"));
+        assert_eq!(
+            std::str::from_utf8(&frame.resync()).unwrap(),
+            format!(
+                "event: correction\ndata: {}\n\nid: 7\nevent: resync\ndata: {}\n\n",
+                fixed.to_json(),
+                window.to_json()
+            ),
+            "a resync keeps the corrections made with its window"
+        );
     }
 }

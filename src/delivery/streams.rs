@@ -69,9 +69,14 @@ impl StreamChannel {
         self.viewers.load(Ordering::Relaxed)
     }
 
-    /// Holds a correction (an `event: correction`) for the stream's next window.
-    fn correct(&self, event: &[u8]) {
-        self.state().corrections.extend_from_slice(event);
+    /// Holds a correction (an `event: correction`) of `window`, with `total` reactions now, for
+    /// the stream's next window. A correcting reaction counts as a reaction in its window.
+    fn correct(&self, event: &[u8], window: WindowId, total: u64) {
+        let mut state = self.state();
+        state.corrections.extend_from_slice(event);
+        if total > 0 && state.last_reacted.is_none_or(|last| last < window) {
+            state.last_reacted = Some(window);
+        }
     }
 
     /// Retains a window (led by the corrections held for it) and sends it to every viewer.
@@ -194,8 +199,11 @@ impl StreamStore {
     /// A correction of one of `summary`'s stream's windows, encoded as `json`: it goes out, and
     /// is retained, with the stream's next window (the window of the epoch that made it).
     pub fn publish_correction(&self, summary: &WindowSummary, json: &str) {
-        self.channel(&summary.stream_id)
-            .correct(&super::frame::correction(json));
+        self.channel(&summary.stream_id).correct(
+            &super::frame::correction(json),
+            summary.window,
+            summary.total,
+        );
     }
 
     /// [`StreamStore::publish`] for a summary already encoded as `json`.
@@ -246,10 +254,12 @@ impl StreamStore {
             if state.live.as_ref().is_some_and(|l| l.receiver_count() == 0) {
                 state.live = None;
             }
-            state
-                .retained
-                .back()
-                .is_some_and(|last| last.window.saturating_add(retention) > latest)
+            // Corrections waiting for the stream's next window (coming in this epoch).
+            !state.corrections.is_empty()
+                || state
+                    .retained
+                    .back()
+                    .is_some_and(|last| last.window.saturating_add(retention) > latest)
         });
     }
 
@@ -359,6 +369,31 @@ mod tests {
             &Windowing::default(),
             emojis,
         )
+    }
+
+    #[test]
+    fn a_correction_leads_its_stream_s_next_window_even_for_a_new_stream() {
+        let store = StreamStore::new(settings());
+        store.publish(&summary("a", 4, 1));
+        // "late" had no reaction of its own in window 3: its first emission is a correction
+        // made in epoch 5, then its window 5; "a"'s window 5 comes first and moves the store on.
+        let mut fixed = summary("late", 3, 2);
+        fixed.revision = 0;
+        store.publish_correction(&fixed, &fixed.to_json());
+        store.publish(&summary("a", 5, 1));
+        store.publish(&summary("late", 5, 0));
+        let late = store.channel(&StreamId::parse("late").unwrap());
+        let frame = late.latest().unwrap();
+        let text = std::str::from_utf8(&frame.event).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "event: correction\ndata: {}\n\nid: 5\n",
+                fixed.to_json()
+            )),
+            "{text}"
+        );
+        // The late reaction counts for the idle rule: the stream is active and listed.
+        assert!(store.active().iter().any(|s| s.stream_id == "late"));
     }
 
     #[test]

@@ -58,7 +58,13 @@ pub fn read_tail(
             )));
         };
         let horizon = last_window.saturating_sub(idle_windows);
-        let reached = records.first().is_some_and(|r| r.window < horizon);
+        // Records are in epoch order, and a window's records are written at its own epoch and
+        // up to `correction_windows` epochs later (its corrections): every record of the
+        // windows from `horizon` on is read once the first record read is a window earlier
+        // than that.
+        let reached = records
+            .first()
+            .is_some_and(|r| r.window.saturating_add(correction_windows) < horizon);
         if reached || from == low {
             let correctable = (last_window + 1).saturating_sub(correction_windows.max(1));
             let mut last_reacted: HashMap<StreamId, WindowId> = HashMap::new();
@@ -69,8 +75,13 @@ pub fn read_tail(
                     *at = (*at).max(r.window);
                 }
                 if correction_windows > 0 && r.window >= correctable {
-                    // Later records of a window are later revisions.
-                    recent.insert((r.stream, r.window), r.summary);
+                    // The highest revision is the window's latest state.
+                    let kept = recent
+                        .entry((r.stream, r.window))
+                        .or_insert(r.summary.clone());
+                    if r.summary.revision >= kept.revision {
+                        *kept = r.summary;
+                    }
                 }
             }
             return Ok(Some(Tail {

@@ -441,7 +441,8 @@ impl Intake {
                                 .fresh_from
                                 .get(&partition)
                                 .is_some_and(|from| offset >= *from);
-                        if fresh && at - window <= settings.correction_windows {
+                        let correcting = settings.correction_windows > 0;
+                        if correcting && fresh && at - window <= settings.correction_windows {
                             if at > window {
                                 stats.corrected.inc();
                             }

@@ -4,7 +4,7 @@
 //! frontier after it (which the sources probe to commit offsets) never passes a window that
 //! is not durable. Summaries leave in window order. A failed delivery is retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +135,17 @@ pub fn write_windows<'scope>(
                 return;
             };
             let mut retry_later = false;
+            // A window's revisions must reach the topic in order (compaction keeps the last
+            // record of a key): one not yet durable holds back the later ones of its window.
+            let mut waiting: HashSet<(WindowId, StreamId)> = HashSet::new();
             for (key, (_, summary, json, state)) in pending.iter_mut() {
+                let window = (key.1, key.2.clone());
+                if waiting.contains(&window) {
+                    continue;
+                }
+                if !matches!(state, State::Durable) {
+                    waiting.insert(window);
+                }
                 if matches!(state, State::Unsent) {
                     let topic_key = summary.topic_key();
                     let record =
@@ -153,9 +163,10 @@ pub fn write_windows<'scope>(
                     break;
                 }
                 let ((epoch, ..), (cap, summary, json, _)) = entry.remove_entry();
-                stats.windows_emitted.inc();
                 if summary.window < epoch {
                     stats.corrections_emitted.inc();
+                } else {
+                    stats.windows_emitted.inc();
                 }
                 output.session(&cap).give(DurableWindow {
                     summary,
