@@ -91,20 +91,6 @@ impl Server {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_pick_by_rank() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_millis(51));
-        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
-    }
-}
-
 /// User and system time of this process's waited-for children so far, from /proc: on a
 /// machine shared with other work the wall time varies more than the CPU a replay takes.
 pub fn children_cpu() -> anyhow::Result<Duration> {
@@ -122,4 +108,18 @@ pub fn children_cpu() -> anyhow::Result<Duration> {
             .parse::<u64>()?)
     };
     Ok(Duration::from_millis((tick(13)? + tick(14)?) * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_by_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(51));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
 }

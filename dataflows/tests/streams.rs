@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use dataflows::operators::{Activity, CountByKey, Summarize};
 use dataflows::replay::{replay_dataflow, ReplayInput, ReplayReport};
-use dataflows::{Emoji, EmojiCount, Settings, StreamId, WindowId, WindowSummary, Windowing};
+use dataflows::{Emoji, EmojiCount, Settings, StreamId, WindowId, WindowSummary};
 use timely::dataflow::operators::capture::{Capture, Extract};
 use timely::dataflow::operators::{Input, Inspect, Probe};
 

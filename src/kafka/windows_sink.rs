@@ -23,9 +23,10 @@ use super::{client_config, KafkaSettings};
 use crate::stats::Stats;
 use crate::system::{Component, Faults};
 
-/// A record of the windows topic: one stream's window, in the epoch it was emitted at (later
-/// than the window itself for a correction).
-type Key = (WindowId, WindowId, StreamId);
+/// A record of the windows topic: the epoch it was emitted at (later than the window itself for
+/// a correction), whether it is the epoch's own window (corrections come first, as summarizing
+/// emits them), its stream and its window.
+type Key = (WindowId, bool, StreamId, WindowId);
 
 struct Delivered {
     tx: mpsc::Sender<(Key, Result<(), String>)>,
@@ -109,7 +110,12 @@ pub fn write_windows<'scope>(
                         if let Some(cap) = cap.retain_least(output.output_index()) {
                             let json = summary.to_json();
                             pending.insert(
-                                (*cap.time(), summary.window, summary.stream_id.clone()),
+                                (
+                                    *cap.time(),
+                                    summary.window == *cap.time(),
+                                    summary.stream_id.clone(),
+                                    summary.window,
+                                ),
                                 (cap, summary, json, State::Unsent),
                             );
                         }
@@ -122,7 +128,7 @@ pub fn write_windows<'scope>(
                         Ok(()) => entry.3 = State::Durable,
                         Err(e) => {
                             tracing::warn!(
-                                window = key.1,
+                                window = key.3,
                                 stream = %key.2,
                                 "writing the window failed, retrying: {e}"
                             );
@@ -139,7 +145,7 @@ pub fn write_windows<'scope>(
             // record of a key): one not yet durable holds back the later ones of its window.
             let mut waiting: HashSet<(WindowId, StreamId)> = HashSet::new();
             for (key, (_, summary, json, state)) in pending.iter_mut() {
-                let window = (key.1, key.2.clone());
+                let window = (key.3, key.2.clone());
                 if waiting.contains(&window) {
                     continue;
                 }
