@@ -40,6 +40,9 @@ pub enum Command {
     /// what was sent. Exits non-zero when any window is lost, doubled or wrong. Run it against
     /// a system no one else is sending to: their reactions would count as wrong.
     Load(crate::load::LoadArgs),
+    /// Mint a token (HS256, from the secret file `run --auth-hs256-secret-file` checks with)
+    /// for a user and the streams it may react on and watch; printed on stdout.
+    Token(crate::auth::mint::TokenArgs),
 }
 
 /// Flags of `emostream run`.
@@ -125,6 +128,9 @@ pub struct RunArgs {
     /// Delivery settings.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    /// Tokens.
+    #[command(flatten)]
+    pub auth: crate::auth::args::AuthArgs,
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Reactions accepted before a batch failed part-way.
     pub accepted: Option<usize>,
+    /// A 401 for a missing or invalid token: says so in `WWW-Authenticate` (RFC 6750).
+    pub www_authenticate: bool,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -34,6 +36,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             accepted: None,
+            www_authenticate: false,
         }
     }
 
@@ -65,6 +68,12 @@ impl Reply for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.into());
+        }
+        if self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         response
     }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dataflows::reaction::{parse_reaction, MissingTimestamp};
+use dataflows::reaction::{parse_reaction, parse_reaction_of, MissingTimestamp, ReactionRef};
 use dataflows::{wall_clock_ms, Reaction};
 use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::{presented, Auth, Identity, Presented, Reason};
 use crate::http_error::{media_type, ApiError};
 use crate::kafka::producer::{ProduceError, ReactionProducer};
 use crate::rate_limit::{KeyedRateLimit, Limited};
@@ -36,6 +37,8 @@ pub struct Ingest {
     pub stats: Arc<Stats>,
     /// How long a request's body may take to arrive whole (the header timeout).
     pub body_timeout: Duration,
+    /// Token checks, when tokens are on.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// The request body, read whole within `limit`: a body that stalls is a 408, one cut short
@@ -106,31 +109,37 @@ pub fn routes(
             .and(warp::post())
             .and(warp::body::content_length_limit(MAX_SINGLE_BYTES))
             .and(warp::header::optional::<String>("content-type"))
+            .and(presented())
             .and(body.clone())
-            .and_then(move |content_type: Option<String>, body: Bytes| {
-                let ingest = ingest.clone();
-                async move {
-                    ingest
-                        .single(content_type, body)
-                        .await
-                        .map_err(warp::reject::custom)
-                }
-            })
+            .and_then(
+                move |content_type: Option<String>, presented: Presented, body: Bytes| {
+                    let ingest = ingest.clone();
+                    async move {
+                        ingest
+                            .single(content_type, presented, body)
+                            .await
+                            .map_err(warp::reject::custom)
+                    }
+                },
+            )
     };
     let batch = warp::path!("emoji" / "batch")
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BATCH_BYTES))
         .and(warp::header::optional::<String>("content-type"))
+        .and(presented())
         .and(body)
-        .and_then(move |content_type: Option<String>, body: Bytes| {
-            let ingest = ingest.clone();
-            async move {
-                ingest
-                    .batch(content_type, body)
-                    .await
-                    .map_err(warp::reject::custom)
-            }
-        });
+        .and_then(
+            move |content_type: Option<String>, presented: Presented, body: Bytes| {
+                let ingest = ingest.clone();
+                async move {
+                    ingest
+                        .batch(content_type, presented, body)
+                        .await
+                        .map_err(warp::reject::custom)
+                }
+            },
+        );
     single.or(batch).unify()
 }
 
@@ -186,17 +195,89 @@ fn invalid(stats: &Stats, where_: &str, e: dataflows::InvalidReaction, refused: 
     )
 }
 
+/// Parses one reaction, as `identity`'s when there is one.
+fn parse<'a>(
+    json: &'a [u8],
+    identity: Option<&Identity>,
+    now: i64,
+    missing: MissingTimestamp,
+) -> Result<ReactionRef<'a>, dataflows::InvalidReaction> {
+    match identity {
+        Some(identity) => parse_reaction_of(json, &identity.user, now, missing),
+        None => parse_reaction(json, now, missing),
+    }
+}
+
 impl Ingest {
+    /// The token's identity when tokens are on; checked before the body is parsed, so a
+    /// caller without a token learns nothing about its reactions.
+    fn identify(&self, presented: &Presented) -> Result<Option<Arc<Identity>>, ApiError> {
+        match &self.auth {
+            None => Ok(None),
+            Some(auth) => auth.identify(presented).map(Some),
+        }
+    }
+
+    /// Every reaction must be the token's user's, on a stream it may publish to.
+    fn authorize(
+        &self,
+        identity: Option<&Identity>,
+        reactions: &[Reaction],
+    ) -> Result<(), ApiError> {
+        let (Some(auth), Some(identity)) = (&self.auth, identity) else {
+            return Ok(());
+        };
+        let refused = |auth: &Auth, reason: Reason, message: String| {
+            self.stats
+                .reject(RejectReason::Token, reactions.len() as u64);
+            auth.forbidden(reason, message)
+        };
+        for (i, r) in reactions.iter().enumerate() {
+            let at = if reactions.len() > 1 {
+                format!("reaction {i}: ")
+            } else {
+                String::new()
+            };
+            if r.user_id != identity.user {
+                return Err(refused(
+                    auth,
+                    Reason::UserMismatch,
+                    format!(
+                        "{at}user_id {:?} is not the token's user {:?}; leave user_id out or send the token's",
+                        r.user_id, identity.user
+                    ),
+                ));
+            }
+            if !identity.may_publish(r.stream_id.as_str()) {
+                return Err(refused(
+                    auth,
+                    Reason::StreamForbidden,
+                    format!(
+                        "{at}the token of {:?} does not let it react on stream {:?} (emostream.publish)",
+                        identity.user,
+                        r.stream_id.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn single(
         &self,
         content_type: Option<String>,
+        presented: Presented,
         body: Bytes,
     ) -> Result<warp::reply::Response, ApiError> {
+        let identity = self.identify(&presented).inspect_err(|_| {
+            self.stats.reject(RejectReason::Token, 1);
+        })?;
         format_of(content_type.as_deref(), false)?;
         let now = wall_clock_ms();
-        let reaction = parse_reaction(&body, now, MissingTimestamp::Use(now))
+        let reaction = parse(&body, identity.as_deref(), now, MissingTimestamp::Use(now))
             .map_err(|e| invalid(&self.stats, "", e, 1))?
             .into_owned();
+        self.authorize(identity.as_deref(), std::slice::from_ref(&reaction))?;
         self.admit(std::slice::from_ref(&reaction)).await?;
         Ok(accepted(1))
     }
@@ -204,8 +285,13 @@ impl Ingest {
     async fn batch(
         &self,
         content_type: Option<String>,
+        presented: Presented,
         body: Bytes,
     ) -> Result<warp::reply::Response, ApiError> {
+        let identity = self.identify(&presented).inspect_err(|_| {
+            self.stats.reject(RejectReason::Token, 1);
+        })?;
+        let identity = identity.as_deref();
         let format = format_of(content_type.as_deref(), true)?;
         let now = wall_clock_ms();
         let missing = MissingTimestamp::Use(now);
@@ -223,7 +309,7 @@ impl Ingest {
                 check_batch_size(items.len())?;
                 for (i, item) in items.iter().enumerate() {
                     let reaction =
-                        parse_reaction(item.get().as_bytes(), now, missing).map_err(|e| {
+                        parse(item.get().as_bytes(), identity, now, missing).map_err(|e| {
                             invalid(&self.stats, &format!("reactions[{i}].",), e, items.len())
                         })?;
                     reactions.push(reaction.into_owned());
@@ -235,7 +321,7 @@ impl Ingest {
                         continue;
                     }
                     check_batch_size(reactions.len() + 1)?;
-                    let reaction = parse_reaction(line, now, missing).map_err(|e| {
+                    let reaction = parse(line, identity, now, missing).map_err(|e| {
                         invalid(&self.stats, &format!("line {}: ", i + 1), e, lines(&body))
                     })?;
                     reactions.push(reaction.into_owned());
@@ -249,6 +335,7 @@ impl Ingest {
                 "the batch holds no reactions",
             ));
         }
+        self.authorize(identity, &reactions)?;
         self.admit(&reactions).await?;
         Ok(accepted(reactions.len()))
     }

@@ -15,6 +15,7 @@
 //!   Prometheus exposition.
 //! - [`dashboard`]: the live page at `/`; [`load`]: `emostream load`, the load generator.
 
+pub mod auth;
 pub mod cli;
 pub mod cors;
 pub mod dashboard;

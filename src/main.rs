@@ -38,6 +38,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token(args) => match emostream::auth::mint::mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("emostream token: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => match run_cmd::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -165,6 +165,25 @@ fn encode_ingest(e: &mut DescriptorEncoder, s: &Stats) -> Fmt {
             ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
         }
     }
+    {
+        let mut family = e.encode_descriptor(
+            "emostream_auth_refused",
+            "Requests refused for their token (401, 403), by reason.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for reason in crate::auth::Reason::ALL {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(s.auth_refused[reason as usize].get())
+                .encode(family.encode_family(&labels)?)?;
+        }
+    }
+    counter(
+        e,
+        "emostream_streams_expired",
+        "Event streams closed because their token expired.",
+        &s.streams_expired,
+    )?;
     let refusals = s.refusals();
     // A family with no sample is not valid OpenMetrics: it appears with the first refusal.
     if !refusals.is_empty() {

@@ -102,7 +102,7 @@ pub fn spawn_forgetting(
             every.tick().await;
             limit.forget_idle();
             ticks += 1;
-            if ticks % 60 == 0 {
+            if ticks.is_multiple_of(60) {
                 limit.shrink();
             }
         }

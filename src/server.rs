@@ -80,6 +80,7 @@ pub fn serve(
             }
         }
     });
+    let auth = ingest.auth.clone();
     let routes = ingest::routes(ingest)
         .or(more)
         .or(healthz)
@@ -113,6 +114,7 @@ pub fn serve(
                 routes: routes.clone(),
                 cors: cors.clone(),
                 registry: Arc::clone(&registry),
+                auth: auth.clone(),
                 stats: Arc::clone(&stats),
                 limits,
             };
@@ -179,6 +181,7 @@ struct Connection {
     routes: BoxedFilter<(Response,)>,
     cors: Cors,
     registry: Arc<Registry>,
+    auth: Option<Arc<crate::auth::Auth>>,
     stats: Arc<Stats>,
     limits: Limits,
 }
@@ -189,7 +192,7 @@ impl Connection {
     async fn serve(self, mut socket: TcpStream, watcher: Watcher) {
         let first = tokio::time::timeout(
             self.limits.header_timeout,
-            lean::classify(&mut socket, &self.registry),
+            lean::classify(&mut socket, &self.registry, self.auth.as_deref()),
         );
         match first.await {
             Ok(Ok(lean::Request::Events(events))) => {

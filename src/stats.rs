@@ -68,11 +68,13 @@ pub enum RejectReason {
     QueueFull,
     /// The broker failed the write.
     BrokerUnavailable,
+    /// No valid token, or one that does not cover the reaction.
+    Token,
 }
 
 impl RejectReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::Body,
         RejectReason::UserId,
         RejectReason::EmojiType,
@@ -81,6 +83,7 @@ impl RejectReason {
         RejectReason::RateLimited,
         RejectReason::QueueFull,
         RejectReason::BrokerUnavailable,
+        RejectReason::Token,
     ];
 
     /// The reason as a metric label value.
@@ -94,6 +97,7 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::QueueFull => "queue_full",
             RejectReason::BrokerUnavailable => "broker_unavailable",
+            RejectReason::Token => "token",
         }
     }
 }
@@ -137,9 +141,13 @@ pub struct Stats {
     pub accepted: Counter,
     /// Reactions refused by the HTTP API, by [`RejectReason`] (a batch refused whole counts
     /// each of its reactions).
-    pub rejected: [Counter; 8],
+    pub rejected: [Counter; 9],
     /// Requests answered 503 because the producer queue was full.
     pub rejected_queue_full: Counter,
+    /// Requests refused for their token, by [`crate::auth::Reason`].
+    pub auth_refused: [Counter; 9],
+    /// Event streams ended because their token expired.
+    pub streams_expired: Counter,
     /// Reactions the broker acknowledged.
     pub produced: Counter,
     /// Reactions the producer failed to deliver after its retries.
@@ -231,6 +239,8 @@ impl Stats {
             accepted: Counter::default(),
             rejected: Default::default(),
             rejected_queue_full: Counter::default(),
+            auth_refused: Default::default(),
+            streams_expired: Counter::default(),
             produced: Counter::default(),
             produce_failed: Counter::default(),
             unconfirmed: Counter::default(),

@@ -187,6 +187,31 @@ pub fn parse_reaction(
     raw.validate(now_ms, missing)
 }
 
+/// [`parse_reaction`] for a server that knows who sent it (a verified token's subject): a
+/// reaction without `user_id` is `user`'s. One that names another user keeps its own, for
+/// the caller to refuse.
+pub fn parse_reaction_of<'a>(
+    json: &'a [u8],
+    user: &str,
+    now_ms: i64,
+    missing: MissingTimestamp,
+) -> Result<ReactionRef<'a>, InvalidReaction> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(InvalidReaction::new(
+            Field::Body,
+            "is not a JSON object; send {\"emoji_type\", \"timestamp\"}",
+        ));
+    }
+    let mut raw: RawReaction<'_> = match serde_json::from_slice(json) {
+        Ok(raw) => raw,
+        Err(_) => return Err(describe_json_error(json)),
+    };
+    if raw.user_id.is_none() {
+        raw.user_id = Some(Cow::Owned(user.to_owned()));
+    }
+    raw.validate(now_ms, missing)
+}
+
 /// Validates a reaction that is already in memory (e.g. from a JSON array).
 pub fn validate_reaction<'a>(
     user_id: Option<Cow<'a, str>>,

@@ -163,7 +163,7 @@ fn one_and_four_workers_give_identical_corrections() {
             let stream = format!("s{}", (r % 7).min((r >> 12) % 7));
             let emoji = emojis[(r >> 8) as usize % emojis.len()];
             // One line in 50 is 3-14 s late: some correct their window, some are dropped.
-            let behind = if r % 50 == 0 {
+            let behind = if r.is_multiple_of(50) {
                 3000 + (r >> 30) % 11_000
             } else {
                 0

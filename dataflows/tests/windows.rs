@@ -156,7 +156,7 @@ fn mixed_input(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let r = random.next();
-            if r % 97 == 0 {
+            if r.is_multiple_of(97) {
                 return format!("garbage {i}");
             }
             let emoji = emojis[(r >> 8) as usize % emojis.len()]

@@ -7,6 +7,7 @@
 //! broadcast ring at its own pace, so the queue per client is a position in one ring.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -165,6 +166,7 @@ impl Hub {
             done: false,
             on_close: None,
             ahead,
+            expires: None,
         }
     }
 }
@@ -247,9 +249,18 @@ pub struct ClientStream {
     /// The client's `Last-Event-ID` is past every window published so far: the first window it
     /// would skip is sent as a resync instead.
     ahead: bool,
+    /// When the token it was opened with expires: the stream ends then.
+    expires: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ClientStream {
+    /// Ends the stream at `deadline` (its token's expiry); the client reconnects with a
+    /// fresh token and `Last-Event-ID`, and misses nothing.
+    pub fn until(mut self, deadline: std::time::Instant) -> Self {
+        self.expires = Some(Box::pin(tokio::time::sleep_until(deadline.into())));
+        self
+    }
+
     /// Calls `f` when the stream ends or the client goes away.
     pub fn on_close(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
         self.on_close = Some(Box::new(f));
@@ -300,6 +311,13 @@ impl Stream for ClientStream {
         let this = &mut *self;
         if this.done || this.hub.is_retired() {
             return Poll::Ready(None);
+        }
+        if let Some(expires) = &mut this.expires {
+            if expires.as_mut().poll(cx).is_ready() {
+                this.done = true;
+                this.hub.stats.streams_expired.inc();
+                return Poll::Ready(None);
+            }
         }
         if let Some(preface) = this.preface.take() {
             return Poll::Ready(Some(Ok(preface)));

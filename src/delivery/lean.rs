@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use super::events::{self, EventsRequest, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
+use crate::auth::{Auth, Presented};
 use crate::limits::Activity;
 use crate::stats::Stats;
 
@@ -65,7 +66,11 @@ pub async fn refuse(mut socket: TcpStream, refusal: &Refusal) {
 }
 
 /// Reads the request head and decides who serves it. `Err` means the client went away.
-pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::Result<Request> {
+pub async fn classify(
+    stream: &mut TcpStream,
+    registry: &Arc<Registry>,
+    auth: Option<&Auth>,
+) -> io::Result<Request> {
     let mut head = Vec::with_capacity(1024);
     loop {
         let mut chunk = [0u8; 1024];
@@ -81,7 +86,7 @@ pub async fn classify(stream: &mut TcpStream, registry: &Arc<Registry>) -> io::R
                 if len < head.len() && is_events_request(&request) {
                     return Ok(Request::Refused(pipelined()));
                 }
-                return Ok(match events_stream(&request, registry) {
+                return Ok(match events_stream(&request, registry, auth) {
                     Some(stream) => Request::Events(stream),
                     None => Request::Other(Bytes::from(head)),
                 });
@@ -116,19 +121,33 @@ fn is_events_request(request: &httparse::Request<'_, '_>) -> bool {
 fn events_stream(
     request: &httparse::Request<'_, '_>,
     registry: &Arc<Registry>,
+    auth: Option<&Auth>,
 ) -> Option<ClientStream> {
     // The first header, as warp reads it; one that is not text gets warp's error.
-    let last_event_id = match request
+    let header = |name: &str| match request
         .headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+        .find(|h| h.name.eq_ignore_ascii_case(name))
     {
-        Some(header) => Some(std::str::from_utf8(header.value).ok()?),
-        None => None,
+        Some(header) => std::str::from_utf8(header.value).ok().map(Some),
+        None => Some(None),
     };
-    let request = EventsRequest::parse(request.method?, request.path?, last_event_id)?;
-    match events::open(registry, &request) {
-        Opening::Here(stream) => Some(stream),
+    let last_event_id = header("last-event-id")?;
+    let events = EventsRequest::parse(request.method?, request.path?, last_event_id)?;
+    // A refusal is the routes' to answer (and count).
+    let identity = match auth {
+        Some(auth) if auth.guards_subscribers() => {
+            let presented = Presented::from_headers(header("authorization")?, header("cookie")?);
+            let stream = events.stream_id().ok()?;
+            auth.check_watcher(&presented, Some(stream.as_str())).ok()?
+        }
+        _ => None,
+    };
+    match events::open(registry, &events) {
+        Opening::Here(stream) => Some(match identity {
+            Some(identity) => stream.until(crate::auth::deadline(&identity)),
+            None => stream,
+        }),
         Opening::Elsewhere(_) | Opening::Refused(_) => None,
     }
 }
@@ -297,7 +316,7 @@ mod tests {
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         client.write_all(request).await.unwrap();
-        classify(&mut server, &registry).await.unwrap()
+        classify(&mut server, &registry, None).await.unwrap()
     }
 
     #[test]

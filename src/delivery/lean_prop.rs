@@ -362,14 +362,17 @@ async fn classify_sent(sent: &Sent, registry: &Arc<Registry>) -> Outcome {
         let _ = client.shutdown().await;
         client
     });
-    let classified = tokio::time::timeout(Duration::from_secs(5), classify(&mut server, registry))
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "classify hung on {:?}",
-                String::from_utf8_lossy(&sent.bytes)
-            )
-        });
+    let classified = tokio::time::timeout(
+        Duration::from_secs(5),
+        classify(&mut server, registry, None),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "classify hung on {:?}",
+            String::from_utf8_lossy(&sent.bytes)
+        )
+    });
     let outcome = match classified {
         Ok(Request::Events(_)) => Outcome::Events,
         Ok(Request::Refused(refusal)) => Outcome::Refused(refusal.status),

@@ -41,15 +41,18 @@ pub fn routes(
         + Send
         + Sync
         + 'static,
+    viewer: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 ) -> BoxedFilter<(Response,)> {
     let all = warp::path!("streams")
         .and(warp::get())
+        .and(viewer.clone())
         .and(with_registry.clone())
         .map(|registry: Arc<Registry>| {
             warp::reply::json(&active_streams(&registry)).into_response()
         });
     let one = warp::path!("streams" / String)
         .and(warp::get())
+        .and(viewer)
         .and(with_registry)
         .and_then(|id: String, registry: Arc<Registry>| async move {
             // Viewers of one stream still need the other processes' counts: the same sum.

@@ -14,6 +14,7 @@ use warp::Filter;
 use super::events::{self, events_path, EventsRequest, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
+use crate::auth::{presented, Auth, Identity, Presented};
 use crate::http_error::ApiError;
 use crate::peers::ClusterSecret;
 use crate::rate_limit::{KeyedRateLimit, Limited};
@@ -33,11 +34,21 @@ pub fn routes(
         .and(warp::post())
         .and(crate::http_error::json_content_type())
         .and(registration.within_limit())
+        .and(presented())
         .and(registration_body(registration.body_timeout))
         .and(with_registry.clone())
-        .map(move |stream: StreamId, registry: Arc<Registry>| {
-            register(&registry, &public, &stream)
-        });
+        .and(with_registration(&registration))
+        .map(
+            move |presented: Presented,
+                  stream: StreamId,
+                  registry: Arc<Registry>,
+                  registration: Registration| {
+                match registration.watcher(&presented, Some(stream.as_str())) {
+                    Ok(_) => register(&registry, &public, &stream),
+                    Err(e) => e.into_response(),
+                }
+            },
+        );
     let release = warp::path!("clients" / String)
         .and(warp::delete())
         .and(with_registry.clone())
@@ -54,6 +65,7 @@ pub fn routes(
         });
     let tree = warp::path!("clusters")
         .and(warp::get())
+        .and(registration.viewer())
         .and(with_registry.clone())
         .map(|registry: Arc<Registry>| warp::reply::json(&registry.view()).into_response());
     let events = warp::path!("clusters" / u32 / "subscribers" / u32 / "events")
@@ -61,12 +73,16 @@ pub fn routes(
         .and(with_registry.clone())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(presented())
+        .and(with_registration(&registration))
         .and_then(
             |cluster: u32,
              subscriber: u32,
              registry: Arc<Registry>,
              last: Option<String>,
-             query: String| async move {
+             query: String,
+             presented: Presented,
+             registration: Registration| async move {
                 let request = EventsRequest {
                     hub: HubId {
                         cluster,
@@ -75,8 +91,15 @@ pub fn routes(
                     query: Some(&query),
                     last_event_id: last.as_deref(),
                 };
+                let stream_id = request.stream_id().map_err(warp::reject::custom)?;
+                let identity = registration
+                    .watcher(&presented, Some(stream_id.as_str()))
+                    .map_err(warp::reject::custom)?;
                 match events::open(&registry, &request) {
-                    Opening::Here(stream) => Ok(sse_response(stream)),
+                    Opening::Here(stream) => Ok(sse_response(match identity {
+                        Some(identity) => stream.until(crate::auth::deadline(&identity)),
+                        None => stream,
+                    })),
                     Opening::Elsewhere(location) => Ok(redirect(&location)),
                     Opening::Refused(e) => Err(warp::reject::custom(e)),
                 }
@@ -89,7 +112,7 @@ pub fn routes(
         .unify()
         .or(events)
         .unify()
-        .or(super::listing::routes(with_registry))
+        .or(super::listing::routes(with_registry, registration.viewer()))
         .unify()
         .boxed()
 }
@@ -176,6 +199,15 @@ pub struct Registration {
     /// Requests that carry it come from another process of the cluster, which applied the
     /// limit to the client's address already.
     pub secret: Option<ClusterSecret>,
+    /// Token checks, when tokens are on.
+    pub auth: Option<Arc<Auth>>,
+}
+
+fn with_registration(
+    registration: &Registration,
+) -> impl Filter<Extract = (Registration,), Error = std::convert::Infallible> + Clone {
+    let registration = registration.clone();
+    warp::any().map(move || registration.clone())
 }
 
 impl Default for Registration {
@@ -185,11 +217,36 @@ impl Default for Registration {
             body_timeout: std::time::Duration::from_secs(10),
             limit: None,
             secret: None,
+            auth: None,
         }
     }
 }
 
 impl Registration {
+    /// Whether a watcher may go on (see [`Auth::watcher`]): always, when tokens are off.
+    pub fn watcher(
+        &self,
+        presented: &Presented,
+        stream: Option<&str>,
+    ) -> Result<Option<Arc<Identity>>, ApiError> {
+        match &self.auth {
+            None => Ok(None),
+            Some(auth) => auth.watcher(presented, stream),
+        }
+    }
+
+    /// Passes a request for the viewer listings (`GET /clusters`, `GET /streams`): public
+    /// unless `--auth-subscribers`, then any valid token.
+    pub fn viewer(&self) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+        let this = self.clone();
+        presented()
+            .and_then(move |presented: Presented| {
+                let checked = this.watcher(&presented, None).map(|_| ());
+                async move { checked.map_err(warp::reject::custom) }
+            })
+            .untuple_one()
+    }
+
     /// Passes a registration within its address's limit, refuses it otherwise.
     pub fn within_limit(&self) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
         let this = self.clone();

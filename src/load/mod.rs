@@ -616,7 +616,7 @@ async fn show_progress(
         );
         if terminal {
             eprint!("\r{line}   ");
-        } else if tick % 5 == 0 {
+        } else if tick.is_multiple_of(5) {
             eprintln!("{line}");
         }
     }

@@ -42,15 +42,29 @@ pub fn routes(
         .and(warp::post())
         .and(crate::http_error::json_content_type())
         .and(registration.within_limit())
+        .and(crate::auth::presented())
         .and(crate::delivery::routes::registration_body(
             registration.body_timeout,
         ))
         .and(with_leader.clone())
-        .then(|stream: dataflows::StreamId, leader: Leader| async move {
-            // Checked here, so the leader's refusal cannot differ from ours.
-            let body = serde_json::json!({ "stream_id": stream.as_str() }).to_string();
-            leader.forward(Method::POST, "/clients", Some(body)).await
-        });
+        .and({
+            let registration = registration.clone();
+            warp::any().map(move || registration.clone())
+        })
+        .then(
+            |presented: crate::auth::Presented,
+             stream: dataflows::StreamId,
+             leader: Leader,
+             registration: Registration| async move {
+                // The token is checked here, where it arrived: the leader trusts the secret.
+                if let Err(e) = registration.watcher(&presented, Some(stream.as_str())) {
+                    return e.into_response();
+                }
+                // Checked here, so the leader's refusal cannot differ from ours.
+                let body = serde_json::json!({ "stream_id": stream.as_str() }).to_string();
+                leader.forward(Method::POST, "/clients", Some(body)).await
+            },
+        );
     let release = warp::path!("clients" / String)
         .and(warp::delete())
         .and(with_leader.clone())
@@ -61,15 +75,18 @@ pub fn routes(
         });
     let tree = warp::path!("clusters")
         .and(warp::get())
+        .and(registration.viewer())
         .and(with_leader.clone())
         .then(|leader: Leader| async move { leader.forward(Method::GET, "/clusters", None).await });
     // The leader hears every process's viewers: one answer for the cluster.
     let streams = warp::path!("streams")
         .and(warp::get())
+        .and(registration.viewer())
         .and(with_leader.clone())
         .then(|leader: Leader| async move { leader.forward(Method::GET, "/streams", None).await });
     let stream = warp::path!("streams" / String)
         .and(warp::get())
+        .and(registration.viewer())
         .and(with_leader.clone())
         .then(|id: String, leader: Leader| async move {
             // Ids outside the stream alphabet are unknown anyway; not forwarded as paths.

@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub hubs: HubSettings,
     /// Between keep-alive comments on idle streams.
     pub keep_alive: Duration,
+    /// Tokens, when on.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl RunConfig {
@@ -137,6 +139,7 @@ impl RunConfig {
                 idle_windows: args.dataflow.stream_idle_windows,
             },
             keep_alive: Duration::from_secs(delivery.keep_alive_secs),
+            auth: args.auth.config()?,
             placement,
         })
     }

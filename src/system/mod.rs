@@ -118,11 +118,25 @@ impl System {
         let tasks = Tasks::new(faults.clone());
         let rate_limits = spawn_tasks(&tasks, &config, &registry, &peers, &stats);
         spawn_marks(&tasks, &config, &kafka, &producer);
+        let auth = match &config.auth {
+            None => None,
+            Some(auth) => {
+                let auth =
+                    crate::auth::Auth::new(auth, config.cluster_secret.clone(), Arc::clone(&stats))
+                        .map(Arc::new)
+                        .map_err(|e| RunError::Config(crate::cli::ConfigError(e.to_string())))?;
+                crate::auth::reload_on_hangup(Arc::clone(&auth)).map_err(|e| {
+                    RunError::Internal(format!("cannot listen for SIGHUP (key reloads): {e}"))
+                })?;
+                Some(auth)
+            }
+        };
         let ingest = Ingest {
             producer: producer.clone(),
             rate_limit: rate_limits.reactions,
             stats: Arc::clone(&stats),
             body_timeout: limits.header_timeout,
+            auth,
         };
         let topics = readiness::TopicsSeen::default();
         let readiness = Arc::new(readiness::SystemReadiness::new(
@@ -515,6 +529,7 @@ async fn open_http(
         body_timeout: limits.header_timeout,
         limit: registration_limit,
         secret: config.cluster_secret.clone(),
+        auth: ingest.auth.clone(),
     };
     let more_routes = peers::routes(peers, Arc::clone(registry), registration.clone())
         .or(delivery::routes::routes(
