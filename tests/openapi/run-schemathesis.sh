@@ -13,7 +13,7 @@
 #   EMOSTREAM_SCHEMATHESIS_EXAMPLES  test cases per operation and phase (default 50)
 #   EMOSTREAM_SCHEMATHESIS_SEED      a seed, to repeat a run
 #   EMOSTREAM_SCHEMATHESIS_TOKEN     a JWT to send as `Authorization: Bearer` (servers with tokens on)
-#   PYTHON                           the interpreter the venv is made with (default python3, >= 3.10)
+#   PYTHON                           the interpreter the venv is made with (default python3; schemathesis 4.32 needs >= 3.11)
 set -euo pipefail
 
 BASE="${1:-http://127.0.0.1:8080}"
