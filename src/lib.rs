@@ -30,6 +30,8 @@ pub mod live;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod metrics_format;
+pub mod openapi;
 pub mod peers;
 pub mod rate_limit;
 pub mod replay_cmd;

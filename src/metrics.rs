@@ -1,4 +1,5 @@
-//! `GET /metrics`: every metric's name and help text, in Prometheus' text format.
+//! `GET /metrics`: every metric's name and help text, in OpenMetrics or Prometheus' 0.0.4
+//! text format as the scraper asks ([`crate::metrics_format`]).
 //!
 //! The service counts in plain atomics ([`Stats`]) and the delivery tree knows its own loads;
 //! this collector reads both at scrape time, so the hot paths never touch a metrics registry.
@@ -22,9 +23,7 @@ use crate::delivery::registry::TreeView;
 use crate::delivery::Registry;
 use crate::stats::{Counter, RejectReason, Stats};
 
-/// The content type of OpenMetrics text, which Prometheus scrapes.
-pub const CONTENT_TYPE_OPENMETRICS: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::metrics_format::Format;
 
 /// Reads the service's counters and the delivery tree at each scrape.
 #[derive(Clone)]
@@ -55,13 +54,20 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, in the format the scraper's `Accept` asks for.
 pub fn route(metrics: Metrics) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
-        .map(move || match metrics.render() {
-            Ok(text) => warp::reply::with_header(text, CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)
-                .into_response(),
+        .and(warp::header::optional::<String>("accept"))
+        .map(move |accept: Option<String>| match metrics.render() {
+            Ok(text) => {
+                let format = Format::negotiate(accept.as_deref());
+                let text = match format {
+                    Format::OpenMetrics => text,
+                    Format::Text => crate::metrics_format::to_text_0_0_4(&text),
+                };
+                warp::reply::with_header(text, CONTENT_TYPE, format.content_type()).into_response()
+            }
             Err(_) => crate::http_error::ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "metrics_unavailable",

@@ -18,8 +18,14 @@ use serde_json::{json, Value};
 type Exposition =
     openmetrics_parser::MetricsExposition<openmetrics_parser::OpenMetricsType, OpenMetricsValue>;
 
+/// What Prometheus 3 sends: OpenMetrics preferred, text 0.0.4 accepted.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
 async fn scrape(addr: std::net::SocketAddr) -> Exposition {
-    let response = reqwest::get(format!("http://{addr}/metrics"))
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -71,6 +77,64 @@ fn counter(metrics: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
         "{family} is a counter"
     );
     value(metrics, family, labels).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_speak_text_0_0_4_to_a_scraper_that_does_not_ask_for_openmetrics() {
+    let (system, seen) = start(&[]).await;
+    let addr = system.http_addr;
+    post_batch(&system, &batch("ana", "🔥", 7)).await;
+    common::wait_for_total(&system, &seen, 7).await;
+    let openmetrics = scrape(addr).await;
+
+    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+        let mut request = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("# EOF"), "{accept:?}");
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+            .unwrap_or_else(|e| panic!("not valid 0.0.4 text ({e:?}):\n{text}"));
+        // Every family is there, a counter under its samples' name, of the same type.
+        for (name, family) in &openmetrics.families {
+            let (text_name, kind) = match family.family_type {
+                openmetrics_parser::OpenMetricsType::Counter => (
+                    format!("{name}_total"),
+                    openmetrics_parser::PrometheusType::Counter,
+                ),
+                openmetrics_parser::OpenMetricsType::Gauge => {
+                    (name.clone(), openmetrics_parser::PrometheusType::Gauge)
+                }
+                openmetrics_parser::OpenMetricsType::Histogram => {
+                    (name.clone(), openmetrics_parser::PrometheusType::Histogram)
+                }
+                ref other => panic!("{name}: unexpected type {other:?}"),
+            };
+            let found = parsed
+                .families
+                .get(&text_name)
+                .unwrap_or_else(|| panic!("{text_name} missing from\n{text}"));
+            assert_eq!(found.family_type, kind, "{text_name}");
+            assert_eq!(found.help, family.help, "{text_name}");
+        }
+        let accepted = parsed.families["emostream_reactions_accepted_total"]
+            .iter_samples()
+            .map(|s| match &s.value {
+                openmetrics_parser::PrometheusValue::Counter(c) => c.value.as_f64(),
+                other => panic!("{other:?}"),
+            })
+            .sum::<f64>();
+        assert_eq!(accepted, 7.0);
+    }
+    system.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -542,6 +542,8 @@ async fn open_http(
         .unify()
         .or(dashboard::routes())
         .unify()
+        .or(crate::openapi::route())
+        .unify()
         .boxed();
     let stop = CancellationToken::new();
     let task = tokio::spawn(server::serve(
