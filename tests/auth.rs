@@ -617,3 +617,33 @@ fn start_refuses_a_key_file_it_cannot_use_and_says_which_flag() {
         assert!(stderr.contains(says), "{flags:?}: {stderr}");
     }
 }
+
+/// `tests/browser/token.mjs` pastes a token into the dashboard of a server with
+/// `--auth-subscribers`, sees it kept in the cookie, goes live and has a click counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs node, Chromium and `npm ci --prefix tests/browser`; run with --include-ignored"]
+async fn the_dashboard_takes_a_pasted_token_into_its_cookie() {
+    let (scripts, chromium) = common::browser::prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "secret", SECRET);
+    let (system, _seen) = start(&[
+        "--auth-hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--auth-subscribers",
+    ])
+    .await;
+    let token = hs256(SECRET, &claims("browser", json!({"subscribe": ["*"]})));
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-token.png");
+    let mut node = Command::new("node");
+    node.arg(scripts.join("token.mjs"))
+        .arg(format!("http://{}/", system.http_addr))
+        .arg(&token)
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium);
+    let status = tokio::task::spawn_blocking(move || node.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the browser test failed: {status}");
+    system.shutdown().await.unwrap();
+}

@@ -536,28 +536,7 @@ async fn the_dashboard_is_served_from_the_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs node, Chromium and `npm ci --prefix tests/browser`; run with --include-ignored"]
 async fn the_dashboard_shows_a_clicked_emoji_in_a_real_browser() {
-    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let missing = [
-        (
-            Command::new("node").arg("--version").output().is_err(),
-            "node",
-        ),
-        (
-            !browser_dir.join("node_modules/playwright-core").exists(),
-            "tests/browser/node_modules (npm ci --prefix tests/browser)",
-        ),
-        (!std::path::Path::new(&chromium).exists(), "chromium"),
-    ];
-    let missing: Vec<&str> = missing
-        .iter()
-        .filter(|(m, _)| *m)
-        .map(|(_, w)| *w)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the browser test needs {missing:?} (apt install chromium fonts-noto-color-emoji nodejs npm; npm ci --prefix tests/browser)"
-    );
+    let (browser_dir, chromium) = common::browser::prerequisites();
     // dashboard.mjs checks the CORS policy too: the page's origin (127.0.0.1) is not listed,
     // localhost on the same port is.
     let port = common::free_port();

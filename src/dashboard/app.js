@@ -30,6 +30,46 @@ let streamsKnown = false; // whether that answer came: without it, "not active" 
 let pickerKey = "";
 let pollTimer = null;
 
+// Tokens: a server with tokens on answers 401 without one. The page then asks for one and
+// keeps it in the emostream_token cookie, which fetch and EventSource send by themselves
+// (EventSource cannot set an Authorization header).
+const TOKEN_COOKIE = "emostream_token";
+
+function savedToken() {
+  const pair = document.cookie.split("; ").find((c) => c.startsWith(`${TOKEN_COOKIE}=`));
+  return pair ? pair.slice(TOKEN_COOKIE.length + 1) : null;
+}
+
+// Seconds until the token's `exp`, or null when it cannot be read (the server decides anyway).
+function secondsLeft(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part)).exp;
+    return Number.isFinite(exp) ? Math.floor(exp - Date.now() / 1000) : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveToken(token) {
+  const left = secondsLeft(token);
+  const attributes = ["path=/", "SameSite=Strict"];
+  if (left !== null) attributes.push(`max-age=${Math.max(left, 0)}`);
+  if (location.protocol === "https:") attributes.push("Secure");
+  document.cookie = `${TOKEN_COOKIE}=${token}; ${attributes.join("; ")}`;
+}
+
+function forgetToken() {
+  document.cookie = `${TOKEN_COOKIE}=; path=/; max-age=0; SameSite=Strict`;
+}
+
+// Shows the token box with why it is needed.
+function askForToken(why) {
+  $("token-form").hidden = false;
+  $("token-note").textContent = why;
+  document.body.dataset.token = savedToken() ? "refused" : "needed";
+}
+
 function setState(state) {
   $("state").textContent = state;
   $("state").dataset.state = state;
@@ -130,8 +170,15 @@ async function register(gen) {
       if (response.ok && answer.client_id) unregister(answer.client_id);
       return;
     }
-    // Another try cannot fix a refused stream (invalid, forbidden, no token): say so and stop.
-    if ([400, 401, 403, 404].includes(response.status)) {
+    if (response.status === 401) {
+      setState("token needed");
+      askForToken(savedToken()
+        ? `The token was refused (${answer.message || "401"}): paste a fresh one.`
+        : "This server needs a token to watch: paste one.");
+      return;
+    }
+    // Another try cannot fix a refused stream (invalid, forbidden): say so and stop.
+    if ([400, 403, 404].includes(response.status)) {
       setState("refused");
       showProblem(`The server refused to follow “${followed}”: ${answer.message || answer.error || response.status}`);
       return;
@@ -340,8 +387,12 @@ async function react(emoji) {
     const response = await fetch("/emoji", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ user_id: userId, emoji_type: emoji, stream_id: followed }),
+      // With a token the user is the token's: a user_id of the page's own would not match it.
+      body: JSON.stringify(savedToken()
+        ? { emoji_type: emoji, stream_id: followed }
+        : { user_id: userId, emoji_type: emoji, stream_id: followed }),
     });
+    if (response.status === 401) askForToken("Reacting needs a token: paste one.");
     if (response.status === 202) {
       note.classList.remove("error");
       note.textContent = `${emoji} sent: watch for it in the next window.`;
@@ -381,6 +432,7 @@ function setButtons() {
 async function pollStreams() {
   try {
     const response = await fetch("/streams", { headers: { accept: "application/json" } });
+    if (response.status === 401) askForToken("This server needs a token to list its streams: paste one.");
     if (!response.ok) throw new Error(`GET /streams answered ${response.status}`);
     const list = await response.json();
     if (!Array.isArray(list)) throw new Error("GET /streams did not answer a list");
@@ -431,6 +483,38 @@ window.addEventListener("popstate", () => {
 window.addEventListener("pagehide", release);
 // A page restored from the back-forward cache was released on its way in: follow again.
 window.addEventListener("pageshow", (e) => { if (e.persisted) start(streamFromUrl()); });
+
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = $("token").value.trim();
+  if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token)) {
+    $("token-note").textContent = "That is not a JWT (three base64url parts joined by dots).";
+    return;
+  }
+  const left = secondsLeft(token);
+  if (left !== null && left <= 0) {
+    $("token-note").textContent = "That token has expired: ask for a fresh one.";
+    return;
+  }
+  saveToken(token);
+  $("token").value = "";
+  $("token-note").textContent = "Token saved in this browser.";
+  document.body.dataset.token = "saved";
+  if (followed !== null) start(followed);
+  pollStreams();
+});
+$("token-forget").addEventListener("click", () => {
+  forgetToken();
+  $("token-note").textContent = "Token forgotten.";
+  document.body.dataset.token = "forgotten";
+  if (followed !== null) start(followed);
+  pollStreams();
+});
+// A page that holds a token offers to replace it.
+if (savedToken()) {
+  $("token-form").hidden = false;
+  document.body.dataset.token = "saved";
+}
 
 buttons();
 start(streamFromUrl());

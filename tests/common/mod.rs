@@ -3,6 +3,7 @@
 //! ([`ports`]) and Apache Kafka ([`kafka`]).
 #![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test binary uses a part; a failure is the test failing
 
+pub mod browser;
 pub mod kafka;
 pub mod ports;
 pub mod sse;
