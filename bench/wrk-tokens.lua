@@ -1,7 +1,7 @@
--- wrk script: single-reaction POST /emoji requests with tokens, cycling through the users'
--- tokens in $WRK_TOKENS (one JWT per line); the body has no user_id (the token's sub is the user).
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+-- wrk script: single-reaction POST /emoji requests, each with the token of one of the users in
+-- $WRK_TOKENS (one JWT per line, line i for user wrk<i>), cycled. The body names the token's
+-- user, so the same requests are valid with tokens off (the header is then ignored): the two
+-- runs of bench/wrk-tokens.sh differ only in what the server does.
 local emojis = { "🔥", "😂", "❤️", "👏", "🎉" }
 local tokens = {}
 for line in io.lines(os.getenv("WRK_TOKENS")) do
@@ -10,7 +10,9 @@ end
 local n = 0
 request = function()
   n = n + 1
-  local headers = { ["Authorization"] = tokens[n % #tokens + 1] }
-  local body = string.format('{"emoji_type":"%s"}', emojis[n % #emojis + 1])
-  return wrk.format(nil, "/emoji", headers, body)
+  local user = n % #tokens + 1
+  -- wrk.format takes these headers instead of wrk.headers, not beside them.
+  local headers = { ["Content-Type"] = "application/json", ["Authorization"] = tokens[user] }
+  local body = string.format('{"user_id":"wrk%d","emoji_type":"%s"}', user, emojis[n % #emojis + 1])
+  return wrk.format("POST", "/emoji", headers, body)
 end

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What token checks cost: single-reaction POST /emoji requests/s with wrk, first without tokens,
-# then with HS256 tokens (one per user, USERS of them, cycled), on the embedded broker; prints
-# both rates and their ratio.
+# What token checks cost: single-reaction POST /emoji requests/s with wrk, the same requests
+# (each with the HS256 token of one of USERS users, cycled) against a server with tokens off,
+# then on, on the embedded broker; prints both rates and their ratio. ROUNDS (default 2)
+# alternates the two, to see the machine's noise.
 #   bench/wrk-tokens.sh           (USERS, WRK_THREADS, WRK_CONNECTIONS, WRK_DURATION, EMOSTREAM_WORKERS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,17 +50,20 @@ stop() {
   server=
 }
 
-echo "== without tokens"
-serve
-load bench/wrk-emoji.lua
-plain=$rate
-stop
+summary=()
+for round in $(seq "${ROUNDS:-2}"); do
+  echo "== round $round: tokens off"
+  serve
+  load bench/wrk-tokens.lua
+  plain=$rate
+  stop
 
-echo "== with HS256 tokens (${USERS:-1000} users)"
-serve --auth-hs256-secret-file "$work/secret"
-load bench/wrk-tokens.lua
-tokens=$rate
-curl -fs "http://127.0.0.1:$port/metrics" | grep '^emostream_auth_refused_total' | sed 's/^/  /'
-stop
-
-python3 -c "import sys; p, t = float(sys.argv[1]), float(sys.argv[2]); print(f'without tokens {p:,.0f}/s, with tokens {t:,.0f}/s: {t / p:.2f}x')" "$plain" "$tokens"
+  echo "== round $round: tokens on, HS256 (${USERS:-1000} users)"
+  serve --auth-hs256-secret-file "$work/secret"
+  load bench/wrk-tokens.lua
+  tokens=$rate
+  curl -fs "http://127.0.0.1:$port/metrics" | grep '^emostream_auth_refused_total' | grep -v ' 0$' | sed 's/^/  refused: /' || true
+  stop
+  summary+=("$(python3 -c "import sys; p, t = float(sys.argv[1]), float(sys.argv[2]); print(f'tokens off {p:,.0f}/s, on {t:,.0f}/s: {t / p:.2f}x')" "$plain" "$tokens")")
+done
+printf '%s\n' "${summary[@]}"
