@@ -301,6 +301,60 @@ async fn ingest_takes_the_user_from_a_valid_token_and_refuses_every_bad_one() {
     system.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_counts_per_sub_and_listings_stay_public_without_auth_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "secret", SECRET);
+    let (system, _seen) = start(&[
+        "--auth-hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--rate-limit",
+        "1",
+        "--rate-limit-burst",
+        "2",
+    ])
+    .await;
+    // Two tokens of one user are one user to the limit; another user has a budget of its own.
+    let first = hs256(SECRET, &claims("fay", json!({"publish": ["*"]})));
+    let second = hs256(SECRET, &claims("fay", Value::Null));
+    let other = hs256(SECRET, &claims("gus", Value::Null));
+    assert_accepted(
+        "fay, 1",
+        post(&system, &bearer(&first), &reaction(None, None)).await,
+    );
+    assert_accepted(
+        "fay, 2",
+        post(&system, &bearer(&second), &reaction(None, None)).await,
+    );
+    let (status, body, headers) = post(&system, &bearer(&first), &reaction(None, None)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited");
+    assert!(headers.contains_key("retry-after"));
+    assert_accepted(
+        "gus",
+        post(&system, &bearer(&other), &reaction(None, None)).await,
+    );
+
+    let base = format!("http://{}", system.http_addr);
+    for path in ["/streams", "/clusters"] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{path} needs no token without --auth-subscribers"
+        );
+    }
+    let registered = register(&reqwest::Client::new(), &base, None).await;
+    let open = Follower::open(
+        &reqwest::Client::new(),
+        registered["events_url"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    open.close().await;
+    system.shutdown().await.unwrap();
+}
+
 /// A JWK set of an RSA, an EC and an Ed25519 key, each with its `kid`.
 fn jwks() -> (JwkSet, [(Algorithm, &'static str, EncodingKey); 3]) {
     let keys = [
