@@ -400,6 +400,36 @@ fn encode_delivery(e: &mut DescriptorEncoder, s: &Stats, tree: &TreeView) -> Fmt
         "SSE events sent, over every connection.",
         &s.events_sent,
     )?;
+    {
+        let mut family = e.encode_descriptor(
+            "emostream_events_sent",
+            "Events sent to clients, by transport (sse, ws).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (transport, value) in [("sse", &s.events_sent), ("ws", &s.ws_events_sent)] {
+            ConstCounter::new(value.get())
+                .encode(family.encode_family(&[("transport", transport)])?)?;
+        }
+    }
+    {
+        let mut family = e.encode_descriptor(
+            "emostream_event_streams_open",
+            "Event streams open in this process, by transport (sse, ws).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (transport, open) in ["sse", "ws"].iter().zip(&s.streams_open) {
+            ConstGauge::new(open.load(std::sync::atomic::Ordering::Relaxed))
+                .encode(family.encode_family(&[("transport", *transport)])?)?;
+        }
+    }
+    counter(
+        e,
+        "emostream_ws_unanswered_pings",
+        "WebSocket clients closed for not answering a ping within a keep-alive interval.",
+        &s.ws_unanswered_pings,
+    )?;
     counter(
         e,
         "emostream_sse_resyncs",

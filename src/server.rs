@@ -198,6 +198,16 @@ impl Connection {
             Ok(Ok(lean::Request::Events(events))) => {
                 lean::serve_events(socket, events, self.limits.write_timeout, &self.stats).await
             }
+            Ok(Ok(lean::Request::WebSocket(events, accept))) => {
+                crate::delivery::ws::serve(
+                    socket,
+                    &accept,
+                    events,
+                    self.limits.write_timeout,
+                    &self.stats,
+                )
+                .await
+            }
             Ok(Ok(lean::Request::Refused(answer))) => {
                 self.stats.refused(answer.status);
                 lean::refuse(socket, &answer).await;

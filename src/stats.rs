@@ -180,6 +180,12 @@ pub struct Stats {
     pub clients_expired: Counter,
     /// SSE events sent, over every connection.
     pub events_sent: Counter,
+    /// WebSocket event messages sent, over every connection.
+    pub ws_events_sent: Counter,
+    /// Event streams open now in this process, by transport (SSE, WebSocket).
+    pub streams_open: [AtomicI64; 2],
+    /// WebSocket clients closed for not answering a ping within a keep-alive interval.
+    pub ws_unanswered_pings: Counter,
     /// Clients that fell behind and were sent the latest window instead.
     pub resyncs: Counter,
     /// Clients closed because they kept falling behind, or stopped reading (a write that
@@ -256,6 +262,9 @@ impl Stats {
             registrations: Counter::default(),
             clients_expired: Counter::default(),
             events_sent: Counter::default(),
+            ws_events_sent: Counter::default(),
+            streams_open: Default::default(),
+            ws_unanswered_pings: Counter::default(),
             resyncs: Counter::default(),
             slow_clients_closed: Counter::default(),
             resume_truncated: Counter::default(),

@@ -6,15 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::Waker;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::slow::{last_window, post_many_emojis, Pausable, Pause};
 use common::sse::wait_all_for_window;
-use common::{
-    batch, get_json, poll_until, post_batch, start, wait_until, Follower, Seen, PATIENCE,
-};
+use common::{batch, get_json, poll_until, post_batch, start, wait_until, Follower, PATIENCE};
 use dataflows::WindowSummary;
 use emostream::system::System;
 use futures_util::StreamExt;
@@ -27,10 +24,6 @@ async fn register(http: &reqwest::Client, system: &System) -> Value {
 /// `GET /clusters`.
 async fn tree(http: &reqwest::Client, system: &System) -> Value {
     get_json(http, &format!("http://{}/clusters", system.http_addr)).await
-}
-
-fn last_window(seen: &Seen) -> Option<u64> {
-    seen.lock().unwrap().last().map(|w| w.window)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,18 +334,6 @@ async fn shutdown_with_open_streams_completes() {
     }
 }
 
-/// Posts one reaction for each of `n` distinct emojis, so the window's summary is large.
-async fn post_many_emojis(system: &System, n: usize) {
-    let ts = common::now_ms();
-    let reactions: Vec<Value> = emojis::iter()
-        .filter(|e| dataflows::Emoji::parse(e.as_str()).is_ok())
-        .take(n)
-        .enumerate()
-        .map(|(i, e)| serde_json::json!({"user_id": format!("m{i}"), "emoji_type": e.as_str(), "timestamp": ts}))
-        .collect();
-    post_batch(system, &reactions).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     let (system, seen) = start(&[
@@ -460,68 +441,6 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
     assert!(reader.kinds().iter().all(|k| k == "window"));
     system.shutdown().await.unwrap();
-}
-
-/// Whether a connection's reads are paused, and the reader to wake when they resume.
-#[derive(Default)]
-struct Pause {
-    paused: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Pause {
-    fn set(&self, paused: bool) {
-        self.paused.store(paused, Ordering::SeqCst);
-        if !paused {
-            if let Some(waker) = self.waker.lock().unwrap().take() {
-                waker.wake();
-            }
-        }
-    }
-}
-
-/// A connection whose reads can be paused: while paused, it reads nothing, as a client that
-/// stopped reading would; resuming wakes the reader.
-struct Pausable {
-    inner: tokio::net::TcpStream,
-    pause: Arc<Pause>,
-}
-
-impl tokio::io::AsyncRead for Pausable {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        // The waker is stored before the flag is read, so a resume in between is not missed.
-        *self.pause.waker.lock().unwrap() = Some(cx.waker().clone());
-        if self.pause.paused.load(Ordering::SeqCst) {
-            return std::task::Poll::Pending;
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Pausable {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,14 @@ pub fn events_path(hub: HubId) -> String {
     )
 }
 
+/// The path of a subscriber's WebSocket.
+pub fn ws_path(hub: HubId) -> String {
+    format!(
+        "/clusters/{}/subscribers/{}/ws",
+        hub.cluster, hub.subscriber
+    )
+}
+
 /// A request for a subscriber's event stream.
 #[derive(Clone, Copy, Debug)]
 pub struct EventsRequest<'a> {
@@ -38,12 +46,15 @@ pub struct EventsRequest<'a> {
     /// The query string as sent, without `?` (`stream_id` names the stream, `client_id` ties
     /// the stream to a registration).
     pub query: Option<&'a str>,
-    /// The `Last-Event-ID` header, if any.
+    /// The `Last-Event-ID` header, if any (a WebSocket takes `last_event_id` in the query).
     pub last_event_id: Option<&'a str>,
+    /// The WebSocket door (`.../ws`) rather than SSE (`.../events`).
+    pub websocket: bool,
 }
 
 impl<'a> EventsRequest<'a> {
-    /// A `GET /clusters/{c}/subscribers/{s}/events[?query]`; `None` for any other request.
+    /// A `GET /clusters/{c}/subscribers/{s}/events[?query]` or `.../ws[?query]`; `None` for
+    /// any other request.
     pub fn parse(method: &str, target: &'a str, last_event_id: Option<&'a str>) -> Option<Self> {
         if method != "GET" {
             return None;
@@ -54,7 +65,10 @@ impl<'a> EventsRequest<'a> {
         };
         let rest = path.strip_prefix("/clusters/")?;
         let (cluster, rest) = rest.split_once("/subscribers/")?;
-        let subscriber = rest.strip_suffix("/events")?;
+        let (subscriber, websocket) = match rest.strip_suffix("/events") {
+            Some(subscriber) => (subscriber, false),
+            None => (rest.strip_suffix("/ws")?, true),
+        };
         Some(EventsRequest {
             hub: HubId {
                 cluster: cluster.parse().ok()?,
@@ -62,6 +76,7 @@ impl<'a> EventsRequest<'a> {
             },
             query,
             last_event_id,
+            websocket,
         })
     }
 
@@ -124,10 +139,20 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
                 Some(q) if !q.is_empty() => format!("?{q}"),
                 _ => String::new(),
             };
-            return Opening::Elsewhere(format!("{url}{}{query}", events_path(id)));
+            let path = if request.websocket {
+                ws_path(id)
+            } else {
+                events_path(id)
+            };
+            return Opening::Elsewhere(format!("{url}{path}{query}"));
         }
     }
-    let last = match parse_last_event_id(request.last_event_id) {
+    let last = if request.websocket {
+        parse_last_event_id("last_event_id", request.param("last_event_id").as_deref())
+    } else {
+        parse_last_event_id("Last-Event-ID", request.last_event_id)
+    };
+    let last = match last {
         Ok(last) => last,
         Err(e) => return Opening::Refused(e),
     };
@@ -137,6 +162,9 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
     };
     let channel = registry.streams().channel(&stream_id);
     let mut stream = hub.subscribe(&channel, last);
+    if request.websocket {
+        stream = stream.over(super::hub::Transport::WebSocket);
+    }
     if let Some(client_id) = request.client_id().filter(|c| registry.attach(c)) {
         let registry = Arc::clone(registry);
         stream = stream.on_close(move || registry.detach(&client_id));
@@ -144,14 +172,14 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
     Opening::Here(stream)
 }
 
-fn parse_last_event_id(value: Option<&str>) -> Result<Option<WindowId>, ApiError> {
+fn parse_last_event_id(name: &str, value: Option<&str>) -> Result<Option<WindowId>, ApiError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_last_event_id",
-                format!("Last-Event-ID must be a window index (a non-negative integer), not {v:?}"),
+                format!("{name} must be a window index (a non-negative integer), not {v:?}"),
             )
         }),
     }
@@ -267,6 +295,7 @@ mod tests {
         for (method, target) in [
             ("HEAD", "/clusters/1/subscribers/2/events"),
             ("GET", "/clusters/1/subscribers/2"),
+            ("GET", "/clusters/1/subscribers/2/wss"),
             ("GET", "/clusters/x/subscribers/2/events"),
             ("GET", "/clusters"),
         ] {

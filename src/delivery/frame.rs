@@ -1,7 +1,10 @@
 //! SSE frames: each window is encoded once, and the bytes are shared by every connection.
+//! WebSocket messages are made from the same frame ([`Frame::ws_messages`]), once per window
+//! for all WebSocket clients (see [`super::streams::StreamChannel::ws_window`]).
 
 use bytes::Bytes;
 use dataflows::{WindowId, WindowSummary};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The `retry:` hint sent first on every stream: browsers reconnect after this many ms.
 pub const RETRY_MS: u64 = 2000;
@@ -69,6 +72,40 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// The frame as WebSocket text messages: each correction leading it, then the window (as
+    /// a `resync` when `resync`), each `{"event": .., "id": "k"|null, "data": {..}}`.
+    pub fn ws_messages(&self, resync: bool) -> Vec<Utf8Bytes> {
+        let lead = self
+            .event
+            .get(..self.window_at as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default();
+        let mut messages: Vec<Utf8Bytes> = lead
+            .split("\n\n")
+            .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|json| ws_message("correction", None, json))
+            .collect();
+        let json = std::str::from_utf8(self.json()).unwrap_or("null");
+        let kind = if resync { "resync" } else { "window" };
+        messages.push(ws_message(kind, Some(self.window), json));
+        messages
+    }
+}
+
+/// One event as a WebSocket text message. The id is a string, as SSE's is.
+fn ws_message(event: &str, id: Option<WindowId>, json: &str) -> Utf8Bytes {
+    let head = match id {
+        Some(id) => format!("{{\"event\":\"{event}\",\"id\":\"{id}\",\"data\":"),
+        None => format!("{{\"event\":\"{event}\",\"id\":null,\"data\":"),
+    };
+    let mut message = String::with_capacity(head.len() + json.len() + 1);
+    message.push_str(&head);
+    message.push_str(json);
+    message.push('}');
+    Utf8Bytes::from(message)
+}
+
 /// A corrected window as an `event: correction`, with no `id`: its place is before the window
 /// of the epoch that made it, whose id it shares on resume.
 pub fn correction(json: &str) -> Bytes {
@@ -132,6 +169,23 @@ mod tests {
             )
         );
         assert_eq!(frame.json(), window.to_json().as_bytes());
+        let ws: Vec<serde_json::Value> = frame
+            .ws_messages(false)
+            .iter()
+            .map(|m| serde_json::from_str(m.as_str()).unwrap())
+            .collect();
+        assert_eq!(
+            ws,
+            [
+                serde_json::json!({"event": "correction", "id": null, "data": serde_json::from_str::<serde_json::Value>(&fixed.to_json()).unwrap()}),
+                serde_json::json!({"event": "window", "id": "7", "data": serde_json::from_str::<serde_json::Value>(&window.to_json()).unwrap()}),
+            ]
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(frame.ws_messages(true)[1].as_str()).unwrap()
+                ["event"],
+            "resync"
+        );
         assert_eq!(
             std::str::from_utf8(&frame.resync()).unwrap(),
             format!(

@@ -122,7 +122,7 @@ impl Hub {
         let settings = channel.settings();
         let (start, live) =
             channel.follow(|retained| start(retained, last_event_id, settings.max_resume_bytes));
-        let mut preface = preface();
+        let mut first_resync = None;
         let mut last_sent = last_event_id;
         let mut replay = VecDeque::new();
         let mut ahead = false;
@@ -143,20 +143,19 @@ impl Hub {
                         );
                     }
                 }
-                let mut first = bytes::BytesMut::from(&preface[..]);
-                first.extend_from_slice(&latest.resync());
-                preface = first.freeze();
                 last_sent = Some(latest.window);
-                self.stats.events_sent.inc();
+                first_resync = Some(latest);
             }
             Start::AheadOfNothingYet => ahead = true,
         }
         self.connected.fetch_add(1, Ordering::Relaxed);
+        self.stats.streams_open[Transport::Sse as usize].fetch_add(1, Ordering::Relaxed);
         ClientStream {
             hub: Arc::clone(self),
             channel: Arc::clone(channel),
             client_queue: settings.client_queue,
-            preface: Some(preface),
+            preface: true,
+            first_resync,
             replay,
             live: BroadcastStream::new(live),
             control: BroadcastStream::new(control),
@@ -167,6 +166,7 @@ impl Hub {
             on_close: None,
             ahead,
             expires: None,
+            transport: Transport::Sse,
         }
     }
 }
@@ -232,12 +232,59 @@ enum Resync {
     TooManyBytes,
 }
 
-/// The bytes of one client's SSE stream.
+/// How a client receives its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Transport {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket messages.
+    WebSocket,
+}
+
+impl Transport {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WebSocket => "ws",
+        }
+    }
+}
+
+/// What a client's stream sends next, before it is encoded for its transport.
+#[derive(Debug)]
+pub enum Out {
+    /// The start of the stream (SSE's `retry:` hint; nothing on a WebSocket).
+    Preface,
+    /// A window, led by the corrections made in its epoch.
+    Window(Frame),
+    /// The latest window, for a client that fell behind (or resumed past what is kept).
+    Resync(Frame),
+    /// Time for a keep-alive (an SSE comment, a WebSocket ping).
+    KeepAlive,
+}
+
+impl Out {
+    /// The SSE bytes.
+    pub fn sse(&self) -> Bytes {
+        match self {
+            Out::Preface => preface(),
+            Out::Window(frame) => frame.event.clone(),
+            Out::Resync(frame) => frame.resync(),
+            Out::KeepAlive => KEEP_ALIVE,
+        }
+    }
+}
+
+/// One client's stream of events: SSE bytes as a [`Stream`], or [`Out`]s for other transports.
 pub struct ClientStream {
     hub: Arc<Hub>,
     channel: Arc<StreamChannel>,
     client_queue: usize,
-    preface: Option<Bytes>,
+    preface: bool,
+    /// A resync to send before anything else (a resume past what is kept).
+    first_resync: Option<Frame>,
     replay: VecDeque<Frame>,
     live: BroadcastStream<Frame>,
     control: BroadcastStream<()>,
@@ -251,6 +298,7 @@ pub struct ClientStream {
     ahead: bool,
     /// When the token it was opened with expires: the stream ends then.
     expires: Option<Pin<Box<tokio::time::Sleep>>>,
+    transport: Transport,
 }
 
 impl ClientStream {
@@ -267,16 +315,42 @@ impl ClientStream {
         self
     }
 
-    fn send(&mut self, frame: &Frame) -> Bytes {
+    /// Marks the stream as carried over `transport` (SSE unless told).
+    pub fn over(mut self, transport: Transport) -> Self {
+        let open = &self.hub.stats.streams_open;
+        open[self.transport as usize].fetch_sub(1, Ordering::Relaxed);
+        open[transport as usize].fetch_add(1, Ordering::Relaxed);
+        self.transport = transport;
+        self
+    }
+
+    /// The stream this client follows.
+    pub fn channel(&self) -> &Arc<StreamChannel> {
+        &self.channel
+    }
+
+    /// Whether the stream ended because its token expired.
+    pub fn expired(&self) -> bool {
+        self.done && self.expires.as_ref().is_some_and(|e| e.is_elapsed())
+    }
+
+    fn count_sent(&self) {
+        match self.transport {
+            Transport::Sse => self.hub.stats.events_sent.inc(),
+            Transport::WebSocket => self.hub.stats.ws_events_sent.inc(),
+        }
+    }
+
+    fn send(&mut self, frame: Frame) -> Out {
         self.last_sent = Some(frame.window);
         self.since_resync = self.since_resync.saturating_add(1);
-        self.hub.stats.events_sent.inc();
-        frame.event.clone()
+        self.count_sent();
+        Out::Window(frame)
     }
 
     /// The client fell behind: skip to the latest window, or close it when it keeps falling
     /// behind.
-    fn resync(&mut self) -> Option<Bytes> {
+    fn resync(&mut self) -> Option<Out> {
         if self.since_resync < self.client_queue {
             self.resyncs_in_a_row += 1;
         } else {
@@ -299,16 +373,13 @@ impl ClientStream {
         self.hub.stats.resyncs.inc();
         self.last_sent = Some(latest.window);
         self.since_resync = 0;
-        self.hub.stats.events_sent.inc();
-        Some(latest.resync())
+        self.count_sent();
+        Some(Out::Resync(latest))
     }
-}
 
-impl Stream for ClientStream {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+    /// The next thing to send; `None` once the stream has ended.
+    pub fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        let this = self;
         if this.done || this.hub.is_retired() {
             return Poll::Ready(None);
         }
@@ -319,11 +390,16 @@ impl Stream for ClientStream {
                 return Poll::Ready(None);
             }
         }
-        if let Some(preface) = this.preface.take() {
-            return Poll::Ready(Some(Ok(preface)));
+        if this.preface {
+            this.preface = false;
+            return Poll::Ready(Some(Out::Preface));
+        }
+        if let Some(latest) = this.first_resync.take() {
+            this.count_sent();
+            return Poll::Ready(Some(Out::Resync(latest)));
         }
         if let Some(frame) = this.replay.pop_front() {
-            return Poll::Ready(Some(Ok(this.send(&frame))));
+            return Poll::Ready(Some(this.send(frame)));
         }
         loop {
             match Pin::new(&mut this.live).poll_next(cx) {
@@ -335,17 +411,17 @@ impl Stream for ClientStream {
                             this.ahead = false;
                             this.last_sent = Some(frame.window);
                             this.hub.stats.resyncs.inc();
-                            this.hub.stats.events_sent.inc();
-                            return Poll::Ready(Some(Ok(frame.resync())));
+                            this.count_sent();
+                            return Poll::Ready(Some(Out::Resync(frame)));
                         }
                         continue;
                     }
                     this.ahead = false;
-                    return Poll::Ready(Some(Ok(this.send(&frame))));
+                    return Poll::Ready(Some(this.send(frame)));
                 }
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
                     match this.resync() {
-                        Some(bytes) => return Poll::Ready(Some(Ok(bytes))),
+                        Some(out) => return Poll::Ready(Some(out)),
                         None if this.done => return Poll::Ready(None),
                         None => continue,
                     }
@@ -358,15 +434,29 @@ impl Stream for ClientStream {
                     Poll::Ready(None)
                 }
                 // A keep-alive; one missed among many is no loss.
-                Poll::Ready(Some(_)) => Poll::Ready(Some(Ok(KEEP_ALIVE))),
+                Poll::Ready(Some(_)) => Poll::Ready(Some(Out::KeepAlive)),
             };
         }
+    }
+
+    /// The next thing to send; `None` once the stream has ended.
+    pub async fn next_out(&mut self) -> Option<Out> {
+        std::future::poll_fn(|cx| self.poll_out(cx)).await
+    }
+}
+
+impl Stream for ClientStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_out(cx).map(|out| out.map(|out| Ok(out.sse())))
     }
 }
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.hub.connected.fetch_sub(1, Ordering::Relaxed);
+        self.hub.stats.streams_open[self.transport as usize].fetch_sub(1, Ordering::Relaxed);
         self.channel.unfollow();
         if let Some(f) = self.on_close.take() {
             f();

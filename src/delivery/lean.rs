@@ -31,6 +31,8 @@ const MAX_HEAD: usize = 8192;
 pub enum Request {
     /// An event stream this module serves.
     Events(ClientStream),
+    /// A WebSocket this module serves: its stream and the `Sec-WebSocket-Accept` to answer.
+    WebSocket(ClientStream, String),
     /// Anything else, for hyper: the bytes read so far come first.
     Other(Bytes),
     /// A request refused here, answered and closed.
@@ -87,7 +89,8 @@ pub async fn classify(
                     return Ok(Request::Refused(pipelined()));
                 }
                 return Ok(match events_stream(&request, registry, auth) {
-                    Some(stream) => Request::Events(stream),
+                    Some((stream, None)) => Request::Events(stream),
+                    Some((stream, Some(accept))) => Request::WebSocket(stream, accept),
                     None => Request::Other(Bytes::from(head)),
                 });
             }
@@ -116,13 +119,13 @@ fn is_events_request(request: &httparse::Request<'_, '_>) -> bool {
     }
 }
 
-/// The stream, if [`events::open`] serves this request here; anything else (redirects and
-/// errors included) is left to the routes.
+/// The stream, if [`events::open`] serves this request here (with the upgrade's accept key
+/// for a WebSocket); anything else (redirects and errors included) is left to the routes.
 fn events_stream(
     request: &httparse::Request<'_, '_>,
     registry: &Arc<Registry>,
     auth: Option<&Auth>,
-) -> Option<ClientStream> {
+) -> Option<(ClientStream, Option<String>)> {
     // The first header, as warp reads it; one that is not text gets warp's error.
     let header = |name: &str| match request
         .headers
@@ -134,6 +137,13 @@ fn events_stream(
     };
     let last_event_id = header("last-event-id")?;
     let events = EventsRequest::parse(request.method?, request.path?, last_event_id)?;
+    let accept = match events.websocket {
+        true => {
+            let get = |name: &str| header(name).flatten();
+            Some(super::ws::accept_key(get).ok()?)
+        }
+        false => None,
+    };
     // A refusal is the routes' to answer (and count).
     let identity = match auth {
         Some(auth) if auth.guards_subscribers() => {
@@ -144,10 +154,13 @@ fn events_stream(
         _ => None,
     };
     match events::open(registry, &events) {
-        Opening::Here(stream) => Some(match identity {
-            Some(identity) => stream.until(crate::auth::deadline(&identity)),
-            None => stream,
-        }),
+        Opening::Here(stream) => Some((
+            match identity {
+                Some(identity) => stream.until(crate::auth::deadline(&identity)),
+                None => stream,
+            },
+            accept,
+        )),
         Opening::Elsewhere(_) | Opening::Refused(_) => None,
     }
 }

@@ -374,7 +374,7 @@ async fn classify_sent(sent: &Sent, registry: &Arc<Registry>) -> Outcome {
         )
     });
     let outcome = match classified {
-        Ok(Request::Events(_)) => Outcome::Events,
+        Ok(Request::Events(_) | Request::WebSocket(..)) => Outcome::Events,
         Ok(Request::Refused(refusal)) => Outcome::Refused(refusal.status),
         Ok(Request::Other(read)) => {
             let mut rest = Vec::new();

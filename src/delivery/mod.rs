@@ -1,4 +1,4 @@
-//! Delivery: windows to clients as Server-Sent Events.
+//! Delivery: windows to clients as Server-Sent Events, or WebSocket messages.
 //!
 //! ```text
 //! durable windows ─▶ broadcast to every worker ─▶ the first worker of each process publishes
@@ -13,6 +13,7 @@
 //! - [`events`]: what an event-stream request gets, and the head every stream starts with.
 //! - [`listing`]: `GET /streams`, the active streams and their viewers.
 //! - [`routes`]: the HTTP side; [`lean`]: event streams served without hyper's buffers.
+//! - [`ws`]: the WebSocket door to the same hubs (upgrade, messages, pings).
 //! - [`shared`]: what delivery asks of other processes serving the same tree.
 
 pub mod events;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod routes;
 pub mod shared;
 pub mod streams;
+pub mod ws;
 
 pub use frame::Frame;
 pub use hub::{Hub, HubSettings};

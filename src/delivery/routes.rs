@@ -90,6 +90,7 @@ pub fn routes(
                     },
                     query: Some(&query),
                     last_event_id: last.as_deref(),
+                    websocket: false,
                 };
                 let stream_id = request.stream_id().map_err(warp::reject::custom)?;
                 let identity = registration
@@ -105,8 +106,53 @@ pub fn routes(
                 }
             },
         );
+    // A WebSocket upgrade served here is one the socket path let through: its refusals, and
+    // an upgrade that was not a connection's first request.
+    let ws = warp::path!("clusters" / u32 / "subscribers" / u32 / "ws")
+        .and(warp::get())
+        .and(with_registry.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(presented())
+        .and(with_registration(&registration))
+        .and_then(
+            |cluster: u32,
+             subscriber: u32,
+             registry: Arc<Registry>,
+             headers: warp::http::HeaderMap,
+             query: String,
+             presented: Presented,
+             registration: Registration| async move {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                super::ws::accept_key(header).map_err(warp::reject::custom)?;
+                let request = EventsRequest {
+                    hub: HubId {
+                        cluster,
+                        subscriber,
+                    },
+                    query: Some(&query),
+                    last_event_id: None,
+                    websocket: true,
+                };
+                let stream_id = request.stream_id().map_err(warp::reject::custom)?;
+                registration
+                    .watcher(&presented, Some(stream_id.as_str()))
+                    .map_err(warp::reject::custom)?;
+                match events::open(&registry, &request) {
+                    Opening::Elsewhere(location) => Ok(redirect(&location)),
+                    Opening::Refused(e) => Err(warp::reject::custom(e)),
+                    Opening::Here(_) => Err(warp::reject::custom(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "websocket_not_first",
+                        "open a WebSocket as the first request of a new HTTP/1.1 connection",
+                    ))),
+                }
+            },
+        );
     register
         .or(release)
+        .unify()
+        .or(ws)
         .unify()
         .or(tree)
         .unify()

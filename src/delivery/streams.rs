@@ -24,7 +24,12 @@ pub struct StreamChannel {
     settings: HubSettings,
     state: Mutex<ChannelState>,
     viewers: AtomicUsize,
+    /// The newest window's WebSocket messages, made by its first WebSocket viewer for all.
+    ws_latest: Mutex<Option<(WindowId, WsMessages)>>,
 }
+
+/// A window's WebSocket messages (its leading corrections, then the window), shared.
+pub type WsMessages = Arc<[tokio_tungstenite::tungstenite::Utf8Bytes]>;
 
 struct ChannelState {
     retained: VecDeque<Frame>,
@@ -51,7 +56,27 @@ impl StreamChannel {
                 corrections: Vec::new(),
             }),
             viewers: AtomicUsize::new(0),
+            ws_latest: Mutex::new(None),
         }
+    }
+
+    /// `frame`'s WebSocket messages: made once for the newest window, whose live viewers all
+    /// ask for it; an older one (a resume) is made for the one viewer that asks.
+    pub fn ws_window(&self, frame: &Frame) -> WsMessages {
+        let mut latest = self.ws_latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((window, messages)) = latest.as_ref() {
+            if *window == frame.window {
+                return Arc::clone(messages);
+            }
+        }
+        let messages: WsMessages = frame.ws_messages(false).into();
+        if latest
+            .as_ref()
+            .is_none_or(|(window, _)| frame.window > *window)
+        {
+            *latest = Some((frame.window, Arc::clone(&messages)));
+        }
+        messages
     }
 
     fn state(&self) -> MutexGuard<'_, ChannelState> {

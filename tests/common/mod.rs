@@ -6,8 +6,10 @@
 pub mod browser;
 pub mod kafka;
 pub mod ports;
+pub mod slow;
 pub mod sse;
 pub mod wait;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;

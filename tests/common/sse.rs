@@ -32,6 +32,8 @@ pub struct Event {
 pub enum End {
     /// The server closed it.
     Closed,
+    /// The server closed a WebSocket with this close code and reason.
+    ClosedWith(u16, String),
     /// The connection failed.
     Failed(String),
     /// An event broke the contract; the follower stopped reading there.
@@ -86,18 +88,27 @@ impl Follower {
         B: AsRef<[u8]> + Send + 'static,
         E: Display + Send + 'static,
     {
+        let events = body.eventsource().map(|event| match event {
+            Err(e) => Err(End::Failed(e.to_string())),
+            Ok(event) => checked(event).map_err(End::Broken),
+        });
+        Follower::follow(url, headers, events)
+    }
+
+    /// Follows events already parsed (from another transport): the stream's end, or the
+    /// first `Err`, is how it ended.
+    pub fn follow<S>(url: &str, headers: HeaderMap, events: S) -> Follower
+    where
+        S: Stream<Item = Result<Event, End>> + Send + 'static,
+    {
         let (sink, log) = watch::channel(Log::default());
         let task = tokio::spawn(async move {
-            let mut events = std::pin::pin!(body.eventsource());
+            let mut events = std::pin::pin!(events);
             let end = loop {
-                let event = match events.next().await {
+                match events.next().await {
                     None => break End::Closed,
-                    Some(Err(e)) => break End::Failed(e.to_string()),
-                    Some(Ok(event)) => event,
-                };
-                match checked(event) {
-                    Ok(event) => sink.send_modify(|log| log.events.push(event)),
-                    Err(broken) => break End::Broken(broken),
+                    Some(Err(end)) => break end,
+                    Some(Ok(event)) => sink.send_modify(|log| log.events.push(event)),
                 }
             };
             sink.send_modify(|log| log.end = Some(end));

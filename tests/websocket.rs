@@ -1,0 +1,401 @@
+//! WebSocket delivery from the outside, with a real WebSocket client (`tokio-tungstenite`):
+//! the same windows as SSE on the same subscriber, resume with `last_event_id`, a client that
+//! stops reading resynced without delaying the others, pings, client messages, and malformed
+//! upgrades answered with a clear 400.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::slow::{last_window, post_many_emojis, Pausable, Pause};
+use common::sse::End;
+use common::ws::{self, ws_url};
+use common::{batch, post_batch, register, start, wait_for_total, wait_until, Follower, PATIENCE};
+use emostream::system::System;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The value of the sample `sample` (`name{labels}`) in `/metrics`.
+async fn metric(system: &System, sample: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", system.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_sse_clients_of_one_subscriber_receive_the_same_exact_windows() {
+    let (system, seen) = start(&["--clusters", "1", "--subscribers", "1"]).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", system.http_addr);
+    let sse_client = register(&http, &base, None).await;
+    let ws_client = register(&http, &base, None).await;
+    let other_stream = register(&http, &base, Some("match-7")).await;
+    assert_eq!(sse_client["subscriber"], ws_client["subscriber"]);
+    let sse = Follower::open(&http, sse_client["events_url"].as_str().unwrap(), None).await;
+    let socket = ws::open(
+        &ws_url(ws_client["events_url"].as_str().unwrap(), None),
+        &[],
+    )
+    .await;
+    let other = ws::open(
+        &ws_url(other_stream["events_url"].as_str().unwrap(), None),
+        &[],
+    )
+    .await;
+
+    post_batch(&system, &batch("fan", "🔥", 30)).await;
+    let mut match_reactions = batch("m", "😂", 4);
+    for r in &mut match_reactions {
+        r["stream_id"] = "match-7".into();
+    }
+    post_batch(&system, &match_reactions).await;
+    wait_for_total(&system, &seen, 34).await;
+    let last = common::of_stream(&seen.lock().unwrap(), "default")
+        .last()
+        .unwrap()
+        .window;
+    sse.wait_for_window(last).await;
+    socket.wait_for_window(last).await;
+
+    // Every window both received is the same window, and both counted the 30 exactly.
+    let by_id = |f: &Follower| {
+        f.windows()
+            .into_iter()
+            .map(|w| (w.window, w))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (over_sse, over_ws) = (by_id(&sse), by_id(&socket));
+    let common_ids: Vec<_> = over_ws
+        .keys()
+        .filter(|k| over_sse.contains_key(k))
+        .collect();
+    assert!(!common_ids.is_empty());
+    for id in common_ids {
+        assert_eq!(over_sse[id], over_ws[id], "window {id}");
+    }
+    for follower in [&sse, &socket] {
+        let counted: u64 = follower.windows().iter().map(|w| w.total).sum();
+        assert_eq!(counted, 30, "{}", follower.url);
+        assert!(follower
+            .windows()
+            .iter()
+            .all(|w| w.stream_id.as_str() == "default"));
+        let ids = follower.ids();
+        assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
+    }
+    // The other stream's client has only its stream's windows.
+    other
+        .wait_until("match-7's 4", PATIENCE, |events| {
+            events.iter().map(|e| e.summary.total).sum::<u64>() == 4
+        })
+        .await;
+    assert!(other
+        .windows()
+        .iter()
+        .all(|w| w.stream_id.as_str() == "match-7"));
+
+    assert_eq!(
+        metric(&system, "emostream_event_streams_open{transport=\"ws\"}").await,
+        2.0
+    );
+    assert_eq!(
+        metric(&system, "emostream_event_streams_open{transport=\"sse\"}").await,
+        1.0
+    );
+    let sent_ws = metric(&system, "emostream_events_sent_total{transport=\"ws\"}").await;
+    assert!(
+        sent_ws >= (socket.ids().len() + other.ids().len()) as f64,
+        "{sent_ws}"
+    );
+    socket.close().await;
+    other.close().await;
+    sse.close().await;
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_resumes_after_last_event_id_with_no_gap_and_no_repeat() {
+    let (system, _seen) = start(&["--window-ms", "200", "--lateness-ms", "100"]).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", system.http_addr);
+    let client = register(&http, &base, None).await;
+    let events_url = client["events_url"].as_str().unwrap().to_owned();
+    post_batch(&system, &batch("r", "👏", 3)).await;
+    let first = ws::open(&ws_url(&events_url, None), &[]).await;
+    first.wait_for_ids(6).await;
+    let ids = first.ids();
+    let seen_first = first.windows();
+    first.close().await;
+    let resume_after = ids[2];
+
+    let resumed = ws::open(&ws_url(&events_url, Some(resume_after)), &[]).await;
+    resumed.wait_for_ids(5).await;
+    let again = resumed.ids();
+    assert_eq!(
+        again[0],
+        resume_after + 1,
+        "resumed right after {resume_after}: {again:?}"
+    );
+    assert!(again.windows(2).all(|p| p[1] == p[0] + 1), "{again:?}");
+    // The windows both saw are the same windows.
+    for b in resumed.windows() {
+        if let Some(a) = seen_first.iter().find(|a| a.window == b.window) {
+            assert_eq!(*a, b);
+        }
+    }
+    resumed.close().await;
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_stops_reading_is_resynced_and_does_not_delay_the_others() {
+    let (system, seen) = start(&[
+        "--window-ms",
+        "200",
+        "--lateness-ms",
+        "100",
+        "--client-queue",
+        "8",
+        // The pause is longer than the default write timeout and the keep-alive, which would
+        // close the client instead (tested below).
+        "--write-timeout-ms",
+        "120000",
+        "--keep-alive-secs",
+        "600",
+    ])
+    .await;
+    let url = format!("ws://{}/clusters/0/subscribers/0/ws", system.http_addr);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&system.http_addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let pause = Arc::new(Pause::default());
+    let stream = Pausable {
+        inner: tokio::net::TcpStream::from_std(socket.into()).unwrap(),
+        pause: Arc::clone(&pause),
+    };
+    let (slow, response) = tokio_tungstenite::client_async(&url, stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    pause.set(true);
+    let reader = ws::open(&url, &[]).await;
+
+    wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
+    let until = last_window(&seen).unwrap() + 60;
+    let give_up = Instant::now() + 2 * PATIENCE;
+    while last_window(&seen).is_none_or(|w| w < until) {
+        assert!(
+            Instant::now() < give_up,
+            "windows stopped at {:?}",
+            last_window(&seen)
+        );
+        post_many_emojis(&system, 5000).await;
+        // Paces the load: a few large batches per window keep every window large.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pause.set(false);
+    let resumed = Follower::follow(
+        &url,
+        Default::default(),
+        slow.filter_map(|m| async move {
+            match m {
+                Ok(Message::Text(text)) => {
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                    Some(Ok(common::sse::Event {
+                        kind: v["event"].as_str().unwrap().to_owned(),
+                        id: v["data"]["window"].as_u64().unwrap(),
+                        summary: serde_json::from_value(v["data"].clone()).unwrap(),
+                    }))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(End::Failed(e.to_string()))),
+            }
+        }),
+    );
+    resumed
+        .wait_until(
+            "a resync, then a live window",
+            Duration::from_secs(20),
+            |events| {
+                events.iter().any(|e| e.kind == "resync")
+                    && events.last().is_some_and(|e| e.kind != "resync")
+            },
+        )
+        .await;
+    let ids = resumed.ids();
+    assert!(
+        ids.windows(2).all(|p| p[1] > p[0]),
+        "ids only move forward: {ids:?}"
+    );
+    resumed.close().await;
+    // Meanwhile the reading client got every window, and never a resync.
+    let last = last_window(&seen).unwrap();
+    reader.wait_for_window(last).await;
+    let ids = reader.ids();
+    assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
+    assert!(reader.kinds().iter().all(|k| k == "window"));
+    reader.close().await;
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_by_readers_and_close_clients_that_do_not_answer() {
+    let (system, _seen) = start(&["--keep-alive-secs", "1"]).await;
+    let url = format!("ws://{}/clusters/0/subscribers/0/ws", system.http_addr);
+    post_batch(&system, &batch("p", "🎉", 2)).await;
+
+    // A reader: its client answers pings, so it stays; its text messages are ignored.
+    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    reader.send(Message::text("hello")).await.unwrap();
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline.into(), reader.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("the stream ended: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(pings >= 2, "{pings} pings in 3.5 s at a 1 s keep-alive");
+
+    // A message too large for a client to have any reason to send: 1009.
+    reader
+        .send(Message::text("x".repeat(10_000)))
+        .await
+        .unwrap();
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, reader.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1009);
+
+    // A client that does not read cannot answer: closed at the next keep-alive, 1008.
+    let socket = tokio::net::TcpStream::connect(system.http_addr)
+        .await
+        .unwrap();
+    let pause = Arc::new(Pause::default());
+    let stream = Pausable {
+        inner: socket,
+        pause: Arc::clone(&pause),
+    };
+    let (mut silent, _) = tokio_tungstenite::client_async(&url, stream).await.unwrap();
+    pause.set(true);
+    common::poll_until("the silent client closed", PATIENCE, || async {
+        match metric(&system, "emostream_ws_unanswered_pings_total").await {
+            n if n >= 1.0 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    pause.set(false);
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, silent.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+
+    assert_eq!(
+        metric(&system, "emostream_ws_unanswered_pings_total").await,
+        1.0,
+        "the reader answered every ping"
+    );
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_upgrade_gets_a_clear_400() {
+    let (system, _seen) = start(&[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/clusters/0/subscribers/0/ws", system.http_addr);
+    let upgrade = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let with = |drop: Option<&str>, change: Option<(&'static str, &'static str)>| {
+        let mut request = http.get(&url);
+        for (name, value) in upgrade {
+            if Some(name) == drop {
+                continue;
+            }
+            let value = match change {
+                Some((n, v)) if n == name => v,
+                _ => value,
+            };
+            request = request.header(name, value);
+        }
+        request
+    };
+    for (what, request, says) in [
+        ("a plain GET", http.get(&url), "Upgrade: websocket"),
+        (
+            "no Connection",
+            with(Some("connection"), None),
+            "Connection: Upgrade",
+        ),
+        (
+            "version 8",
+            with(None, Some(("sec-websocket-version", "8"))),
+            "13",
+        ),
+        (
+            "no key",
+            with(Some("sec-websocket-key"), None),
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "a short key",
+            with(None, Some(("sec-websocket-key", "c2hvcnQ="))),
+            "16 random bytes",
+        ),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_websocket_upgrade", "{what}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(says),
+            "{what}: {body}"
+        );
+    }
+    for (path, status, code) in [
+        (
+            "/clusters/0/subscribers/0/ws?stream_id=no%20spaces",
+            400,
+            "invalid_stream_id",
+        ),
+        (
+            "/clusters/0/subscribers/0/ws?last_event_id=soon",
+            400,
+            "invalid_last_event_id",
+        ),
+        ("/clusters/0/subscribers/99/ws", 404, "unknown_subscriber"),
+    ] {
+        let mut request = http.get(format!("http://{}{path}", system.http_addr));
+        for (name, value) in upgrade {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{path}");
+    }
+    system.shutdown().await.unwrap();
+}
