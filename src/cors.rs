@@ -97,7 +97,7 @@ impl Cors {
         let origin = origin?;
         let mut response = match policy {
             Policy::Open => {
-                let mut r = preflight_allowed("GET", "last-event-id");
+                let mut r = preflight_allowed("GET", "last-event-id, authorization");
                 r.headers_mut().insert(
                     header::ACCESS_CONTROL_ALLOW_ORIGIN,
                     HeaderValue::from_static("*"),
@@ -105,7 +105,7 @@ impl Cors {
                 r
             }
             Policy::Listed if self.allows(origin) => {
-                let mut r = preflight_allowed("POST, DELETE", "content-type");
+                let mut r = preflight_allowed("POST, DELETE", "content-type, authorization");
                 self.let_read(Some(origin), &mut r);
                 r
             }
@@ -143,7 +143,7 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("location, retry-after"),
+                HeaderValue::from_static("location, retry-after, www-authenticate"),
             );
         }
     }
@@ -207,10 +207,18 @@ mod tests {
             allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://live.example"
         );
-        assert!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        let allowed_headers = allowed.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
             .to_str()
-            .unwrap()
-            .contains("content-type"));
+            .unwrap();
+        // A page of a listed origin sends its token in Authorization.
+        assert!(
+            allowed_headers.contains("content-type"),
+            "{allowed_headers}"
+        );
+        assert!(
+            allowed_headers.contains("authorization"),
+            "{allowed_headers}"
+        );
         for path in ["/emoji", "/emoji/batch", "/clients", "/clients/abc"] {
             let refused = c
                 .answer_preflight(path, Some("https://evil.example"))

@@ -66,7 +66,15 @@ pub fn route(metrics: Metrics) -> BoxedFilter<(Response,)> {
                     Format::OpenMetrics => text,
                     Format::Text => crate::metrics_format::to_text_0_0_4(&text),
                 };
-                warp::reply::with_header(text, CONTENT_TYPE, format.content_type()).into_response()
+                let mut response =
+                    warp::reply::with_header(text, CONTENT_TYPE, format.content_type())
+                        .into_response();
+                // The format depends on Accept: a cache must not serve one scraper's to another.
+                response.headers_mut().insert(
+                    warp::http::header::VARY,
+                    warp::http::HeaderValue::from_static("accept"),
+                );
+                response
             }
             Err(_) => crate::http_error::ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

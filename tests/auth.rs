@@ -355,6 +355,84 @@ async fn the_rate_limit_counts_per_sub_and_listings_stay_public_without_auth_sub
     system.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audience_and_issuer_are_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "secret", SECRET);
+    let (system, _seen) = start(&[
+        "--auth-hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--auth-audience",
+        "emostream",
+        "--auth-issuer",
+        "https://id.example",
+    ])
+    .await;
+    let with = |aud: Option<&str>, iss: Option<&str>| {
+        let mut c = claims("hal", Value::Null);
+        if let Some(aud) = aud {
+            c["aud"] = json!(aud);
+        }
+        if let Some(iss) = iss {
+            c["iss"] = json!(iss);
+        }
+        hs256(SECRET, &c)
+    };
+    let good = with(Some("emostream"), Some("https://id.example"));
+    assert_accepted(
+        "aud and iss as configured",
+        post(&system, &bearer(&good), &reaction(None, None)).await,
+    );
+    for (what, token) in [
+        ("no aud", with(None, Some("https://id.example"))),
+        (
+            "another aud",
+            with(Some("billing"), Some("https://id.example")),
+        ),
+        ("no iss", with(Some("emostream"), None)),
+        (
+            "another iss",
+            with(Some("emostream"), Some("https://evil.example")),
+        ),
+        (
+            "a sub that is no user id",
+            hs256(
+                SECRET,
+                &json!({"sub": " ", "exp": now() + 600, "aud": "emostream", "iss": "https://id.example"}),
+            ),
+        ),
+    ] {
+        assert_unauthorized(
+            what,
+            post(&system, &bearer(&token), &reaction(None, None)).await,
+        );
+    }
+    assert_eq!(
+        metric(&system, "emostream_auth_refused_total{reason=\"claims\"}").await,
+        5.0
+    );
+    // A token too long to be one is refused before any check.
+    let (_, body, _) = post(&system, &bearer(&"a".repeat(10_000)), &reaction(None, None)).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("longer"),
+        "{body}"
+    );
+    // A proxy's Basic credentials are not a token: the cookie beside them is.
+    assert_accepted(
+        "Basic header and a token cookie",
+        post(
+            &system,
+            &[
+                ("authorization", "Basic cHJveHk6cHc=".into()),
+                ("cookie", format!("emostream_token={good}")),
+            ],
+            &reaction(None, None),
+        )
+        .await,
+    );
+    system.shutdown().await.unwrap();
+}
+
 /// A JWK set of an RSA, an EC and an Ed25519 key, each with its `kid`.
 fn jwks() -> (JwkSet, [(Algorithm, &'static str, EncodingKey); 3]) {
     let keys = [
@@ -559,7 +637,50 @@ async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_
         None,
     )
     .await;
+    // The WebSocket door: the same rule, header or cookie, and the same end at expiry.
+    let ws_url = common::ws::ws_url(&events_url, None);
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("a WebSocket without a token: {:?}", other.map(|(_, r)| r)),
+    }
+    let forbidden_ws = common::ws::ws_url(&forbidden_url, None);
+    let bearer_header = format!("Bearer {viewer_token}");
+    match tokio_tungstenite::connect_async({
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = forbidden_ws.as_str().into_client_request().unwrap();
+        r.headers_mut()
+            .insert("authorization", bearer_header.parse().unwrap());
+        r
+    })
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!(
+            "a WebSocket of a forbidden stream: {:?}",
+            other.map(|(_, r)| r)
+        ),
+    }
+    let ws_by_header = common::ws::open(&ws_url, &[("authorization", &bearer_header)]).await;
+    let cookie = format!("emostream_token={viewer_token}");
+    let ws_by_cookie = common::ws::open(&ws_url, &[("cookie", &cookie)]).await;
+    let short_bearer = format!("Bearer {short}");
+    let ws_brief = common::ws::open(&ws_url, &[("authorization", &short_bearer)]).await;
+
     brief.wait_ended(Duration::from_secs(15)).await;
+    ws_brief.wait_ended(Duration::from_secs(15)).await;
+    assert_eq!(
+        ws_brief.end(),
+        Some(common::sse::End::ClosedWith(
+            4001,
+            "the token expired: reconnect with a fresh one".into()
+        ))
+    );
+    assert!(ws_by_header.end().is_none());
+    assert!(ws_by_cookie.end().is_none());
     assert!(
         by_header.end().is_none(),
         "a valid token's stream stays open"
@@ -570,7 +691,7 @@ async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_
     );
     assert_eq!(
         metric(&system, "emostream_streams_expired_total").await,
-        1.0
+        2.0
     );
     // And its token opens nothing more.
     let response = client_with(AUTHORIZATION, format!("Bearer {short}"))

@@ -76,7 +76,9 @@ pub use dataflow::{
     window_summaries, Settings, SettingsError, DEFAULT_CORRECTION_HORIZON_MS, DEFAULT_IDLE_WINDOWS,
 };
 pub use emoji::Emoji;
-pub use reaction::{parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction};
+pub use reaction::{
+    check_user_id, parse_reaction, Field, InvalidReaction, MissingTimestamp, Reaction,
+};
 pub use route::{hub_owner, HubId, Topology};
 pub use scale::ScaleRule;
 pub use stream::StreamId;

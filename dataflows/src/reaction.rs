@@ -269,7 +269,9 @@ fn is_invisible(c: char) -> bool {
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
-fn check_user_id(user_id: &str) -> Result<(), InvalidReaction> {
+/// Whether `user_id` is a valid user id (printable, 1 to the longest allowed characters): the
+/// rule of the `user_id` field, for ids that come from elsewhere (a token's `sub`).
+pub fn check_user_id(user_id: &str) -> Result<(), InvalidReaction> {
     let mut chars = 0;
     for c in user_id.chars() {
         if c.is_control() {

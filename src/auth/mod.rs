@@ -109,19 +109,26 @@ impl Presented {
         }
     }
 
-    /// The token: the header's, else the cookie's.
+    /// The token: a `Bearer` header's, else the cookie's. Another scheme (a proxy's Basic
+    /// credentials, say) is not a token, so the cookie still counts beside it.
     fn token(&self) -> Result<&str, (Reason, &'static str)> {
-        match self.authorization.as_deref() {
-            Some(value) => match value.split_once(' ') {
+        let bearer = self
+            .authorization
+            .as_deref()
+            .map(|value| match value.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    Ok(token.trim())
+                    Some(token.trim())
                 }
-                _ => Err((
-                    Reason::Malformed,
-                    "the Authorization header must be `Bearer <token>`",
-                )),
-            },
-            None => self.cookie.as_deref().ok_or((
+                _ => None,
+            });
+        match (bearer, self.cookie.as_deref()) {
+            (Some(Some(token)), _) => Ok(token),
+            (_, Some(cookie)) => Ok(cookie),
+            (Some(None), None) => Err((
+                Reason::Malformed,
+                "the Authorization header must be `Bearer <token>`",
+            )),
+            (None, None) => Err((
                 Reason::Missing,
                 "a token is required: send Authorization: Bearer <token> or the emostream_token cookie",
             )),
@@ -137,13 +144,24 @@ fn token_cookie(header: &str) -> Option<&str> {
     })
 }
 
+/// A header as text; one that is not (a browser's raw UTF-8 cookie of another app on the same
+/// host) is taken as absent, so it cannot break a request that needs no token.
+fn lenient(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::optional::<String>(name)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
 /// The `Authorization` header and the token cookie of a request.
-pub fn presented() -> impl Filter<Extract = (Presented,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("cookie"))
-        .map(|authorization: Option<String>, cookie: Option<String>| {
+pub fn presented() -> impl Filter<Extract = (Presented,), Error = std::convert::Infallible> + Clone
+{
+    lenient("authorization").and(lenient("cookie")).map(
+        |authorization: Option<String>, cookie: Option<String>| {
             Presented::from_headers(authorization.as_deref(), cookie.as_deref())
-        })
+        },
+    )
 }
 
 /// Checks tokens, counts refusals.
@@ -186,6 +204,11 @@ impl Auth {
     /// The verifier (to reload its keys).
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// When a stream opened with `identity` ends.
+    pub fn deadline(&self, identity: &Identity) -> Instant {
+        deadline(identity, self.verifier.leeway_secs())
     }
 
     /// The identity the request's token proves.
@@ -288,11 +311,20 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// When a stream opened with `identity` ends: at its token's expiry.
-pub fn deadline(identity: &Identity) -> Instant {
-    let left = identity.expires_at.saturating_sub(now_secs());
+/// The longest an event stream may be open on one token: a bound, so an `exp` far in the
+/// future cannot overflow the clock.
+const LONGEST_STREAM_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// When a stream opened with `identity` ends: when its token stops being accepted (its expiry
+/// and the leeway), so a reconnect with the same token is refused rather than given a stream
+/// that ends at once.
+pub fn deadline(identity: &Identity, leeway_secs: u64) -> Instant {
+    let left = identity
+        .expires_at
+        .saturating_add(leeway_secs)
+        .saturating_sub(now_secs());
     // A second more, so a client never sees its stream end before its token has.
-    Instant::now() + Duration::from_secs(left.saturating_add(1))
+    Instant::now() + Duration::from_secs(left.saturating_add(1).min(LONGEST_STREAM_SECS))
 }
 
 /// Reloads the key file on every SIGHUP, for key rotation without a restart.
@@ -324,6 +356,12 @@ mod tests {
         let p = Presented::from_headers(Some("bearer  xyz"), None);
         assert_eq!(p.token(), Ok("xyz"));
         let p = Presented::from_headers(Some("Basic dTpw"), Some("emostream_token=def"));
+        assert_eq!(
+            p.token(),
+            Ok("def"),
+            "a proxy's Basic credentials are not a token"
+        );
+        let p = Presented::from_headers(Some("Basic dTpw"), None);
         assert_eq!(p.token().map_err(|e| e.0), Err(Reason::Malformed));
         let p = Presented::from_headers(None, Some("other=1"));
         assert_eq!(p.token().map_err(|e| e.0), Err(Reason::Missing));

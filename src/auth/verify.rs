@@ -16,6 +16,9 @@ use super::Reason;
 /// Tokens remembered at most; past this the expired ones go, then all.
 pub const MAX_REMEMBERED: usize = 65_536;
 
+/// The longest token checked: a JWT of a user and a few stream patterns is a few hundred bytes.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
 /// How tokens are checked.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -49,8 +52,27 @@ impl Refused {
 pub struct Verifier {
     file: KeyFile,
     rules: Rules,
-    keys: RwLock<Arc<Keys>>,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+/// The keys of one load, and the tokens verified with them: a reload replaces both at once,
+/// so a check that began before it cannot remember its token in the new set.
+struct KeySet {
+    keys: Keys,
     remembered: Mutex<HashMap<Box<str>, Arc<Identity>>>,
+}
+
+impl KeySet {
+    fn new(keys: Keys) -> Arc<KeySet> {
+        Arc::new(KeySet {
+            keys,
+            remembered: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Identity>>> {
+        self.remembered.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -68,8 +90,7 @@ impl Verifier {
         Ok(Verifier {
             file,
             rules,
-            keys: RwLock::new(Arc::new(keys)),
-            remembered: Mutex::new(HashMap::new()),
+            keys: RwLock::new(KeySet::new(keys)),
         })
     }
 
@@ -78,11 +99,7 @@ impl Verifier {
     pub fn reload(&self) -> Result<usize, KeyError> {
         let keys = Keys::load(&self.file)?;
         let n = keys.len();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
-        self.remembered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = KeySet::new(keys);
         Ok(n)
     }
 
@@ -93,20 +110,22 @@ impl Verifier {
 
     /// The identity `token` proves, at `now` (seconds since the Unix epoch).
     pub fn verify(&self, token: &str, now: u64) -> Result<Arc<Identity>, Refused> {
-        let hit = self
-            .remembered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            .cloned();
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Refused::new(
+                Reason::Malformed,
+                format!("the token is longer than {MAX_TOKEN_BYTES} bytes"),
+            ));
+        }
+        let set = Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
+        let hit = set.remembered().get(token).cloned();
         if let Some(identity) = hit {
             if identity.expires_at.saturating_add(self.rules.leeway_secs) < now {
                 return Err(Refused::new(Reason::Expired, "the token has expired"));
             }
             return Ok(identity);
         }
-        let identity = Arc::new(self.check(token, now)?);
-        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = Arc::new(self.check(&set.keys, token, now)?);
+        let mut remembered = set.remembered();
         if remembered.len() >= MAX_REMEMBERED {
             let leeway = self.rules.leeway_secs;
             remembered.retain(|_, id| id.expires_at.saturating_add(leeway) >= now);
@@ -118,14 +137,18 @@ impl Verifier {
         Ok(identity)
     }
 
-    fn check(&self, token: &str, now: u64) -> Result<Identity, Refused> {
+    /// Seconds of clock difference allowed.
+    pub fn leeway_secs(&self) -> u64 {
+        self.rules.leeway_secs
+    }
+
+    fn check(&self, keys: &Keys, token: &str, now: u64) -> Result<Identity, Refused> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             Refused::new(
                 Reason::Malformed,
                 format!("the token is not a signed JWT: {}", describe(e.kind())),
             )
         })?;
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
         let key = keys
             .for_kid(header.kid.as_deref())
             .map_err(|e| Refused::new(Reason::UnknownKey, e.to_string()))?;
@@ -141,7 +164,16 @@ impl Verifier {
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.rules.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud` and `iss` only when present: required when configured, a
+        // token without them would pass.
+        let mut required = vec!["exp", "sub"];
+        if self.rules.audience.is_some() {
+            required.push("aud");
+        }
+        if self.rules.issuer.is_some() {
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.rules.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -161,8 +193,11 @@ impl Verifier {
                 "the token was issued in the future (iat); check the issuer's clock",
             ));
         }
-        if claims.sub.is_empty() {
-            return Err(Refused::new(Reason::Claims, "the token's sub is empty"));
+        if let Err(e) = dataflows::check_user_id(&claims.sub) {
+            return Err(Refused::new(
+                Reason::Claims,
+                format!("the token's sub {}: it is the user id", e.message),
+            ));
         }
         Ok(Identity::new(claims))
     }

@@ -156,7 +156,10 @@ fn events_stream(
     match events::open(registry, &events) {
         Opening::Here(stream) => Some((
             match identity {
-                Some(identity) => stream.until(crate::auth::deadline(&identity)),
+                Some(identity) => match auth {
+                    Some(auth) => stream.until(auth.deadline(&identity)),
+                    None => stream,
+                },
                 None => stream,
             },
             accept,

@@ -97,10 +97,12 @@ pub fn routes(
                     .watcher(&presented, Some(stream_id.as_str()))
                     .map_err(warp::reject::custom)?;
                 match events::open(&registry, &request) {
-                    Opening::Here(stream) => Ok(sse_response(match identity {
-                        Some(identity) => stream.until(crate::auth::deadline(&identity)),
-                        None => stream,
-                    })),
+                    Opening::Here(stream) => Ok(sse_response(
+                        match (identity, registration.auth.as_deref()) {
+                            (Some(identity), Some(auth)) => stream.until(auth.deadline(&identity)),
+                            _ => stream,
+                        },
+                    )),
                     Opening::Elsewhere(location) => Ok(redirect(&location)),
                     Opening::Refused(e) => Err(warp::reject::custom(e)),
                 }
