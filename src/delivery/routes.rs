@@ -125,8 +125,6 @@ pub fn routes(
              query: String,
              presented: Presented,
              registration: Registration| async move {
-                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-                super::ws::accept_key(header).map_err(warp::reject::custom)?;
                 let request = EventsRequest {
                     hub: HubId {
                         cluster,
@@ -140,6 +138,8 @@ pub fn routes(
                 registration
                     .watcher(&presented, Some(stream_id.as_str()))
                     .map_err(warp::reject::custom)?;
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                super::ws::accept_key(header).map_err(warp::reject::custom)?;
                 match events::open(&registry, &request) {
                     Opening::Elsewhere(location) => Ok(redirect(&location)),
                     Opening::Refused(e) => Err(warp::reject::custom(e)),
