@@ -390,6 +390,46 @@ async fn load_with_late_reactions_finds_every_final_revision_exact() {
     );
     assert!(system.stats.corrected.get() > 0, "{text}");
     assert_eq!(system.stats.late.get(), 0, "{text}");
+
+    system.shutdown().await.unwrap();
+}
+
+/// The same over the WebSocket door (`--transport ws`): the same ledger, the same exactness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_over_websocket_finds_every_final_revision_exact() {
+    let (system, _seen) = start(&["--window-ms", "1000"]).await;
+    let target = format!("http://{}", system.http_addr);
+    let report = emostream::load::load(&load_args(
+        &target,
+        &[
+            "--rate",
+            "400",
+            "--duration",
+            "4",
+            "--batch",
+            "10",
+            "--streams",
+            "2",
+            "--sse-clients",
+            "3",
+            "--late-fraction",
+            "0.05",
+            "--late-by-ms",
+            "3000",
+            "--transport",
+            "ws",
+        ],
+    ))
+    .await
+    .unwrap();
+    let text = report.to_text();
+    assert!(report.exact, "{text}");
+    assert!(report.corrections > 0, "{text}");
+    assert!(report.check.deliveries > 0, "{text}");
+    assert!(
+        system.stats.ws_events_sent.get() > 0 && system.stats.events_sent.get() == 0,
+        "the clients followed over WebSocket, not SSE: {text}"
+    );
     system.shutdown().await.unwrap();
 }
 

@@ -1,6 +1,6 @@
-//! The load generator's SSE clients: each registers with `POST /clients`, follows its events
-//! URL with an SSE parser, reconnects with `Last-Event-ID` when the stream ends, and keeps
-//! every window it receives.
+//! The load generator's clients: each registers with `POST /clients`, follows its events URL
+//! with an SSE parser (or the subscriber's WebSocket, `--transport ws`), reconnects after the
+//! last window it received when the stream ends, and keeps every window it receives.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dataflows::wall_clock_ms;
 use eventsource_stream::Eventsource;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -112,6 +113,83 @@ pub struct FollowStats {
     pub reconnects: AtomicU64,
 }
 
+/// How a client follows its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Server-Sent Events (`.../events`).
+    Sse,
+    /// WebSocket messages (`.../ws`).
+    Ws,
+}
+
+/// One event: its kind, its id (empty for a correction) and its window.
+type Received = (String, String, WindowData);
+
+/// Opens the stream after `last_id`; `Err` says why it did not open.
+async fn open(
+    client: &reqwest::Client,
+    transport: Transport,
+    events_url: &str,
+    last_id: Option<&str>,
+) -> Result<BoxStream<'static, Received>, String> {
+    match transport {
+        Transport::Sse => {
+            let mut request = client.get(events_url).header("accept", "text/event-stream");
+            if let Some(id) = last_id {
+                request = request.header("last-event-id", id);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("GET {events_url}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("GET {events_url} answered {}", response.status()));
+            }
+            Ok(response
+                .bytes_stream()
+                .eventsource()
+                .take_while(|event| std::future::ready(event.is_ok()))
+                .filter_map(|event| async move {
+                    let event = event.ok()?;
+                    let data = serde_json::from_str::<WindowData>(&event.data).ok()?;
+                    Some((event.event, event.id, data))
+                })
+                .boxed())
+        }
+        Transport::Ws => {
+            let mut url = events_url
+                .replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1)
+                .replacen("/events", "/ws", 1);
+            if let Some(id) = last_id {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("last_event_id={id}"));
+            }
+            let (socket, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .map_err(|e| format!("WebSocket {url}: {e}"))?;
+            Ok(socket
+                .take_while(|message| std::future::ready(message.is_ok()))
+                .filter_map(|message| async move {
+                    let Ok(tokio_tungstenite::tungstenite::Message::Text(text)) = message else {
+                        return None;
+                    };
+                    let event: WsEvent = serde_json::from_str(text.as_str()).ok()?;
+                    Some((event.event, event.id.unwrap_or_default(), event.data))
+                })
+                .boxed())
+        }
+    }
+}
+
+/// A WebSocket message.
+#[derive(Deserialize)]
+struct WsEvent {
+    event: String,
+    id: Option<String>,
+    data: WindowData,
+}
+
 #[derive(Deserialize)]
 struct WindowData {
     /// Absent from a server before streams: its one stream is the default.
@@ -134,8 +212,10 @@ struct EmojiData {
 
 /// Follows `registration`'s events (for stream `followed`) until `stop` turns true; sends
 /// `()` on `connected` when the first stream opens.
+#[allow(clippy::too_many_arguments)] // each is one part of a follower, named at the call
 pub async fn follow(
     client: reqwest::Client,
+    transport: Transport,
     registration: Registration,
     followed: String,
     inbox: Arc<Mutex<Inbox>>,
@@ -146,45 +226,35 @@ pub async fn follow(
     let mut last_id: Option<String> = None;
     let mut first = true;
     loop {
-        let mut request = client
-            .get(&registration.events_url)
-            .header("accept", "text/event-stream");
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id);
-        }
         let opened = tokio::select! {
-            r = request.send() => r,
+            r = open(&client, transport, &registration.events_url, last_id.as_deref()) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         match opened {
-            Ok(response) if response.status().is_success() => {
+            Ok(mut events) => {
                 if first {
                     first = false;
                     let _ = connected.send(Ok(())).await;
                 }
-                let mut events = response.bytes_stream().eventsource();
                 loop {
                     let event = tokio::select! {
                         e = events.next() => e,
                         _ = stop.wait_for(|s| *s) => return,
                     };
-                    let Some(Ok(event)) = event else { break };
-                    let resync = event.event == "resync";
-                    let correction = event.event == "correction";
-                    if event.event != "window" && !resync && !correction {
+                    let Some((kind, id, data)) = event else { break };
+                    let resync = kind == "resync";
+                    let correction = kind == "correction";
+                    if kind != "window" && !resync && !correction {
                         continue;
                     }
-                    let Ok(data) = serde_json::from_str::<WindowData>(&event.data) else {
-                        continue;
-                    };
                     let stream_id = data
                         .stream_id
                         .as_deref()
                         .unwrap_or(dataflows::StreamId::DEFAULT);
                     // Ids count per stream: another stream's would resume this one wrongly. A
-                    // correction has no id (the parser repeats the last one).
-                    if !event.id.is_empty() && stream_id == followed && !correction {
-                        last_id = Some(event.id.clone());
+                    // correction has no id (the SSE parser repeats the last one).
+                    if !id.is_empty() && stream_id == followed && !correction {
+                        last_id = Some(id);
                     }
                     if correction {
                         stats.corrections.fetch_add(1, Ordering::Relaxed);
@@ -215,23 +285,9 @@ pub async fn follow(
                         .receive(stream_id, &followed, receipt);
                 }
             }
-            Ok(response) => {
+            Err(why) => {
                 if first {
-                    let _ = connected
-                        .send(Err(format!(
-                            "GET {} answered {}",
-                            registration.events_url,
-                            response.status()
-                        )))
-                        .await;
-                    return;
-                }
-            }
-            Err(e) => {
-                if first {
-                    let _ = connected
-                        .send(Err(format!("GET {}: {e}", registration.events_url)))
-                        .await;
+                    let _ = connected.send(Err(why)).await;
                     return;
                 }
             }

@@ -91,6 +91,9 @@ pub struct LoadArgs {
     /// How far in the past late reactions are stamped, in ms.
     #[arg(long, default_value_t = 4000, env = "EMOSTREAM_LOAD_LATE_BY_MS")]
     pub late_by_ms: u64,
+    /// How the clients follow their streams: Server-Sent Events, or the WebSocket door.
+    #[arg(long, value_enum, default_value_t = follow::Transport::Sse, env = "EMOSTREAM_LOAD_TRANSPORT")]
+    pub transport: follow::Transport,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -157,7 +160,8 @@ pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
     let (api, sse) = http_clients(args.connections)?;
     let streams = Streams::new(args);
     let registrations = register_all(&api, &target, &streams).await?;
-    let mut followers = Followers::open(&api, &sse, &target, &streams, registrations).await?;
+    let mut followers =
+        Followers::open(&api, &sse, &target, &streams, registrations, args.transport).await?;
     let Sending {
         sent,
         duration_s,
@@ -261,6 +265,7 @@ impl Followers {
         target: &str,
         streams: &Streams,
         registrations: Vec<Registration>,
+        transport: follow::Transport,
     ) -> Result<Followers, LoadError> {
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(FollowStats::default());
@@ -277,6 +282,7 @@ impl Followers {
             let followed = streams.names.get(*stream).cloned().unwrap_or_default();
             tasks.push(tokio::spawn(follow::follow(
                 sse.clone(),
+                transport,
                 registration.clone(),
                 followed,
                 Arc::clone(inbox),
