@@ -1,8 +1,10 @@
-//! SSE fan-out: many connections on one subscriber, measured from a separate client process.
+//! SSE (or WebSocket) fan-out: many connections on one subscriber, measured from a separate
+//! client process.
 //!
 //! ```sh
 //! cargo build --release --bin emostream
 //! cargo run --release -p emostream-bench --bin fanout -- --connections 19000
+//! cargo run --release -p emostream-bench --bin fanout -- --connections 19000 --transport ws
 //! ```
 //! Starts `emostream run` as a child process, opens the connections (spread over several
 //! 127.0.0.x source addresses: one address runs out of ports near 28k), keeps reactions
@@ -24,9 +26,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 
+/// How the connections follow the subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    /// Server-Sent Events on `--path`.
+    Sse,
+    /// The subscriber's WebSocket (`--path` with `/events` replaced by `/ws`).
+    Ws,
+}
+
 #[derive(Parser)]
-#[command(about = "SSE fan-out to many connections on one subscriber")]
+#[command(about = "SSE or WebSocket fan-out to many connections on one subscriber")]
 struct Args {
+    /// SSE or WebSocket.
+    #[arg(long, value_enum, default_value_t = Transport::Sse)]
+    transport: Transport,
     /// The server binary.
     #[arg(long, default_value = "target/release/emostream")]
     server_bin: PathBuf,
@@ -80,11 +94,23 @@ async fn main() -> anyhow::Result<()> {
             Arc::clone(&stop),
             Arc::clone(&pace),
         );
+        let (transport, path) = (args.transport, args.path.clone());
         tokio::spawn(async move {
-            let result = follow(
-                i, source, addr, request, &receipts, &connected, &resyncs, &stop, &pace,
-            )
-            .await;
+            let result = match transport {
+                Transport::Sse => {
+                    follow(
+                        i, source, addr, request, &receipts, &connected, &resyncs, &stop, &pace,
+                    )
+                    .await
+                }
+                Transport::Ws => {
+                    let url = format!("ws://{addr}{}", path.replacen("/events", "/ws", 1));
+                    follow_ws(
+                        i, source, addr, &url, &receipts, &connected, &resyncs, &stop, &pace,
+                    )
+                    .await
+                }
+            };
             if let Err(e) = result {
                 if let Ok(mut failed) = failed.lock() {
                     failed.push(format!("{e:#}"));
@@ -270,6 +296,65 @@ async fn follow(
             consumed += pos + 2;
         }
         text.drain(..consumed);
+    }
+    Ok(())
+}
+
+/// One WebSocket: upgrade, then note each window id as its message arrives.
+#[allow(clippy::too_many_arguments)]
+async fn follow_ws(
+    index: usize,
+    source: IpAddr,
+    server: SocketAddr,
+    url: &str,
+    receipts: &Receipts,
+    connected: &AtomicUsize,
+    resyncs: &AtomicUsize,
+    stop: &AtomicBool,
+    pace: &Semaphore,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = {
+        let _turn = pace.acquire().await?;
+        let socket = TcpSocket::new_v4()?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("bind {source}"))?;
+        let stream = socket.connect(server).await.context("connect")?;
+        // Small buffers: 19,000 clients in this process.
+        let mut config = WebSocketConfig::default();
+        config.read_buffer_size = 4096;
+        config.write_buffer_size = 0;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .context("upgrade")?;
+        ws
+    };
+    connected.fetch_add(1, Ordering::Relaxed);
+    while !stop.load(Ordering::Relaxed) {
+        let Some(message) = ws.next().await else {
+            bail!("the server closed the WebSocket");
+        };
+        let at = wall_clock_ms() as u64;
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        // `{"event":"window","id":"k",...`: the id is the first quoted number.
+        let text = text.as_str();
+        let Some(rest) = text.split_once(r#""id":""#).map(|(_, r)| r) else {
+            continue;
+        };
+        let Some(id) = rest.split('"').next().and_then(|d| d.parse::<u64>().ok()) else {
+            continue;
+        };
+        if text.starts_with(r#"{"event":"resync""#) {
+            resyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut r) = receipts.lock() {
+            r.push((index, id, at));
+        }
     }
     Ok(())
 }
