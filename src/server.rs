@@ -199,13 +199,15 @@ impl Connection {
                 lean::serve_events(socket, events, self.limits.write_timeout, &self.stats).await
             }
             Ok(Ok(lean::Request::WebSocket(events, accept))) => {
-                crate::delivery::ws::serve(
+                // Boxed: every connection's task is as large as its largest branch, and an
+                // event stream must not carry a WebSocket's state.
+                Box::pin(crate::delivery::ws::serve(
                     socket,
                     &accept,
                     events,
                     self.limits.write_timeout,
                     &self.stats,
-                )
+                ))
                 .await
             }
             Ok(Ok(lean::Request::Refused(answer))) => {

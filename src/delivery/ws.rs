@@ -80,7 +80,7 @@ fn switching(accept: &str) -> Vec<u8> {
 /// Small buffers: a client sends next to nothing, and every message is written as it comes.
 fn config() -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 1024;
+    config.read_buffer_size = 128;
     config.write_buffer_size = 0;
     config.max_write_buffer_size = 1 << 20;
     config.max_message_size = Some(MAX_INCOMING);
@@ -106,7 +106,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     write_timeout: Duration,
     stats: &Stats,
 ) {
-    match tokio::time::timeout(write_timeout, socket.write_all(&switching(accept))).await {
+    let head = switching(accept);
+    match Box::pin(tokio::time::timeout(write_timeout, socket.write_all(&head))).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return,
         Err(_) => {
@@ -114,7 +115,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
-    let mut ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config())).await;
+    let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+        socket,
+        Role::Server,
+        Some(config()),
+    ))
+    .await;
     let mut awaiting_pong = false;
     let end = loop {
         tokio::select! {
@@ -146,12 +152,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         .map(Message::Text)
                         .collect(),
                 };
-                let written = tokio::time::timeout(write_timeout, async {
+                // Boxed for the time of the write: a connection waits for its next event far
+                // longer than it writes, and the write's state would size every connection.
+                let written = Box::pin(tokio::time::timeout(write_timeout, async {
                     for message in messages {
                         ws.feed(message).await?;
                     }
                     ws.flush().await
-                })
+                }))
                 .await;
                 match written {
                     Ok(Ok(())) => {}
@@ -174,6 +182,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             },
         }
     };
+    // Boxed: the end is reached once, and its state would otherwise sit in every open
+    // connection's future.
+    Box::pin(finish(ws, end, write_timeout)).await
+}
+
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
+    end: End,
+    write_timeout: Duration,
+) {
     match end {
         End::Close(code, reason) => {
             let frame = CloseFrame {
@@ -207,7 +225,8 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) 
                 Some(Err(_)) => break,
             }
         }
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's future.
+        let mut sink = vec![0u8; 4096];
         while let Ok(n) = tokio::io::AsyncReadExt::read(ws.get_mut(), &mut sink).await {
             if n == 0 {
                 return;
