@@ -26,6 +26,17 @@ impl Drop for Process {
 /// Starts process `process`; its log goes to `{hostfile}.{process}.log`.
 /// The cluster's secret lies beside the hostfile, in `{hostfile}.secret`.
 fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process {
+    spawn_with(process, hostfile, http, brokers, &[])
+}
+
+/// [`spawn`] with more flags.
+fn spawn_with(
+    process: usize,
+    hostfile: &Path,
+    http: &str,
+    brokers: &str,
+    extra: &[&str],
+) -> Process {
     let secret = hostfile.with_extension("secret");
     std::fs::write(&secret, "processes-test-secret-0123456789\n").unwrap();
     let log = std::fs::File::create(hostfile.with_extension(format!("{process}.log"))).unwrap();
@@ -46,6 +57,7 @@ fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process 
             "20",
         ])
         .args(["--group-id", "processes-test", "--client-ttl-secs", "3"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -449,4 +461,116 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     for stream in ["default", "east", "west"] {
         common::assert_contiguous(&common::of_stream(&written, stream));
     }
+}
+
+/// The value of the sample `sample` (`name{labels}`) in `base`'s `/metrics`.
+async fn metric(http: &reqwest::Client, base: &str, sample: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
+async fn two_processes_check_tokens_each_once() {
+    let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
+    let brokers = kafka.brokers.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let [t0, t1, h0, h1] = free_ports(4)[..] else {
+        unreachable!()
+    };
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
+    )
+    .unwrap();
+    let secret = dir.path().join("token-secret");
+    std::fs::write(&secret, "the token secret of the processes test\n").unwrap();
+    let auth = [
+        "--auth-hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--auth-subscribers",
+    ];
+    let _p0 = spawn_with(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers, &auth);
+    let _p1 = spawn_with(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers, &auth);
+    let bases = [
+        format!("http://127.0.0.1:{h0}"),
+        format!("http://127.0.0.1:{h1}"),
+    ];
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for base in &bases {
+        wait_ready(&http, base).await;
+    }
+    let minted = Command::new(env!("CARGO_BIN_EXE_emostream"))
+        .args(["token", "--secret-file", secret.to_str().unwrap()])
+        .args(["--sub", "viewer", "--subscribe", "match-*"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+
+    // The follower (process 1) checks the token itself, once, and the leader trusts it.
+    for path in ["/streams", "/clusters", "/streams/match-1"] {
+        let r = http
+            .get(format!("{}{path}", bases[1]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    assert_eq!(
+        metric(
+            &http,
+            &bases[1],
+            "emostream_auth_refused_total{reason=\"missing\"}"
+        )
+        .await,
+        3.0,
+        "each refusal counted once"
+    );
+    let r = http
+        .get(format!("{}/streams", bases[1]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (stream, status) in [("concert", 403), ("match-1", 201)] {
+        let r = http
+            .post(format!("{}/clients", bases[1]))
+            .bearer_auth(&token)
+            .json(&json!({ "stream_id": stream }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{stream}");
+        if status == 201 {
+            let client: Value = r.json().await.unwrap();
+            let url = client["events_url"].as_str().unwrap();
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 401, "the event stream needs the token too");
+            let r = http.get(url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+        }
+    }
+    let r = http
+        .post(format!("{}/emoji", bases[0]))
+        .bearer_auth(&token)
+        .json(&json!({"emoji_type": "🔥", "stream_id": "match-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
 }

@@ -73,37 +73,60 @@ pub fn routes(
                 .forward(Method::DELETE, &format!("/clients/{id}"), None)
                 .await
         });
+    // A refused viewer is answered here, not rejected: a rejection would fall through to
+    // delivery's own listing routes, which would check (and count) the token again.
+    let viewer = {
+        let registration = registration.clone();
+        crate::auth::presented().map(move |presented: crate::auth::Presented| {
+            registration.watcher(&presented, None).err()
+        })
+    };
     let tree = warp::path!("clusters")
         .and(warp::get())
-        .and(registration.viewer())
+        .and(viewer.clone())
         .and(with_leader.clone())
-        .then(|leader: Leader| async move { leader.forward(Method::GET, "/clusters", None).await });
+        .then(|refused: Option<ApiError>, leader: Leader| async move {
+            match refused {
+                None => leader.forward(Method::GET, "/clusters", None).await,
+                Some(e) => e.into_response(),
+            }
+        });
     // The leader hears every process's viewers: one answer for the cluster.
     let streams = warp::path!("streams")
         .and(warp::get())
-        .and(registration.viewer())
+        .and(viewer.clone())
         .and(with_leader.clone())
-        .then(|leader: Leader| async move { leader.forward(Method::GET, "/streams", None).await });
-    let stream = warp::path!("streams" / String)
-        .and(warp::get())
-        .and(registration.viewer())
-        .and(with_leader.clone())
-        .then(|id: String, leader: Leader| async move {
-            // Ids outside the stream alphabet are unknown anyway; not forwarded as paths.
-            match dataflows::StreamId::parse(&id) {
-                Ok(id) => {
-                    leader
-                        .forward(Method::GET, &format!("/streams/{id}"), None)
-                        .await
-                }
-                Err(_) => ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_stream",
-                    format!("no stream {id:?} is active; GET /streams lists those that are"),
-                )
-                .into_response(),
+        .then(|refused: Option<ApiError>, leader: Leader| async move {
+            match refused {
+                None => leader.forward(Method::GET, "/streams", None).await,
+                Some(e) => e.into_response(),
             }
         });
+    let stream = warp::path!("streams" / String)
+        .and(warp::get())
+        .and(viewer)
+        .and(with_leader.clone())
+        .then(
+            |id: String, refused: Option<ApiError>, leader: Leader| async move {
+                if let Some(e) = refused {
+                    return e.into_response();
+                }
+                // Ids outside the stream alphabet are unknown anyway; not forwarded as paths.
+                match dataflows::StreamId::parse(&id) {
+                    Ok(id) => {
+                        leader
+                            .forward(Method::GET, &format!("/streams/{id}"), None)
+                            .await
+                    }
+                    Err(_) => ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_stream",
+                        format!("no stream {id:?} is active; GET /streams lists those that are"),
+                    )
+                    .into_response(),
+                }
+            },
+        );
     let with_registry = warp::any().map(move || Arc::clone(&registry));
     // Declines after the copy, so delivery's route answers with the tree as it is now.
     let sync = warp::path!("clusters" / u32 / "subscribers" / u32 / "events")
