@@ -666,7 +666,29 @@ async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_
     }
     let ws_by_header = common::ws::open(&ws_url, &[("authorization", &bearer_header)]).await;
     let cookie = format!("emostream_token={viewer_token}");
-    let ws_by_cookie = common::ws::open(&ws_url, &[("cookie", &cookie)]).await;
+    // A browser sends the cookie whichever page opens the socket: only this server's pages
+    // may use it (WebSockets have no CORS).
+    let own_page = format!("http://{}", system.http_addr);
+    let ws_by_cookie =
+        common::ws::open(&ws_url, &[("cookie", &cookie), ("origin", &own_page)]).await;
+    match tokio_tungstenite::connect_async({
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = ws_url.as_str().into_client_request().unwrap();
+        r.headers_mut().insert("cookie", cookie.parse().unwrap());
+        r.headers_mut()
+            .insert("origin", "https://evil.example".parse().unwrap());
+        r
+    })
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!(
+            "a foreign page's WebSocket with the cookie: {:?}",
+            other.map(|(_, r)| r)
+        ),
+    }
     let short_bearer = format!("Bearer {short}");
     let ws_brief = common::ws::open(&ws_url, &[("authorization", &short_bearer)]).await;
 

@@ -329,6 +329,11 @@ impl ClientStream {
         &self.channel
     }
 
+    /// Whether the stream ended because its client kept falling behind.
+    pub fn closed_as_slow(&self) -> bool {
+        self.done && self.resyncs_in_a_row >= MAX_RESYNCS_IN_A_ROW
+    }
+
     /// Whether the stream ended because its token expired.
     pub fn expired(&self) -> bool {
         self.done && self.expires.as_ref().is_some_and(|e| e.is_elapsed())

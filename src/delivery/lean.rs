@@ -148,6 +148,11 @@ fn events_stream(
     let identity = match auth {
         Some(auth) if auth.guards_subscribers() => {
             let presented = Presented::from_headers(header("authorization")?, header("cookie")?);
+            if events.websocket
+                && !super::ws::origin_may_use_cookie(&presented, header("origin")?, header("host")?)
+            {
+                return None;
+            }
             let stream = events.stream_id().ok()?;
             auth.check_watcher(&presented, Some(stream.as_str())).ok()?
         }

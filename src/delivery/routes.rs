@@ -135,10 +135,23 @@ pub fn routes(
                     websocket: true,
                 };
                 let stream_id = request.stream_id().map_err(warp::reject::custom)?;
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                if registration
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| a.guards_subscribers())
+                    && !super::ws::origin_may_use_cookie(
+                        &presented,
+                        header("origin"),
+                        header("host"),
+                    )
+                {
+                    let origin = header("origin").unwrap_or_default();
+                    return Err(warp::reject::custom(super::ws::foreign_origin(origin)));
+                }
                 registration
                     .watcher(&presented, Some(stream_id.as_str()))
                     .map_err(warp::reject::custom)?;
-                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
                 super::ws::accept_key(header).map_err(warp::reject::custom)?;
                 match events::open(&registry, &request) {
                     Opening::Elsewhere(location) => Ok(redirect(&location)),

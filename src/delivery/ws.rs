@@ -30,6 +30,14 @@ pub const MAX_INCOMING: usize = 4096;
 /// The close code of a stream whose token expired: reconnect with a fresh one.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
+/// The close code of a client closed as too slow (it kept falling behind).
+pub const CLOSE_TOO_SLOW: u16 = 4002;
+
+/// The least time a ping is given before the next keep-alive may close its client: keep-alives
+/// can come in a burst (a keep-alive task that was late, a lagging control ring), and a pong
+/// cannot answer a ping sent a moment ago.
+const PONG_GRACE: Duration = Duration::from_millis(500);
+
 /// The `Sec-WebSocket-Accept` of a valid upgrade request, or a 400 naming what is wrong.
 /// `header` reads a request header by (lowercase) name.
 pub fn accept_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<String, ApiError> {
@@ -69,6 +77,44 @@ pub fn accept_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<String
     }
 }
 
+/// Whether a WebSocket that would be authorized by its token cookie comes from a page that
+/// may use it. A browser sends the cookie whatever page opens the socket, and WebSockets
+/// have no CORS: a cookie is honoured only without `Origin` (not a browser) or from a page of
+/// this server (`Origin`'s host is the request's `Host`). A bearer header is always honoured:
+/// a page can send one only if it holds the token.
+pub fn origin_may_use_cookie(
+    presented: &crate::auth::Presented,
+    origin: Option<&str>,
+    host: Option<&str>,
+) -> bool {
+    let bearer = presented
+        .authorization
+        .as_deref()
+        .and_then(|a| a.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    if bearer || presented.cookie.is_none() {
+        return true;
+    }
+    match origin {
+        None => true,
+        Some(origin) => {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            authority.is_some_and(|a| host.is_some_and(|h| a.eq_ignore_ascii_case(h)))
+        }
+    }
+}
+
+/// The 403 of [`origin_may_use_cookie`].
+pub fn foreign_origin(origin: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        format!("a page of {origin} may not open this WebSocket with the token cookie: send the token in Authorization instead"),
+    )
+}
+
 /// The `101 Switching Protocols` that accepts an upgrade.
 fn switching(accept: &str) -> Vec<u8> {
     format!(
@@ -81,7 +127,8 @@ fn switching(accept: &str) -> Vec<u8> {
 fn config() -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = 128;
-    config.write_buffer_size = 0;
+    // A window and the corrections leading it go out in one write, at the flush.
+    config.write_buffer_size = 64 * 1024;
     config.max_write_buffer_size = 1 << 20;
     config.max_message_size = Some(MAX_INCOMING);
     config.max_frame_size = Some(MAX_INCOMING);
@@ -92,8 +139,10 @@ fn config() -> WebSocketConfig {
 enum End {
     /// Close with this code and reason.
     Close(CloseCode, &'static str),
-    /// Drop the connection: the client is gone, or cannot be written to.
+    /// Drop the connection: the client is gone.
     Drop,
+    /// Drop the connection at once: it does not take what is written.
+    Stuck,
 }
 
 /// Accepts the upgrade and sends the stream's events as messages until the stream ends or the
@@ -121,23 +170,50 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Some(config()),
     ))
     .await;
-    let mut awaiting_pong = false;
+    let mut ping_sent: Option<std::time::Instant> = None;
     let end = loop {
         tokio::select! {
+            // What the client sent first: a pong that arrived must count before the next
+            // keep-alive is taken for a missed one.
+            biased;
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Pong(_))) => ping_sent = None,
+                // tungstenite answers the close (and pings) itself.
+                Some(Ok(Message::Close(_))) => break End::Drop,
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(_))) => {
+                    break End::Close(CloseCode::Size, "clients send only pongs and closes")
+                }
+                Some(Err(WsError::Protocol(_))) => {
+                    break End::Close(CloseCode::Protocol, "not a WebSocket frame")
+                }
+                Some(Err(WsError::Utf8(_))) => {
+                    break End::Close(CloseCode::Invalid, "a text message that is not UTF-8")
+                }
+                Some(Err(_)) | None => break End::Drop,
+            },
             out = events.next_out() => {
                 let messages = match out {
                     None if events.expired() => break End::Close(
                         CloseCode::Library(CLOSE_TOKEN_EXPIRED),
                         "the token expired: reconnect with a fresh one",
                     ),
+                    None if events.closed_as_slow() => break End::Close(
+                        CloseCode::Library(CLOSE_TOO_SLOW),
+                        "the client kept falling behind",
+                    ),
                     None => break End::Close(CloseCode::Away, "the stream ended"),
                     Some(Out::Preface) => continue,
                     Some(Out::KeepAlive) => {
-                        if awaiting_pong {
-                            stats.ws_unanswered_pings.inc();
-                            break End::Close(CloseCode::Policy, "no pong to the last ping");
+                        match ping_sent {
+                            Some(at) if at.elapsed() >= PONG_GRACE => {
+                                stats.ws_unanswered_pings.inc();
+                                break End::Close(CloseCode::Policy, "no pong to the last ping");
+                            }
+                            // A keep-alive right behind the last: the ping stands.
+                            Some(_) => continue,
+                            None => ping_sent = Some(std::time::Instant::now()),
                         }
-                        awaiting_pong = true;
                         vec![Message::Ping(bytes::Bytes::new())]
                     }
                     Some(Out::Window(frame)) => events
@@ -163,25 +239,18 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
                 match written {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => break End::Drop,
+                    Ok(Err(_)) => break End::Stuck,
                     Err(_) => {
                         stats.slow_clients_closed.inc();
-                        break End::Drop;
+                        break End::Stuck;
                     }
                 }
             },
-            incoming = ws.next() => match incoming {
-                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                // tungstenite answers the close (and pings) itself.
-                Some(Ok(Message::Close(_))) => break End::Drop,
-                Some(Ok(_)) => {}
-                Some(Err(WsError::Capacity(_))) => {
-                    break End::Close(CloseCode::Size, "clients send only pongs and closes")
-                }
-                Some(Err(_)) | None => break End::Drop,
-            },
         }
     };
+    // The client is no longer served: it leaves the counts and its registration now, not
+    // after the close handshake.
+    drop(events);
     // Boxed: the end is reached once, and its state would otherwise sit in every open
     // connection's future.
     Box::pin(finish(ws, end, write_timeout)).await
@@ -206,6 +275,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
             // A close the client started is answered on this flush.
             let _ = tokio::time::timeout(write_timeout, ws.flush()).await;
         }
+        End::Stuck => {}
     }
 }
 
@@ -242,6 +312,30 @@ mod tests {
 
     fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
         move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn a_token_cookie_counts_only_from_a_page_of_this_server() {
+        let cookie = crate::auth::Presented::from_headers(None, Some("emostream_token=t"));
+        let bearer = crate::auth::Presented::from_headers(Some("Bearer t"), None);
+        let host = Some("live.example:8080");
+        assert!(origin_may_use_cookie(&cookie, None, host));
+        assert!(origin_may_use_cookie(
+            &cookie,
+            Some("https://live.example:8080"),
+            host
+        ));
+        assert!(!origin_may_use_cookie(
+            &cookie,
+            Some("https://evil.example"),
+            host
+        ));
+        assert!(!origin_may_use_cookie(&cookie, Some("null"), host));
+        assert!(origin_may_use_cookie(
+            &bearer,
+            Some("https://evil.example"),
+            host
+        ));
     }
 
     #[test]
