@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{poll_until, register, start, wait_for_total, Follower};
+use common::{metric, poll_until, register, start, wait_for_total, Follower};
 use emostream::system::System;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -75,6 +75,17 @@ fn write_secret(dir: &Path, name: &str, secret: &str) -> PathBuf {
     path
 }
 
+/// A system checking HS256 tokens signed with [`SECRET`], with `extra` flags: the secret lies
+/// in the folder returned (kept while the test runs), at the path returned.
+async fn start_hs256(extra: &[&str]) -> (System, common::Seen, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "secret", SECRET);
+    let mut flags = vec!["--auth-hs256-secret-file", secret.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let (system, seen) = start(&flags).await;
+    (system, seen, dir, secret)
+}
+
 fn reaction(user: Option<&str>, stream: Option<&str>) -> Value {
     let mut r = json!({"emoji_type": "🔥", "timestamp": common::now_ms()});
     if let Some(user) = user {
@@ -132,24 +143,9 @@ fn assert_accepted(what: &str, (status, body, _): (u16, Value, HeaderMap)) {
     assert_eq!(status, 202, "{what}: {body}");
 }
 
-/// The value of the counter sample `line_start` (`name{labels}`) in `/metrics`.
-async fn metric(system: &System, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", system.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_takes_the_user_from_a_valid_token_and_refuses_every_bad_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, seen) = start(&["--auth-hs256-secret-file", secret.to_str().unwrap()]).await;
+    let (system, seen, _dir, secret) = start_hs256(&[]).await;
 
     let alice = hs256(SECRET, &claims("alice", Value::Null));
     assert_accepted(
@@ -280,15 +276,13 @@ async fn ingest_takes_the_user_from_a_valid_token_and_refuses_every_bad_one() {
     let counted: u64 = seen.lock().unwrap().iter().map(|w| w.total).sum();
     assert_eq!(counted, 5);
 
-    let refusals = |reason: &'static str| {
-        let system = &system;
-        async move {
-            metric(
-                system,
-                &format!("emostream_auth_refused_total{{reason=\"{reason}\"}}"),
-            )
-            .await
-        }
+    let addr = system.http_addr;
+    let refusals = |reason: &'static str| async move {
+        metric(
+            addr,
+            &format!("emostream_auth_refused_total{{reason=\"{reason}\"}}"),
+        )
+        .await
     };
     assert_eq!(refusals("missing").await, 1.0);
     assert_eq!(refusals("expired").await, 1.0);
@@ -303,17 +297,8 @@ async fn ingest_takes_the_user_from_a_valid_token_and_refuses_every_bad_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_counts_per_sub_and_listings_stay_public_without_auth_subscribers() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, _seen) = start(&[
-        "--auth-hs256-secret-file",
-        secret.to_str().unwrap(),
-        "--rate-limit",
-        "1",
-        "--rate-limit-burst",
-        "2",
-    ])
-    .await;
+    let (system, _seen, _dir, _secret) =
+        start_hs256(&["--rate-limit", "1", "--rate-limit-burst", "2"]).await;
     // Two tokens of one user are one user to the limit; another user has a budget of its own.
     let first = hs256(SECRET, &claims("fay", json!({"publish": ["*"]})));
     let second = hs256(SECRET, &claims("fay", Value::Null));
@@ -357,11 +342,7 @@ async fn the_rate_limit_counts_per_sub_and_listings_stay_public_without_auth_sub
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audience_and_issuer_are_required_when_configured() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, _seen) = start(&[
-        "--auth-hs256-secret-file",
-        secret.to_str().unwrap(),
+    let (system, _seen, _dir, _secret) = start_hs256(&[
         "--auth-audience",
         "emostream",
         "--auth-issuer",
@@ -408,7 +389,11 @@ async fn audience_and_issuer_are_required_when_configured() {
         );
     }
     assert_eq!(
-        metric(&system, "emostream_auth_refused_total{reason=\"claims\"}").await,
+        metric(
+            system.http_addr,
+            "emostream_auth_refused_total{reason=\"claims\"}"
+        )
+        .await,
         5.0
     );
     // A token too long to be one is refused before any check.
@@ -521,7 +506,7 @@ async fn a_jwk_set_chooses_the_key_by_kid_and_each_key_takes_its_own_algorithm_o
     }
     assert_eq!(
         metric(
-            &system,
+            system.http_addr,
             "emostream_auth_refused_total{reason=\"unknown_key\"}"
         )
         .await,
@@ -529,7 +514,7 @@ async fn a_jwk_set_chooses_the_key_by_kid_and_each_key_takes_its_own_algorithm_o
     );
     assert_eq!(
         metric(
-            &system,
+            system.http_addr,
             "emostream_auth_refused_total{reason=\"bad_signature\"}"
         )
         .await,
@@ -550,16 +535,8 @@ fn client_with(name: reqwest::header::HeaderName, value: String) -> reqwest::Cli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_it_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, _seen) = start(&[
-        "--auth-hs256-secret-file",
-        secret.to_str().unwrap(),
-        "--auth-subscribers",
-        "--auth-leeway-secs",
-        "0",
-    ])
-    .await;
+    let (system, _seen, _dir, _secret) =
+        start_hs256(&["--auth-subscribers", "--auth-leeway-secs", "0"]).await;
     let base = format!("http://{}", system.http_addr);
     let anonymous = reqwest::Client::new();
     let viewer_token = hs256(SECRET, &claims("viewer", json!({"subscribe": ["match-*"]})));
@@ -712,7 +689,7 @@ async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_
         "a valid cookie's stream stays open"
     );
     assert_eq!(
-        metric(&system, "emostream_streams_expired_total").await,
+        metric(system.http_addr, "emostream_streams_expired_total").await,
         2.0
     );
     // And its token opens nothing more.
@@ -729,9 +706,7 @@ async fn subscribers_need_a_token_for_their_stream_and_an_open_stream_ends_when_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rotates_the_keys_without_a_restart_and_a_broken_file_keeps_the_old_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, _seen) = start(&["--auth-hs256-secret-file", secret.to_str().unwrap()]).await;
+    let (system, _seen, dir, _secret) = start_hs256(&[]).await;
     let old = hs256(SECRET, &claims("erin", Value::Null));
     let new = hs256(OTHER_SECRET, &claims("erin", Value::Null));
     assert_accepted(
@@ -821,14 +796,7 @@ fn start_refuses_a_key_file_it_cannot_use_and_says_which_flag() {
 #[ignore = "needs node, Chromium and `npm ci --prefix tests/browser`; run with --include-ignored"]
 async fn the_dashboard_takes_a_pasted_token_into_its_cookie() {
     let (scripts, chromium) = common::browser::prerequisites();
-    let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "secret", SECRET);
-    let (system, _seen) = start(&[
-        "--auth-hs256-secret-file",
-        secret.to_str().unwrap(),
-        "--auth-subscribers",
-    ])
-    .await;
+    let (system, _seen, _dir, _secret) = start_hs256(&["--auth-subscribers"]).await;
     let token = hs256(SECRET, &claims("browser", json!({"subscribe": ["*"]})));
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-token.png");
     let mut node = Command::new("node");

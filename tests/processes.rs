@@ -463,21 +463,6 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     }
 }
 
-/// The value of the sample `sample` (`name{labels}`) in `base`'s `/metrics`.
-async fn metric(http: &reqwest::Client, base: &str, sample: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
 async fn two_processes_check_tokens_each_once() {
@@ -531,9 +516,8 @@ async fn two_processes_check_tokens_each_once() {
         assert_eq!(r.status(), 401, "{path}");
     }
     assert_eq!(
-        metric(
-            &http,
-            &bases[1],
+        common::metric(
+            std::net::SocketAddr::from(([127, 0, 0, 1], h1)),
             "emostream_auth_refused_total{reason=\"missing\"}"
         )
         .await,

@@ -12,24 +12,12 @@ use std::time::{Duration, Instant};
 use common::slow::{last_window, post_many_emojis, Pausable, Pause};
 use common::sse::End;
 use common::ws::{self, ws_url};
-use common::{batch, post_batch, register, start, wait_for_total, wait_until, Follower, PATIENCE};
-use emostream::system::System;
+use common::{
+    batch, metric, post_batch, register, start, wait_for_total, wait_until, Follower, PATIENCE,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-
-/// The value of the sample `sample` (`name{labels}`) in `/metrics`.
-async fn metric(system: &System, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", system.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_sse_clients_of_one_subscriber_receive_the_same_exact_windows() {
@@ -104,14 +92,26 @@ async fn websocket_and_sse_clients_of_one_subscriber_receive_the_same_exact_wind
         .all(|w| w.stream_id.as_str() == "match-7"));
 
     assert_eq!(
-        metric(&system, "emostream_event_streams_open{transport=\"ws\"}").await,
+        metric(
+            system.http_addr,
+            "emostream_event_streams_open{transport=\"ws\"}"
+        )
+        .await,
         2.0
     );
     assert_eq!(
-        metric(&system, "emostream_event_streams_open{transport=\"sse\"}").await,
+        metric(
+            system.http_addr,
+            "emostream_event_streams_open{transport=\"sse\"}"
+        )
+        .await,
         1.0
     );
-    let sent_ws = metric(&system, "emostream_events_sent_total{transport=\"ws\"}").await;
+    let sent_ws = metric(
+        system.http_addr,
+        "emostream_events_sent_total{transport=\"ws\"}",
+    )
+    .await;
     assert!(
         sent_ws >= (socket.ids().len() + other.ids().len()) as f64,
         "{sent_ws}"
@@ -294,7 +294,7 @@ async fn pings_are_answered_by_readers_and_close_clients_that_do_not_answer() {
     let (mut silent, _) = tokio_tungstenite::client_async(&url, stream).await.unwrap();
     pause.set(true);
     common::poll_until("the silent client closed", PATIENCE, || async {
-        match metric(&system, "emostream_ws_unanswered_pings_total").await {
+        match metric(system.http_addr, "emostream_ws_unanswered_pings_total").await {
             n if n >= 1.0 => Ok(()),
             n => Err(format!("{n}")),
         }
@@ -311,7 +311,7 @@ async fn pings_are_answered_by_readers_and_close_clients_that_do_not_answer() {
     assert_eq!(code, 1008);
 
     assert_eq!(
-        metric(&system, "emostream_ws_unanswered_pings_total").await,
+        metric(system.http_addr, "emostream_ws_unanswered_pings_total").await,
         1.0,
         "the reader answered every ping"
     );

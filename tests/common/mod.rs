@@ -77,6 +77,20 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The value of the sample `sample` (`name{labels}`, as the text format writes it) in the
+/// `/metrics` of the server at `addr`.
+pub async fn metric(addr: std::net::SocketAddr, sample: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+}
+
 /// Registers a client at `base` (`http://host:port`), for `stream` or the default stream, and
 /// returns the 201's body.
 pub async fn register(http: &reqwest::Client, base: &str, stream: Option<&str>) -> Value {
