@@ -206,9 +206,16 @@ impl Auth {
         &self.verifier
     }
 
-    /// When a stream opened with `identity` ends.
+    /// When a stream opened with `identity` ends: when its token stops being accepted (its
+    /// expiry and the leeway), so a reconnect with the same token is refused rather than given
+    /// a stream that ends at once.
     pub fn deadline(&self, identity: &Identity) -> Instant {
-        deadline(identity, self.verifier.leeway_secs())
+        let left = identity
+            .expires_at
+            .saturating_add(self.verifier.leeway_secs())
+            .saturating_sub(now_secs());
+        // A second more, so a client never sees its stream end before its token has.
+        Instant::now() + Duration::from_secs(left.saturating_add(1).min(LONGEST_STREAM_SECS))
     }
 
     /// The identity the request's token proves.
@@ -314,18 +321,6 @@ pub fn now_secs() -> u64 {
 /// The longest an event stream may be open on one token: a bound, so an `exp` far in the
 /// future cannot overflow the clock.
 const LONGEST_STREAM_SECS: u64 = 10 * 365 * 24 * 3600;
-
-/// When a stream opened with `identity` ends: when its token stops being accepted (its expiry
-/// and the leeway), so a reconnect with the same token is refused rather than given a stream
-/// that ends at once.
-pub fn deadline(identity: &Identity, leeway_secs: u64) -> Instant {
-    let left = identity
-        .expires_at
-        .saturating_add(leeway_secs)
-        .saturating_sub(now_secs());
-    // A second more, so a client never sees its stream end before its token has.
-    Instant::now() + Duration::from_secs(left.saturating_add(1).min(LONGEST_STREAM_SECS))
-}
 
 /// Reloads the key file on every SIGHUP, for key rotation without a restart.
 pub fn reload_on_hangup(auth: Arc<Auth>) -> std::io::Result<tokio::task::JoinHandle<()>> {

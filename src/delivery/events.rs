@@ -38,6 +38,30 @@ pub fn ws_path(hub: HubId) -> String {
     )
 }
 
+/// The WebSocket URL of an `events_url` (`http(s)://../events?q` becomes `ws(s)://../ws?q`),
+/// resuming after `last_event_id` when given.
+pub fn ws_url(events_url: &str, last_event_id: Option<&str>) -> String {
+    let (path, query) = match events_url.split_once('?') {
+        Some((path, query)) => (path, Some(query).filter(|q| !q.is_empty())),
+        None => (events_url, None),
+    };
+    let path = path
+        .strip_suffix("/events")
+        .map_or_else(|| path.to_owned(), |p| format!("{p}/ws"));
+    let path = match (path.strip_prefix("http://"), path.strip_prefix("https://")) {
+        (Some(rest), _) => format!("ws://{rest}"),
+        (_, Some(rest)) => format!("wss://{rest}"),
+        _ => path,
+    };
+    let resume = last_event_id.map(|id| format!("last_event_id={id}"));
+    match (query, resume) {
+        (None, None) => path,
+        (Some(q), None) => format!("{path}?{q}"),
+        (None, Some(r)) => format!("{path}?{r}"),
+        (Some(q), Some(r)) => format!("{path}?{q}&{r}"),
+    }
+}
+
 /// A request for a subscriber's event stream.
 #[derive(Clone, Copy, Debug)]
 pub struct EventsRequest<'a> {
@@ -304,6 +328,25 @@ mod tests {
                 "{target}"
             );
         }
+    }
+
+    #[test]
+    fn the_websocket_url_of_an_events_url() {
+        assert_eq!(
+            ws_url(
+                "http://h:1/events/clusters/0/subscribers/1/events?stream_id=a&client_id=x",
+                Some("7")
+            ),
+            "ws://h:1/events/clusters/0/subscribers/1/ws?stream_id=a&client_id=x&last_event_id=7"
+        );
+        assert_eq!(
+            ws_url("https://live.example/clusters/0/subscribers/0/events", None),
+            "wss://live.example/clusters/0/subscribers/0/ws"
+        );
+        assert_eq!(
+            ws_url("http://h/clusters/0/subscribers/0/events?", Some("3")),
+            "ws://h/clusters/0/subscribers/0/ws?last_event_id=3"
+        );
     }
 
     #[test]

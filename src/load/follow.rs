@@ -157,14 +157,7 @@ async fn open(
                 .boxed())
         }
         Transport::Ws => {
-            let mut url = events_url
-                .replacen("http://", "ws://", 1)
-                .replacen("https://", "wss://", 1)
-                .replacen("/events", "/ws", 1);
-            if let Some(id) = last_id {
-                url.push(if url.contains('?') { '&' } else { '?' });
-                url.push_str(&format!("last_event_id={id}"));
-            }
+            let url = crate::delivery::events::ws_url(events_url, last_id);
             let (socket, _) = tokio_tungstenite::connect_async(&url)
                 .await
                 .map_err(|e| format!("WebSocket {url}: {e}"))?;

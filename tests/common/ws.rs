@@ -11,19 +11,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::sse::{End, Event};
 use super::Follower;
 
-/// The `ws://` URL of an `http://` events URL (`.../events?..` becomes `.../ws?..`), resuming
-/// after `last_event_id` when given.
+/// The `ws://` URL of an `http://` events URL, resuming after `last_event_id` when given.
 pub fn ws_url(events_url: &str, last_event_id: Option<WindowId>) -> String {
-    let url = events_url
-        .replacen("http://", "ws://", 1)
-        .replacen("/events", "/ws", 1);
-    match last_event_id {
-        None => url,
-        Some(id) => {
-            let joint = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{joint}last_event_id={id}")
-        }
-    }
+    let last = last_event_id.map(|id| id.to_string());
+    emostream::delivery::events::ws_url(events_url, last.as_deref())
 }
 
 /// Opens the WebSocket at `url` (`ws://...`) with `headers` and follows it; the upgrade must
