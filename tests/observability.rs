@@ -355,48 +355,10 @@ async fn load_finds_every_window_exact_and_reports_as_json() {
     system.shutdown().await.unwrap();
 }
 
-/// `--late-fraction 0.05 --late-by-ms 3000`: one reaction in twenty corrects a window already
-/// emitted; every client's windows end, corrected, exactly at the ledger's counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_with_late_reactions_finds_every_final_revision_exact() {
-    let (system, _seen) = start(&["--window-ms", "1000"]).await;
-    let target = format!("http://{}", system.http_addr);
-    let report = emostream::load::load(&load_args(
-        &target,
-        &[
-            "--rate",
-            "400",
-            "--duration",
-            "4",
-            "--batch",
-            "10",
-            "--streams",
-            "2",
-            "--sse-clients",
-            "3",
-            "--late-fraction",
-            "0.05",
-            "--late-by-ms",
-            "3000",
-        ],
-    ))
-    .await
-    .unwrap();
-    let text = report.to_text();
-    assert!(report.exact, "{text}");
-    assert!(
-        report.corrections > 0,
-        "late reactions made corrections: {text}"
-    );
-    assert!(system.stats.corrected.get() > 0, "{text}");
-    assert_eq!(system.stats.late.get(), 0, "{text}");
-
-    system.shutdown().await.unwrap();
-}
-
-/// The same over the WebSocket door (`--transport ws`): the same ledger, the same exactness.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_over_websocket_finds_every_final_revision_exact() {
+/// `--late-fraction 0.05 --late-by-ms 3000` with clients following over `transport`: one
+/// reaction in twenty corrects a window already emitted; every client's windows end,
+/// corrected, exactly at the ledger's counts, and every event went over that transport.
+async fn late_reactions_end_exact(transport: &str) {
     let (system, _seen) = start(&["--window-ms", "1000"]).await;
     let target = format!("http://{}", system.http_addr);
     let report = emostream::load::load(&load_args(
@@ -417,20 +379,40 @@ async fn load_over_websocket_finds_every_final_revision_exact() {
             "--late-by-ms",
             "3000",
             "--transport",
-            "ws",
+            transport,
         ],
     ))
     .await
     .unwrap();
     let text = report.to_text();
     assert!(report.exact, "{text}");
-    assert!(report.corrections > 0, "{text}");
     assert!(report.check.deliveries > 0, "{text}");
     assert!(
-        system.stats.ws_events_sent.get() > 0 && system.stats.events_sent.get() == 0,
-        "the clients followed over WebSocket, not SSE: {text}"
+        report.corrections > 0,
+        "late reactions made corrections: {text}"
+    );
+    assert!(system.stats.corrected.get() > 0, "{text}");
+    assert_eq!(system.stats.late.get(), 0, "{text}");
+    let (over, not_over) = match transport {
+        "ws" => (&system.stats.ws_events_sent, &system.stats.events_sent),
+        _ => (&system.stats.events_sent, &system.stats.ws_events_sent),
+    };
+    assert!(
+        over.get() > 0 && not_over.get() == 0,
+        "the clients followed over {transport} alone: {text}"
     );
     system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_late_reactions_finds_every_final_revision_exact() {
+    late_reactions_end_exact("sse").await;
+}
+
+/// The same over the WebSocket door: the same ledger, the same exactness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_over_websocket_finds_every_final_revision_exact() {
+    late_reactions_end_exact("ws").await;
 }
 
 /// `--streams 3 --sse-clients 6`: clients on every stream, each checked against its own
