@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::slow::{last_window, post_many_emojis, Pausable, Pause};
+use common::slow::{fill_with_large_windows, last_window, post_many_emojis, Pausable};
 use common::sse::wait_all_for_window;
 use common::{batch, get_json, poll_until, post_batch, start, wait_until, Follower, PATIENCE};
 use dataflows::WindowSummary;
@@ -351,16 +350,7 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     .await;
     // A client with a small receive buffer that sends its request and then stops reading, so
     // the server's writes back up after a few large windows.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&system.http_addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    let pause = Arc::new(Pause::default());
-    let stream = Pausable {
-        inner: stream,
-        pause: Arc::clone(&pause),
-    };
+    let (stream, pause) = Pausable::connect_small(system.http_addr);
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -384,30 +374,7 @@ async fn a_client_that_stops_reading_is_resynced_when_it_reads_again() {
     )
     .await;
 
-    // The hub only notices a lagging client when its stream is polled again, i.e. once the
-    // socket drains: fill the buffers with large windows first.
-    wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
-    let until = last_window(&seen).unwrap() + 60;
-    let give_up = Instant::now() + 2 * PATIENCE;
-    while last_window(&seen).is_none_or(|w| w < until) {
-        assert!(
-            Instant::now() < give_up,
-            "windows stopped at {:?} (waiting for {until}); watermarks {:?}, consumed {}, late {}",
-            last_window(&seen),
-            system
-                .stats
-                .watermarks
-                .iter()
-                .map(|w| w.get())
-                .collect::<Vec<_>>(),
-            system.stats.consumed.get(),
-            system.stats.late.get(),
-        );
-        post_many_emojis(&system, 5000).await;
-        // Paces the load, not a wait for a condition: a few large batches per window keep
-        // every window large without flooding the broker.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fill_with_large_windows(&system, &seen, 60).await;
     pause.set(false);
     // Reading again, the client finds the resync in its stream, and live windows after it.
     use http_body_util::BodyExt;

@@ -9,12 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::slow::{last_window, post_many_emojis, Pausable, Pause};
+use common::slow::{fill_with_large_windows, last_window, Pausable, Pause};
 use common::sse::End;
 use common::ws::{self, ws_url};
-use common::{
-    batch, metric, post_batch, register, start, wait_for_total, wait_until, Follower, PATIENCE,
-};
+use common::{batch, metric, post_batch, register, start, wait_for_total, Follower, PATIENCE};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -174,33 +172,13 @@ async fn a_websocket_client_that_stops_reading_is_resynced_and_does_not_delay_th
     ])
     .await;
     let url = format!("ws://{}/clusters/0/subscribers/0/ws", system.http_addr);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&system.http_addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let pause = Arc::new(Pause::default());
-    let stream = Pausable {
-        inner: tokio::net::TcpStream::from_std(socket.into()).unwrap(),
-        pause: Arc::clone(&pause),
-    };
+    let (stream, pause) = Pausable::connect_small(system.http_addr);
     let (slow, response) = tokio_tungstenite::client_async(&url, stream).await.unwrap();
     assert_eq!(response.status(), 101);
     pause.set(true);
     let reader = ws::open(&url, &[]).await;
 
-    wait_until("a first window", PATIENCE, || last_window(&seen).is_some()).await;
-    let until = last_window(&seen).unwrap() + 60;
-    let give_up = Instant::now() + 2 * PATIENCE;
-    while last_window(&seen).is_none_or(|w| w < until) {
-        assert!(
-            Instant::now() < give_up,
-            "windows stopped at {:?}",
-            last_window(&seen)
-        );
-        post_many_emojis(&system, 5000).await;
-        // Paces the load: a few large batches per window keep every window large.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fill_with_large_windows(&system, &seen, 60).await;
     pause.set(false);
     let resumed = Follower::follow(
         &url,

@@ -7,7 +7,7 @@ use std::task::Waker;
 use emostream::system::System;
 use serde_json::Value;
 
-use super::{post_batch, Seen};
+use super::{post_batch, wait_until, Seen, PATIENCE};
 
 /// The index of the last window the system emitted.
 pub fn last_window(seen: &Seen) -> Option<u64> {
@@ -24,6 +24,34 @@ pub async fn post_many_emojis(system: &System, n: usize) {
         .map(|(i, e)| serde_json::json!({"user_id": format!("m{i}"), "emoji_type": e.as_str(), "timestamp": ts}))
         .collect();
     post_batch(system, &reactions).await;
+}
+
+/// Posts large windows until `windows` more have been emitted, so a client that stopped
+/// reading has its socket's buffers full: the hub notices a lagging client only when its
+/// stream is polled again, i.e. once the socket drains.
+pub async fn fill_with_large_windows(system: &System, seen: &Seen, windows: u64) {
+    wait_until("a first window", PATIENCE, || last_window(seen).is_some()).await;
+    let until = last_window(seen).unwrap() + windows;
+    let give_up = std::time::Instant::now() + 2 * PATIENCE;
+    while last_window(seen).is_none_or(|w| w < until) {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "windows stopped at {:?} (waiting for {until}); watermarks {:?}, consumed {}, late {}",
+            last_window(seen),
+            system
+                .stats
+                .watermarks
+                .iter()
+                .map(|w| w.get())
+                .collect::<Vec<_>>(),
+            system.stats.consumed.get(),
+            system.stats.late.get(),
+        );
+        post_many_emojis(system, 5000).await;
+        // Paces the load, not a wait for a condition: a few large batches per window keep
+        // every window large without flooding the broker.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether a connection's reads are paused, and the reader to wake when they resume.
@@ -52,6 +80,24 @@ pub struct Pausable {
     pub inner: tokio::net::TcpStream,
     /// Whether its reads are paused.
     pub pause: Arc<Pause>,
+}
+
+impl Pausable {
+    /// A connection to `addr` with a small receive buffer (4 KiB), so the server's writes back
+    /// up soon once its reads are paused; and the switch that pauses them.
+    pub fn connect_small(addr: std::net::SocketAddr) -> (Pausable, Arc<Pause>) {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let pause = Arc::new(Pause::default());
+        let stream = Pausable {
+            inner: tokio::net::TcpStream::from_std(socket.into()).unwrap(),
+            pause: Arc::clone(&pause),
+        };
+        (stream, pause)
+    }
 }
 
 impl tokio::io::AsyncRead for Pausable {
