@@ -23,6 +23,21 @@ impl Drop for Process {
     }
 }
 
+/// The hostfile of two processes on loopback, in `dir`, and their free ports: timely 0 and 1,
+/// then HTTP 0 and 1.
+fn write_hostfile(dir: &Path) -> (std::path::PathBuf, [u16; 4]) {
+    let [t0, t1, h0, h1] = free_ports(4)[..] else {
+        unreachable!()
+    };
+    let hostfile = dir.join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
+    )
+    .unwrap();
+    (hostfile, [t0, t1, h0, h1])
+}
+
 /// Starts process `process`; its log goes to `{hostfile}.{process}.log`.
 /// The cluster's secret lies beside the hostfile, in `{hostfile}.secret`.
 fn spawn(process: usize, hostfile: &Path, http: &str, brokers: &str) -> Process {
@@ -104,15 +119,7 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
     let brokers = kafka.brokers.clone();
     let dir = tempfile::tempdir().unwrap();
-    let [t0, t1, h0, h1] = free_ports(4)[..] else {
-        unreachable!()
-    };
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
-    )
-    .unwrap();
+    let (hostfile, [_, t1, h0, h1]) = write_hostfile(dir.path());
     let p0 = spawn(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers);
     let mut p1 = spawn(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers);
     let bases = [
@@ -469,15 +476,7 @@ async fn two_processes_check_tokens_each_once() {
     let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
     let brokers = kafka.brokers.clone();
     let dir = tempfile::tempdir().unwrap();
-    let [t0, t1, h0, h1] = free_ports(4)[..] else {
-        unreachable!()
-    };
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{t0} http://127.0.0.1:{h0}\n127.0.0.1:{t1} http://127.0.0.1:{h1}\n"),
-    )
-    .unwrap();
+    let (hostfile, [_, _, h0, h1]) = write_hostfile(dir.path());
     let secret = dir.path().join("token-secret");
     std::fs::write(&secret, "the token secret of the processes test\n").unwrap();
     let auth = [
