@@ -21,12 +21,14 @@ use std::io::{self, Read};
 use std::sync::{mpsc, Arc, Mutex};
 
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::source;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{source, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::{Scope, StreamVec};
+use timely::scheduling::SyncActivator;
 
-use crate::blocks::{BlockParser, BlockReader, BlockSummary};
+use crate::blocks::{Block, BlockParser, BlockReader, BlockSummary};
 use crate::dataflow::{window_summaries, Settings};
 use crate::deployment::Deployment;
 use crate::operators::{give_counts, Activity, CountKey};
@@ -94,22 +96,83 @@ pub enum ReplayError {
     Dataflow(String),
 }
 
-/// The input shared by the workers of one process.
-struct SharedInput<R> {
-    reader: BlockReader<R>,
-    error: Option<io::Error>,
-    /// This process parses block `b` when `b mod processes = process`.
-    process: u64,
-    processes: u64,
+/// Blocks read ahead of the workers: enough that a worker finishing a block finds the next one
+/// waiting, few enough (2 MiB at the default block size) that reading stays close to parsing.
+const BLOCKS_AHEAD: usize = 8;
+
+/// The input shared by the workers of one process: a thread of its own reads it into blocks
+/// and hands them over a bounded queue, so a slow input (a pipe) never stalls a worker, and
+/// reading stays a few blocks ahead of parsing.
+struct SharedInput {
+    blocks: Mutex<mpsc::Receiver<Block>>,
+    /// Each worker's reading operator, woken when a block is queued or the input ends.
+    wake: Arc<Mutex<Vec<SyncActivator>>>,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+/// What a worker finds in the queue.
+enum Next {
+    Block(Block),
+    /// Nothing queued yet: the reader wakes the worker when there is.
+    Wait,
+    /// The input has ended (or failed: see the error).
+    End,
+}
+
+impl SharedInput {
+    fn next(&self) -> Next {
+        match lock(&self.blocks).try_recv() {
+            Ok(block) => Next::Block(block),
+            Err(mpsc::TryRecvError::Empty) => Next::Wait,
+            Err(mpsc::TryRecvError::Disconnected) => Next::End,
+        }
+    }
+}
+
+/// Reads `input` into blocks until it ends, fails, or nobody receives them any more; this
+/// process's share (`index mod processes = process`) goes into `queue`.
+fn read_ahead<R: Read>(
+    input: R,
+    block_bytes: usize,
+    (process, processes): (u64, u64),
+    queue: mpsc::SyncSender<Block>,
+    wake: &Mutex<Vec<SyncActivator>>,
+    error: &Mutex<Option<io::Error>>,
+) {
+    let wake_all = || {
+        // A worker that has gone no longer needs waking.
+        for worker in lock(wake).iter() {
+            let _ = worker.activate();
+        }
+    };
+    let mut reader = BlockReader::new(input, block_bytes);
+    loop {
+        match reader.next_block() {
+            Ok(Some(block)) if block.index % processes != process => {}
+            Ok(Some(block)) => {
+                if queue.send(block).is_err() {
+                    return;
+                }
+                wake_all();
+            }
+            Ok(None) => break,
+            Err(e) => {
+                *lock(error) = Some(e);
+                break;
+            }
+        }
+    }
+    drop(queue);
+    wake_all();
 }
 
 /// An ordered input that the workers of one process read from together. Clone it into each
 /// worker's dataflow.
-pub struct ReplayInput<R> {
-    shared: Arc<Mutex<SharedInput<R>>>,
+pub struct ReplayInput {
+    shared: Arc<SharedInput>,
 }
 
-impl<R> Clone for ReplayInput<R> {
+impl Clone for ReplayInput {
     fn clone(&self) -> Self {
         ReplayInput {
             shared: Arc::clone(&self.shared),
@@ -117,36 +180,79 @@ impl<R> Clone for ReplayInput<R> {
     }
 }
 
-impl<R: Read> ReplayInput<R> {
+/// The read error of a replay's input, kept apart from the input so that holding it does not
+/// keep the input's reader waiting to hand over blocks.
+struct InputError(Arc<Mutex<Option<io::Error>>>);
+
+impl InputError {
+    fn take(&self) -> Option<io::Error> {
+        lock(&self.0).take()
+    }
+}
+
+impl ReplayInput {
     /// Wraps a reader, to be cut into blocks of about `block_bytes`, all parsed here.
-    pub fn new(input: R, block_bytes: usize) -> Self {
+    pub fn new<R: Read + Send + 'static>(input: R, block_bytes: usize) -> Self {
         Self::share(input, block_bytes, 0, 1)
     }
 
     /// Wraps a reader of the deployment's input, of which process `process` of `processes`
-    /// parses every `processes`-th block. Every process must read the same input.
-    pub fn share(input: R, block_bytes: usize, process: usize, processes: usize) -> Self {
+    /// parses every `processes`-th block. Every process must read the same input. Reading
+    /// starts at once, on a thread of its own, and stops when the input ends or every clone
+    /// of the returned input is dropped.
+    pub fn share<R: Read + Send + 'static>(
+        input: R,
+        block_bytes: usize,
+        process: usize,
+        processes: usize,
+    ) -> Self {
+        let (queue, blocks) = mpsc::sync_channel(BLOCKS_AHEAD);
+        let wake = Arc::new(Mutex::new(Vec::new()));
+        let error = Arc::new(Mutex::new(None));
+        let share = (process as u64, processes.max(1) as u64);
+        let (reader_wake, reader_error) = (Arc::clone(&wake), Arc::clone(&error));
+        std::thread::Builder::new()
+            .name("replay-reader".to_owned())
+            .spawn(move || {
+                read_ahead(
+                    input,
+                    block_bytes,
+                    share,
+                    queue,
+                    &reader_wake,
+                    &reader_error,
+                )
+            })
+            .map_or_else(
+                // Without its thread the input reads nothing: say why rather than replay
+                // an empty input.
+                |e| *lock(&error) = Some(e),
+                drop,
+            );
         ReplayInput {
-            shared: Arc::new(Mutex::new(SharedInput {
-                reader: BlockReader::new(input, block_bytes),
-                error: None,
-                process: process as u64,
-                processes: processes.max(1) as u64,
-            })),
+            shared: Arc::new(SharedInput {
+                blocks: Mutex::new(blocks),
+                wake,
+                error,
+            }),
         }
     }
 
     /// The read error that stopped the input, if any.
     pub fn take_error(&self) -> Option<io::Error> {
-        lock(&self.shared).error.take()
+        lock(&self.shared.error).take()
+    }
+
+    fn error(&self) -> InputError {
+        InputError(Arc::clone(&self.shared.error))
     }
 }
 
 /// Builds the replay dataflow in `scope`: window summaries on worker 0, in window order.
 /// `report`, given on one worker, receives what was read.
-pub fn replay_dataflow<'scope, R: Read + 'static>(
+pub fn replay_dataflow<'scope>(
     scope: Scope<'scope, WindowId>,
-    input: ReplayInput<R>,
+    input: ReplayInput,
     settings: &Settings,
     now_ms: i64,
     report: Option<Arc<Mutex<ReplayReport>>>,
@@ -237,7 +343,9 @@ where
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
-    let worker_input = input.clone();
+    // Only the workers hold the input: once they are done, its reader stops too.
+    let input_error = input.error();
+    let worker_input = input;
     let worker_report = Arc::clone(&report);
     let guards = crate::deployment::execute(deployment, move |worker| {
         let tx = lock(&tx).clone();
@@ -270,7 +378,7 @@ where
     for result in guards.join() {
         result.map_err(ReplayError::Dataflow)?;
     }
-    if let Some(e) = input.take_error() {
+    if let Some(e) = input_error.take() {
         return Err(ReplayError::Input(e));
     }
     if let Some(e) = output_error {
@@ -289,44 +397,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Blocks parsed per activation, so one worker's reading does not starve its other operators.
 const BLOCKS_PER_ACTIVATION: usize = 4;
 
-fn read_blocks<'scope, R: Read + 'static>(
+fn read_blocks<'scope>(
     scope: Scope<'scope, WindowId>,
-    input: Arc<Mutex<SharedInput<R>>>,
+    input: Arc<SharedInput>,
     windowing: Windowing,
     now_ms: i64,
 ) -> StreamVec<'scope, WindowId, BlockSummary> {
     source(scope, "ReadBlocks", move |cap, info| {
+        lock(&input.wake).push(scope.worker().sync_activator_for(info.address.to_vec()));
         let activator = scope.activator_for(info.address);
+        // Blocks may have been queued before the reader knew of this worker.
+        activator.activate();
         let mut cap = Some(cap);
         let mut parser = BlockParser::new(windowing, now_ms);
         move |output| {
             let Some(time) = cap.as_ref() else { return };
             for _ in 0..BLOCKS_PER_ACTIVATION {
-                let next = {
-                    let mut shared = lock(&input);
-                    loop {
-                        if shared.error.is_some() {
-                            break Ok(None);
-                        }
-                        match shared.reader.next_block() {
-                            // Another process parses it.
-                            Ok(Some(block)) if block.index % shared.processes != shared.process => {
-                            }
-                            other => break other,
-                        }
-                    }
-                };
-                match next {
-                    Ok(Some(block)) => {
+                match input.next() {
+                    Next::Block(block) => {
                         let summary = parser.parse(&block);
                         output.session(time).give(summary);
                     }
-                    Ok(None) => {
-                        cap = None;
-                        return;
-                    }
-                    Err(e) => {
-                        lock(&input).error.get_or_insert(e);
+                    Next::Wait => return,
+                    Next::End => {
                         cap = None;
                         return;
                     }
@@ -346,8 +439,16 @@ fn decide_late<'scope>(
     let horizon = settings.correction_windows();
     let index = blocks.scope().index() as u64;
     let peers = blocks.scope().peers() as u64;
-    blocks.unary_frontier(Pipeline, "DecideLate", move |cap, _info| {
-        let mut cap: Option<Capability<WindowId>> = Some(cap);
+    // The input holds back nothing downstream: the blocks travel at the source's first time
+    // until the input ends, while the counts' epochs are decided here, in block order, and
+    // this operator's capability follows them. Connected, the input would hold every window
+    // open until the whole input had been read (and all its counts buffered).
+    let mut builder = OperatorBuilder::new("DecideLate".to_owned(), blocks.scope());
+    let mut input = builder.new_input_connection(blocks, Pipeline, []);
+    let (output, counts) = builder.new_output_connection([]);
+    let mut output = OutputBuilder::from(output);
+    builder.build(move |mut capabilities| {
+        let mut cap: Option<Capability<WindowId>> = capabilities.pop();
         let mut waiting: BTreeMap<u64, BlockSummary> = BTreeMap::new();
         let mut next_block = 0u64;
         let mut clock = EventClock::default();
@@ -355,7 +456,10 @@ fn decide_late<'scope>(
         // than summed again across blocks here (with thousands of streams, a block's counts
         // hardly repeat in the next, and the counting downstream sums them anyway).
         let mut mine = Vec::new();
-        move |(input, frontier), output| {
+        move |frontiers| {
+            let frontier = &frontiers[0];
+            let mut output = output.activate();
+            let output = &mut output;
             input.for_each(|_time, batch| {
                 for summary in batch.drain(..) {
                     waiting.insert(summary.index, summary);
@@ -416,5 +520,6 @@ fn decide_late<'scope>(
                 }
             }
         }
-    })
+    });
+    counts
 }

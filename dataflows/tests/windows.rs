@@ -246,3 +246,76 @@ fn live_mode_emits_every_window_once_from_the_start() {
     // 3 (data), 4 (empty), 5 (one per worker), then empty windows up to the frontier.
     assert_eq!(windows, [(3, 2), (4, 0), (5, 3), (6, 0), (7, 0), (8, 0)]);
 }
+
+/// An input that gives `first`, then nothing until `release` is signalled (or 20 s have
+/// passed), then `rest`: a pipe whose writer waits for the reader's output.
+struct Gated {
+    first: std::io::Cursor<Vec<u8>>,
+    rest: std::io::Cursor<Vec<u8>>,
+    release: mpsc::Receiver<()>,
+    released_in_time: Arc<Mutex<Option<bool>>>,
+}
+
+impl std::io::Read for Gated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.first.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let mut released = self.released_in_time.lock().unwrap();
+        if released.is_none() {
+            let signalled = self
+                .release
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok();
+            *released = Some(signalled);
+        }
+        drop(released);
+        self.rest.read(buf)
+    }
+}
+
+#[test]
+fn replay_emits_windows_while_its_input_is_still_open() {
+    use dataflows::replay::{replay, ReplayConfig};
+    let text = |range: std::ops::Range<i64>| -> Vec<u8> {
+        range
+            .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 100)))
+            .collect::<String>()
+            .into_bytes()
+    };
+    for workers in [1, 2] {
+        // 0 to 10 s of reactions; the rest (10 to 20 s) only once window 0 has come out.
+        let (release, gate) = mpsc::channel();
+        let released_in_time = Arc::new(Mutex::new(None));
+        let input = Gated {
+            first: std::io::Cursor::new(text(0..100)),
+            rest: std::io::Cursor::new(text(100..200)),
+            release: gate,
+            released_in_time: Arc::clone(&released_in_time),
+        };
+        let config = ReplayConfig {
+            settings: Settings::default(),
+            deployment: dataflows::deployment::Deployment::single(workers),
+            block_bytes: 512,
+            now_ms: NOW,
+        };
+        let mut windows = Vec::new();
+        let report = replay(input, &config, |summary| {
+            if summary.window == 0 {
+                let _ = release.send(());
+            }
+            windows.push((summary.window, summary.total));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            *released_in_time.lock().unwrap(),
+            Some(true),
+            "{workers} worker(s): window 0 was not emitted while the input was open"
+        );
+        assert_eq!(report.counted, 200);
+        assert_eq!(windows.len(), 10);
+        assert!(windows.iter().all(|(_, total)| *total == 20), "{windows:?}");
+    }
+}
