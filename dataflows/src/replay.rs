@@ -16,15 +16,19 @@
 //! 3. From there the shared window pipeline ([`crate::dataflow::window_summaries`]) counts,
 //!    scales and summarizes.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{source, OutputBuilder};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::{Capability, Operator, Probe};
 use timely::dataflow::{Scope, StreamVec};
 use timely::scheduling::SyncActivator;
 
@@ -257,9 +261,55 @@ pub fn replay_dataflow<'scope>(
     now_ms: i64,
     report: Option<Arc<Mutex<ReplayReport>>>,
 ) -> StreamVec<'scope, WindowId, WindowSummary> {
-    let blocks = read_blocks(scope, input.shared, settings.windowing, now_ms);
-    let counts = decide_late(blocks.broadcast(), settings, report);
-    window_summaries(counts, settings, Activity::default(), Arc::default())
+    let pace = Pace::default();
+    let blocks = read_blocks(
+        scope,
+        input.shared,
+        settings.windowing,
+        now_ms,
+        pace.clone(),
+    );
+    let counts = decide_late(
+        blocks.broadcast(),
+        settings,
+        report,
+        Rc::clone(&pace.decided),
+    );
+    window_summaries(counts, settings, Activity::default(), Arc::default()).probe_with(&pace.done)
+}
+
+/// Windows the input may be decided ahead of the summaries that have come out: enough to keep
+/// every worker busy, few enough that a replay's memory does not grow with its input when
+/// summarizing (or the caller writing) is slower than parsing.
+const WINDOWS_AHEAD: WindowId = 16;
+
+/// How long a paused reader waits before it looks again.
+const PAUSE: Duration = Duration::from_millis(1);
+
+/// What keeps one worker's reading close to its output.
+#[derive(Clone)]
+struct Pace {
+    /// The first window the blocks decided so far leave open.
+    decided: Rc<Cell<WindowId>>,
+    /// The summaries' frontier.
+    done: ProbeHandle<WindowId>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            decided: Rc::new(Cell::new(0)),
+            done: ProbeHandle::new(),
+        }
+    }
+}
+
+impl Pace {
+    /// Whether reading should wait for the summaries to catch up.
+    fn ahead(&self) -> bool {
+        self.done
+            .less_than(&self.decided.get().saturating_sub(WINDOWS_AHEAD))
+    }
 }
 
 /// Replays `input`, calling `on_window` for each window summary in window order, streams in byte
@@ -339,7 +389,9 @@ where
         deployment.processes(),
     );
     let report = Arc::new(Mutex::new(ReplayReport::default()));
-    let (tx, rx) = mpsc::channel::<(u64, T)>();
+    // Bounded, so a slow `deliver` (stdout into a slow pipe) holds the workers back, and
+    // through them the reading, instead of the output piling up in memory.
+    let (tx, rx) = mpsc::sync_channel::<(u64, T)>(BATCHES_AHEAD);
     let tx = Mutex::new(tx);
     let settings = config.settings;
     let now_ms = config.now_ms;
@@ -389,6 +441,9 @@ where
     Ok(report)
 }
 
+/// Batches of summaries (a window's each) handed to `deliver` ahead of it.
+const BATCHES_AHEAD: usize = 16;
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock means a worker panicked; the join reports that, so keep going here.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -402,6 +457,7 @@ fn read_blocks<'scope>(
     input: Arc<SharedInput>,
     windowing: Windowing,
     now_ms: i64,
+    pace: Pace,
 ) -> StreamVec<'scope, WindowId, BlockSummary> {
     source(scope, "ReadBlocks", move |cap, info| {
         lock(&input.wake).push(scope.worker().sync_activator_for(info.address.to_vec()));
@@ -413,6 +469,10 @@ fn read_blocks<'scope>(
         move |output| {
             let Some(time) = cap.as_ref() else { return };
             for _ in 0..BLOCKS_PER_ACTIVATION {
+                if pace.ahead() {
+                    activator.activate_after(PAUSE);
+                    return;
+                }
                 match input.next() {
                     Next::Block(block) => {
                         let summary = parser.parse(&block);
@@ -434,6 +494,7 @@ fn decide_late<'scope>(
     blocks: StreamVec<'scope, WindowId, BlockSummary>,
     settings: &Settings,
     report: Option<Arc<Mutex<ReplayReport>>>,
+    decided: Rc<Cell<WindowId>>,
 ) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
     let windowing = settings.windowing;
     let horizon = settings.correction_windows();
@@ -496,6 +557,7 @@ fn decide_late<'scope>(
                 clock.merge(block.clock);
                 next_block += 1;
             }
+            decided.set(clock.open_from(&windowing));
             if let Some(report) = &report {
                 let mut report = lock(report);
                 report.lines += seen.lines;

@@ -319,3 +319,71 @@ fn replay_emits_windows_while_its_input_is_still_open() {
         assert!(windows.iter().all(|(_, total)| *total == 20), "{windows:?}");
     }
 }
+
+/// An input that counts the bytes read from it.
+struct Counted {
+    inner: std::io::Cursor<Vec<u8>>,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn replay_reads_no_further_ahead_than_a_slow_consumer_takes() {
+    use dataflows::replay::{replay, ReplayConfig};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    // 400 windows of 10 reactions each.
+    let text: Vec<u8> = (0..4000i64)
+        .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 200)))
+        .collect::<String>()
+        .into_bytes();
+    let total = text.len();
+    for workers in [1, 2] {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let input = Counted {
+            inner: std::io::Cursor::new(text.clone()),
+            read: Arc::clone(&read),
+        };
+        let config = ReplayConfig {
+            settings: Settings::default(),
+            deployment: dataflows::deployment::Deployment::single(workers),
+            block_bytes: 512,
+            now_ms: NOW,
+        };
+        let mut stalled_at = None;
+        let mut windows = 0;
+        let report = replay(input, &config, |_summary| {
+            if stalled_at.is_none() {
+                // The consumer stalls on its first window until the reading has stopped.
+                let start = Instant::now();
+                let mut last = read.load(Ordering::Relaxed);
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let now = read.load(Ordering::Relaxed);
+                    if now == last || start.elapsed() > Duration::from_secs(10) {
+                        break;
+                    }
+                    last = now;
+                }
+                stalled_at = Some(read.load(Ordering::Relaxed));
+            }
+            windows += 1;
+            Ok(())
+        })
+        .unwrap();
+        let stalled_at = stalled_at.unwrap();
+        assert!(
+            stalled_at < total / 2,
+            "{workers} worker(s): {stalled_at} of {total} bytes read while the consumer had taken one window"
+        );
+        assert_eq!(report.counted, 4000);
+        assert_eq!(windows, 400);
+    }
+}
