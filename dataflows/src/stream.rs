@@ -18,8 +18,39 @@ pub const MAX_STREAM_ID_CHARS: usize = 64;
 /// Shared rather than owned: one id is cloned into every count, summary and message of its
 /// stream (with 10,000 streams, millions of times per replay), and a clone that copies the text
 /// cost more than everything else the summaries do.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug)]
 pub struct StreamId(Arc<str>);
+
+// Counting and summarizing compare ids millions of times, mostly clones of one interned id:
+// those are equal without reading their text.
+impl PartialEq for StreamId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for StreamId {}
+
+impl Ord for StreamId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl PartialOrd for StreamId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for StreamId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// Why a string is not a stream id.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +204,22 @@ mod tests {
             StreamId::parse("a").unwrap().stable_hash(),
             0xaf63_dc4c_8601_ec8c
         );
+    }
+
+    #[test]
+    fn shared_and_separate_copies_compare_alike() {
+        let a = StreamId::parse("match-42").unwrap();
+        let (shared, separate) = (a.clone(), StreamId::parse("match-42").unwrap());
+        let other = StreamId::parse("match-43").unwrap();
+        for same in [&shared, &separate] {
+            assert_eq!(&a, same);
+            assert_eq!(a.cmp(same), std::cmp::Ordering::Equal);
+        }
+        assert_ne!(a, other);
+        assert!(a < other && other > separate);
+        let set: std::collections::HashSet<_> = [a, shared, separate].into_iter().collect();
+        assert_eq!(set.len(), 1);
+        assert!(set.contains("match-42"));
     }
 
     #[test]

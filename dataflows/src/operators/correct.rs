@@ -11,11 +11,13 @@
 //! A window's first emission comes out at its own epoch, as the plain pipeline's does; a
 //! correction at the epoch of the late reactions that caused it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
+use foldhash::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
@@ -79,7 +81,7 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
     ) -> StreamVec<'scope, WindowId, WindowCount> {
         let windows = expire(self, horizon_windows, Arc::clone(&held))
             .as_collection()
-            .map(|(stream, window, emoji)| ((stream, window), emoji))
+            .map(|(stream, window, emoji)| ((HashedStream::new(stream), window), emoji))
             .reduce(|_window, emojis: &[(&Emoji, isize)], output| {
                 let counts: Vec<(Emoji, u64)> = emojis
                     .iter()
@@ -92,7 +94,7 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
             .unary(Pipeline, "Changes", move |_cap, _info| {
                 // The windows whose counts are held: each (stream, window) is reduced on one
                 // worker, so counting them here counts each once.
-                let mut live: HashSet<(StreamId, WindowId)> = HashSet::new();
+                let mut live: HashSet<(StreamId, WindowId)> = HashSet::default();
                 move |input, output| {
                     input.for_each_stamp(|cap, batches| {
                         let Some(cap) = cap.retain_least(output.output_index()) else {
@@ -100,6 +102,7 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                         };
                         for batch in batches {
                             for (((stream, window), counts), epoch, diff) in batch.drain(..) {
+                                let stream = stream.id;
                                 // The retraction of a window's previous counts (or of the whole
                                 // window, once past the horizon) says nothing new.
                                 if diff <= 0 {
@@ -205,3 +208,27 @@ fn expire<'scope>(
 
 /// The counts of the windows retracted at one epoch.
 type Due = HashMap<(StreamId, WindowId), HashMap<Emoji, isize>>;
+
+/// A stream id as differential keys the counts: ordered by a stable hash first, so sorting and
+/// merging the counts of thousands of streams compares integers rather than text (any order
+/// will do there; summarizing orders the output by id), and exchanged by that hash.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct HashedStream {
+    hash: u64,
+    id: StreamId,
+}
+
+impl HashedStream {
+    fn new(id: StreamId) -> Self {
+        HashedStream {
+            hash: id.stable_hash(),
+            id,
+        }
+    }
+}
+
+impl std::hash::Hash for HashedStream {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}

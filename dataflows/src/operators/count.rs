@@ -1,6 +1,8 @@
 //! Final counts per (stream, emoji) per window, emitted once the window is closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
@@ -29,7 +31,7 @@ impl<'scope> CountByKey<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)>
                     if let Some(cap) = cap.retain_least(output.output_index()) {
                         let (_, counts) = open
                             .entry(*cap.time())
-                            .or_insert_with(|| (cap, HashMap::new()));
+                            .or_insert_with(|| (cap, HashMap::default()));
                         for batch in batches {
                             for (key, n) in batch.drain(..) {
                                 *counts.entry(key).or_default() += n;

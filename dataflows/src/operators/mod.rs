@@ -10,7 +10,7 @@ pub use count::CountByKey;
 pub use scale::Scale;
 pub use summarize::{Activity, Summarize};
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilderSession;

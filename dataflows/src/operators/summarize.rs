@@ -85,7 +85,7 @@ type Closed = (Capability<WindowId>, Vec<WindowCount>);
 /// The last revision emitted of each window that may still be corrected, by window.
 #[derive(Default)]
 struct Revisions {
-    by_window: BTreeMap<WindowId, HashMap<StreamId, u32>>,
+    by_window: BTreeMap<WindowId, foldhash::HashMap<StreamId, u32>>,
 }
 
 impl Revisions {
@@ -211,7 +211,9 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         }
                     }
                     counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    let mut with_data = Vec::new();
+                    // Streams with counts that were not active; the active ones are updated
+                    // in the walk, sparing a lookup each.
+                    let mut started = Vec::new();
                     let mut data = counts.into_iter().peekable();
                     let mut emit = |summary: WindowSummary| {
                         if horizon > 0 {
@@ -219,7 +221,7 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         }
                         session.give(summary);
                     };
-                    let mut with_counts =
+                    let with_counts =
                         |stream: StreamId, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
                             let mut emojis = vec![first];
                             while let Some((_, _, count)) =
@@ -227,14 +229,15 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                             {
                                 emojis.push(count);
                             }
-                            with_data.push(stream.clone());
                             WindowSummary::new(stream, window, &windowing, emojis)
                         };
-                    for (id, last) in &active {
+                    for (id, last) in active.iter_mut() {
                         while let Some((stream, _, first)) = data.next_if(|(s, _, _)| s < id) {
+                            started.push(stream.clone());
                             emit(with_counts(stream, first, &mut data));
                         }
                         if let Some((stream, _, first)) = data.next_if(|(s, _, _)| s == id) {
+                            *last = window;
                             emit(with_counts(stream, first, &mut data));
                         } else if *last < window && still_active(id, *last, window, idle_windows) {
                             emit(WindowSummary::new(
@@ -246,10 +249,11 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         }
                     }
                     while let Some((stream, _, first)) = data.next() {
+                        started.push(stream.clone());
                         emit(with_counts(stream, first, &mut data));
                     }
                     drop(session);
-                    for stream in with_data {
+                    for stream in started {
                         active.insert(stream, window);
                     }
                     active.retain(|id, last| still_active(id, *last, window + 1, idle_windows));
