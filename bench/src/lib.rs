@@ -28,6 +28,17 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The peak resident set of process `pid` so far (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+}
+
 /// Raises this process's open-files limit as far as it goes (each connection a benchmark opens
 /// is a file) and says how far that is.
 pub fn raise_open_files() -> anyhow::Result<u64> {

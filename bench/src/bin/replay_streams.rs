@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::Parser;
-use emostream_bench::children_cpu;
+use emostream_bench::{children_cpu, peak_rss_kib};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -50,6 +50,11 @@ struct Args {
     /// what counting many streams costs without the empty windows of idle ones.
     #[arg(long)]
     idle_windows: Option<u64>,
+    /// `--correction-horizon-ms` of the replay (emostream's default, 10000, when not given): 0
+    /// counts drop-only, without differential's corrections; with `--idle-windows` below 5 it
+    /// must be lowered too.
+    #[arg(long)]
+    correction_horizon_ms: Option<u64>,
     /// Runs per input; the best and the median are printed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -77,13 +82,15 @@ fn main() -> anyhow::Result<()> {
     let one = args.dir.join("one-stream.ndjson");
     generate(&args, &many, &one)?;
     println!(
-        "{} reactions over {} streams (Zipf {}), {} min of event time; {} worker(s), idle windows {}, best and median of {} runs, output to {}:",
+        "{} reactions over {} streams (Zipf {}), {} min of event time; {} worker(s), idle windows {}, correction horizon {}, best and median of {} runs, output to {}:",
         args.reactions,
         args.streams,
         args.skew,
         args.minutes,
         args.workers,
         args.idle_windows.map_or("30 (default)".to_string(), |n| n.to_string()),
+        args.correction_horizon_ms
+            .map_or("10000 ms (default)".to_string(), |n| format!("{n} ms")),
         args.runs,
         if args.discard { "/dev/null" } else { "a file" }
     );
@@ -166,7 +173,7 @@ struct Timed {
 
 fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
     let out = input.with_extension("out");
-    let (mut times, mut cpu) = (Vec::new(), Vec::new());
+    let (mut times, mut cpu, mut peak_kib) = (Vec::new(), Vec::new(), 0);
     for _ in 0..args.runs.max(1) {
         let sink = if args.discard {
             File::create("/dev/null")?
@@ -174,11 +181,21 @@ fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
             File::create(&out)?
         };
         let (start, cpu_before) = (Instant::now(), children_cpu()?);
-        let status = replay_command(args, input)
+        let mut child = replay_command(args, input)
             .stdout(sink)
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .with_context(|| format!("cannot start {}", args.bin.display()))?;
+        // The peak resident set only grows: the last reading before the exit is close to it.
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if let Ok(kib) = peak_rss_kib(child.id()) {
+                peak_kib = peak_kib.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         times.push(start.elapsed());
         cpu.push(children_cpu()? - cpu_before);
         ensure!(
@@ -205,12 +222,13 @@ fn bench(args: &Args, input: &Path, name: &str) -> anyhow::Result<Timed> {
     let reactions = args.reactions as f64;
     let (best, median) = (times[0], times[times.len() / 2]);
     println!(
-        "  {name:<14} best {:.3} s = {:>5.2} M reactions/s   median {:.3} s = {:>5.2} M/s   CPU (user + sys) least {:.2} s   output {lines} lines, {:.1} MiB",
+        "  {name:<14} best {:.3} s = {:>5.2} M reactions/s   median {:.3} s = {:>5.2} M/s   CPU (user + sys) least {:.2} s   peak RSS {} MiB   output {lines} lines, {:.1} MiB",
         best.as_secs_f64(),
         reactions / best.as_secs_f64() / 1e6,
         median.as_secs_f64(),
         reactions / median.as_secs_f64() / 1e6,
         cpu[0].as_secs_f64(),
+        peak_kib / 1024,
         bytes as f64 / (1 << 20) as f64
     );
     Ok(Timed {
@@ -230,6 +248,9 @@ fn replay_command(args: &Args, input: &Path) -> Command {
         .args(["--workers", &args.workers.to_string()]);
     if let Some(idle) = args.idle_windows {
         command.args(["--stream-idle-windows", &idle.to_string()]);
+    }
+    if let Some(horizon) = args.correction_horizon_ms {
+        command.args(["--correction-horizon-ms", &horizon.to_string()]);
     }
     command
 }
