@@ -3,10 +3,11 @@
 //! window in its key) changes its window's counts and the whole changed window comes out again.
 //!
 //! ```text
-//! counts ((stream, window, emoji), n) @ epoch ─▶ Expire ─▶ reduce by (stream, window) ─▶ Changes
-//!   (+n at the epoch; −n once the window      (the window's emoji counts,     (each window's new
-//!    has passed the horizon: state freed)      retracted and re-emitted        counts, scaled)
-//!                                              when they change)
+//! counts ((stream, window, emoji), n) @ epoch ─▶ Expire ─▶ count_total ─▶ Changes
+//!   (+n at the epoch; −n once the window      (each key's total,     (each changed window's
+//!    has passed the horizon: state freed)      retracted and          counts, whole, scaled,
+//!                                              re-emitted when it     once its epoch is complete)
+//!                                              changes)
 //! ```
 //! A window's first emission comes out at its own epoch, as the plain pipeline's does; a
 //! correction at the epoch of the late reactions that caused it.
@@ -15,8 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
@@ -79,57 +81,106 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
         rule: ScaleRule,
         held: Arc<HeldState>,
     ) -> StreamVec<'scope, WindowId, WindowCount> {
-        let windows = expire(self, horizon_windows, Arc::clone(&held))
+        // Each key's total, retracted and re-emitted whenever it changes: one arrangement (the
+        // counts'), where a reduce per window would add a second one of whole windows.
+        let totals = expire(self, horizon_windows, Arc::clone(&held))
             .as_collection()
-            .map(|(stream, window, emoji)| ((HashedStream::new(stream), window), emoji))
-            .reduce(|_window, emojis: &[(&Emoji, isize)], output| {
-                let counts: Vec<(Emoji, u64)> = emojis
-                    .iter()
-                    .map(|(emoji, n)| (**emoji, (*n).max(0) as u64))
-                    .collect();
-                output.push((counts, 1isize));
-            });
-        windows
+            .map(|(stream, window, emoji)| HeldKey::new(stream, window, emoji))
+            .count_total();
+        totals
             .inner
-            .unary(Pipeline, "Changes", move |_cap, _info| {
-                // The windows whose counts are held: each (stream, window) is reduced on one
-                // worker, so counting them here counts each once.
-                let mut live: HashSet<(StreamId, WindowId)> = HashSet::default();
-                move |input, output| {
+            .unary_frontier(Pipeline, "Changes", move |_cap, _info| {
+                // The counts of the windows held on this worker (all of a window's emojis are
+                // counted on one worker: see `HeldKey`'s hash), so a window a late reaction
+                // changes can go out whole.
+                let mut live: HashMap<(StreamId, WindowId), Vec<(Emoji, u64)>> = HashMap::default();
+                // By epoch, applied in epoch order once the epoch is complete, so what goes out
+                // at an epoch never depends on how far the next ones have got.
+                let mut pending: BTreeMap<WindowId, Pending> = BTreeMap::new();
+                move |(input, frontier), output| {
                     input.for_each_stamp(|cap, batches| {
                         let Some(cap) = cap.retain_least(output.output_index()) else {
                             return;
                         };
                         for batch in batches {
-                            for (((stream, window), counts), epoch, diff) in batch.drain(..) {
-                                let stream = stream.id;
-                                // The retraction of a window's previous counts (or of the whole
-                                // window, once past the horizon) says nothing new.
-                                if diff <= 0 {
-                                    if epoch > window.saturating_add(horizon_windows)
-                                        && live.remove(&(stream, window))
-                                    {
-                                        held.windows.fetch_sub(1, Ordering::Relaxed);
-                                    }
-                                    continue;
+                            for ((key, total), epoch, diff) in batch.drain(..) {
+                                let at = pending
+                                    .entry(epoch)
+                                    .or_insert_with(|| Pending::new(cap.delayed(&epoch)));
+                                let window = (key.stream, key.window);
+                                if diff > 0 {
+                                    let total = u64::try_from(total).unwrap_or(0);
+                                    at.totals.push((window, key.emoji, total));
+                                } else if epoch > key.window.saturating_add(horizon_windows) {
+                                    // Past the horizon: the whole window is retracted, freed.
+                                    at.freed.push(window);
                                 }
-                                if live.insert((stream.clone(), window)) {
+                                // Otherwise the retraction of a total that changed: its new
+                                // total is among the updates too.
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let Pending { cap, totals, freed } = entry.remove();
+                        let mut changed = Vec::new();
+                        for (window, emoji, total) in totals {
+                            let counts = match live.get_mut(&window) {
+                                Some(counts) => counts,
+                                None => {
                                     held.windows.fetch_add(1, Ordering::Relaxed);
+                                    live.entry(window.clone()).or_default()
                                 }
-                                let at = cap.delayed(&epoch);
-                                let mut session = output.session(&at);
+                            };
+                            match counts.iter_mut().find(|(e, _)| *e == emoji) {
+                                Some((_, count)) => *count = total,
+                                None => counts.push((emoji, total)),
+                            }
+                            changed.push(window);
+                        }
+                        changed.sort_unstable();
+                        changed.dedup();
+                        let mut session = output.session(&cap);
+                        for window in changed {
+                            if let Some(counts) = live.get(&window) {
                                 for (emoji, count) in counts {
                                     session.give((
-                                        stream.clone(),
-                                        window,
-                                        EmojiCount::scaled(emoji, count, rule),
+                                        window.0.clone(),
+                                        window.1,
+                                        EmojiCount::scaled(*emoji, *count, rule),
                                     ));
                                 }
                             }
                         }
-                    });
+                        for window in freed {
+                            if live.remove(&window).is_some() {
+                                held.windows.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
             })
+    }
+}
+
+/// What a complete epoch brings to the held windows.
+struct Pending {
+    cap: Capability<WindowId>,
+    /// New totals: ((stream, window), emoji, total).
+    totals: Vec<((StreamId, WindowId), Emoji, u64)>,
+    /// Windows past their horizon.
+    freed: Vec<(StreamId, WindowId)>,
+}
+
+impl Pending {
+    fn new(cap: Capability<WindowId>) -> Self {
+        Pending {
+            cap,
+            totals: Vec::new(),
+            freed: Vec::new(),
+        }
     }
 }
 
@@ -209,26 +260,32 @@ fn expire<'scope>(
 /// The counts of the windows retracted at one epoch.
 type Due = HashMap<(StreamId, WindowId), HashMap<Emoji, isize>>;
 
-/// A stream id as differential keys the counts: ordered by a stable hash first, so sorting and
-/// merging the counts of thousands of streams compares integers rather than text (any order
-/// will do there; summarizing orders the output by id), and exchanged by that hash.
+/// A count's key as differential holds it: ordered by a stable hash of the stream first, so
+/// sorting and merging the counts of thousands of streams compares integers rather than text
+/// (any order will do there; summarizing orders the output by id), and hashed (exchanged) by
+/// stream and window alone, so a window's emojis meet on one worker.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct HashedStream {
+struct HeldKey {
     hash: u64,
-    id: StreamId,
+    stream: StreamId,
+    window: WindowId,
+    emoji: Emoji,
 }
 
-impl HashedStream {
-    fn new(id: StreamId) -> Self {
-        HashedStream {
-            hash: id.stable_hash(),
-            id,
+impl HeldKey {
+    fn new(stream: StreamId, window: WindowId, emoji: Emoji) -> Self {
+        HeldKey {
+            hash: stream.stable_hash(),
+            stream,
+            window,
+            emoji,
         }
     }
 }
 
-impl std::hash::Hash for HashedStream {
+impl std::hash::Hash for HeldKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
+        state.write_u64(self.window);
     }
 }
