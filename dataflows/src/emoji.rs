@@ -69,6 +69,9 @@ impl PartialOrd for Emoji {
 }
 impl Ord for Emoji {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self == other {
+            return std::cmp::Ordering::Equal;
+        }
         self.as_str().cmp(other.as_str())
     }
 }

@@ -281,7 +281,7 @@ pub fn replay_dataflow<'scope>(
 /// Windows the input may be decided ahead of the summaries that have come out: enough to keep
 /// every worker busy, few enough that a replay's memory does not grow with its input when
 /// summarizing (or the caller writing) is slower than parsing.
-const WINDOWS_AHEAD: WindowId = 16;
+const WINDOWS_AHEAD: WindowId = 64;
 
 /// How long a paused reader waits before it looks again.
 const PAUSE: Duration = Duration::from_millis(1);

@@ -260,25 +260,26 @@ fn expire<'scope>(
 /// The counts of the windows retracted at one epoch.
 type Due = HashMap<(StreamId, WindowId), HashMap<Emoji, isize>>;
 
-/// A count's key as differential holds it: ordered by a stable hash of the stream first, so
-/// sorting and merging the counts of thousands of streams compares integers rather than text
-/// (any order will do there; summarizing orders the output by id), and hashed (exchanged) by
-/// stream and window alone, so a window's emojis meet on one worker.
+/// A count's key as differential holds it: ordered by a stable hash of the stream, then window
+/// and emoji, and only then by the stream's text, so sorting and merging the counts of
+/// thousands of streams compares integers (any order will do there; summarizing orders the
+/// output by id); hashed (exchanged) by stream and window alone, so a window's emojis meet on
+/// one worker.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct HeldKey {
     hash: u64,
-    stream: StreamId,
     window: WindowId,
     emoji: Emoji,
+    stream: StreamId,
 }
 
 impl HeldKey {
     fn new(stream: StreamId, window: WindowId, emoji: Emoji) -> Self {
         HeldKey {
             hash: stream.stable_hash(),
-            stream,
             window,
             emoji,
+            stream,
         }
     }
 }
