@@ -415,6 +415,41 @@ async fn load_over_websocket_finds_every_final_revision_exact() {
     late_reactions_end_exact("ws").await;
 }
 
+/// A run right after another, on the same server and stream, with reactions stamped seconds in
+/// the past: its windows hold none of the earlier run's reactions, so both end exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_right_after_another_finds_its_own_windows_exact() {
+    let (system, _seen) = start(&["--window-ms", "1000"]).await;
+    let target = format!("http://{}", system.http_addr);
+    for late in ["0", "0.2"] {
+        let report = emostream::load::load(&load_args(
+            &target,
+            &[
+                "--rate",
+                "400",
+                "--duration",
+                "2",
+                "--batch",
+                "10",
+                "--sse-clients",
+                "2",
+                "--window-ms",
+                "1000",
+                "--late-fraction",
+                late,
+                "--late-by-ms",
+                "3000",
+            ],
+        ))
+        .await
+        .unwrap();
+        let text = report.to_text();
+        assert!(report.exact, "late fraction {late}: {text}");
+        assert!(report.check.deliveries > 0, "{text}");
+    }
+    system.shutdown().await.unwrap();
+}
+
 /// `--streams 3 --sse-clients 6`: clients on every stream, each checked against its own
 /// stream's reactions: a client registered for a stream gets only its windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

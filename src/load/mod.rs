@@ -82,6 +82,11 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = dataflows::DEFAULT_IDLE_WINDOWS,
           env = "EMOSTREAM_LOAD_STREAM_IDLE_WINDOWS")]
     pub stream_idle_windows: u64,
+    /// The system's --window-ms. Sending starts on a window boundary, so the run's first window
+    /// holds none of an earlier run's reactions (one just before would otherwise share it and
+    /// make it look wrong), and late reactions are never stamped before that boundary.
+    #[arg(long, default_value = "2000", env = "EMOSTREAM_LOAD_WINDOW_MS")]
+    pub window_ms: std::num::NonZeroU64,
     /// Share of reactions (0 to 1) sent late: stamped --late-by-ms in the past, so they
     /// correct windows already emitted. The check is then against each window's final
     /// revision; keep --late-by-ms within the system's --correction-horizon-ms.
@@ -370,8 +375,13 @@ async fn run_senders(
     follow_stats: &Arc<FollowStats>,
 ) -> Result<Sending, LoadError> {
     let progress = Arc::new(Progress::default());
+    let window_ms = i64::try_from(args.window_ms.get()).unwrap_or(i64::MAX);
+    let now_ms = dataflows::wall_clock_ms();
+    let wait_ms = window_ms - now_ms.rem_euclid(window_ms);
+    tokio::time::sleep(Duration::from_millis(wait_ms.unsigned_abs())).await;
+    let not_before_ms = now_ms.saturating_add(wait_ms);
     let started = Instant::now();
-    let tasks: Vec<_> = plans(args, target, streams, started)
+    let tasks: Vec<_> = plans(args, target, streams, started, not_before_ms)
         .into_iter()
         .map(|plan| tokio::spawn(send::send(api.clone(), plan, Arc::clone(&progress))))
         .collect();
@@ -397,7 +407,13 @@ async fn run_senders(
 
 /// One plan per sender: at most `--connections` senders share the asked rate, each sending
 /// whole batches from `started` for `--duration` seconds.
-fn plans(args: &LoadArgs, target: &str, streams: &Streams, started: Instant) -> Vec<Plan> {
+fn plans(
+    args: &LoadArgs,
+    target: &str,
+    streams: &Streams,
+    started: Instant,
+    not_before_ms: i64,
+) -> Vec<Plan> {
     let until = started + Duration::from_secs_f64(args.duration);
     let batch = args.batch as usize;
     let requests_per_s = args.rate / batch as f64;
@@ -419,6 +435,7 @@ fn plans(args: &LoadArgs, target: &str, streams: &Streams, started: Instant) -> 
             zipf: Arc::clone(&streams.zipf),
             late_fraction: args.late_fraction,
             late_by_ms: i64::try_from(args.late_by_ms).unwrap_or(i64::MAX),
+            not_before_ms,
         })
         .collect()
 }

@@ -112,6 +112,8 @@ pub struct Plan {
     pub late_fraction: f64,
     /// How far late reactions are stamped in the past.
     pub late_by_ms: i64,
+    /// The start of the run's first window: no reaction is stamped before it.
+    pub not_before_ms: i64,
 }
 
 /// Whether the `seq`-th reaction is sent late: a hash of `seq` (another than [`pick`]'s), so
@@ -181,7 +183,11 @@ pub async fn send(client: reqwest::Client, plan: Plan, progress: Arc<Progress>) 
                 seq += 1;
                 let (user, emoji) = pick(seq, plan.users);
                 let late = is_late(seq, plan.late_fraction);
-                let ts = if late { now - plan.late_by_ms } else { now };
+                let ts = if late {
+                    now.saturating_sub(plan.late_by_ms).max(plan.not_before_ms)
+                } else {
+                    now
+                };
                 (user, emoji, pick_stream(seq, &plan.zipf), ts, late)
             })
             .collect();
