@@ -377,3 +377,26 @@ async fn a_malformed_upgrade_gets_a_clear_400() {
     }
     system.shutdown().await.unwrap();
 }
+
+/// Browsers send long cookies and many headers: an upgrade with a 12 KiB head of 40 extra
+/// header lines is served like any other (a shorter limit sent it to a route that refused it
+/// as not the first request of its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_with_a_long_head_is_served() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let (system, _seen) = start(&[]).await;
+    let url = format!("ws://{}/clusters/0/subscribers/0/ws", system.http_addr);
+    let mut request = url.as_str().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    let cookie = format!("session={}", "x".repeat(12 * 1024));
+    headers.insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    for i in 0..40 {
+        let name = HeaderName::from_bytes(format!("x-extra-{i}").as_bytes()).unwrap();
+        headers.insert(name, HeaderValue::from_static("1"));
+    }
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    drop(socket);
+    system.shutdown().await.unwrap();
+}

@@ -24,8 +24,13 @@ use crate::auth::{Auth, Presented};
 use crate::limits::Activity;
 use crate::stats::Stats;
 
-/// The largest request head read before giving the connection to hyper.
-const MAX_HEAD: usize = 8192;
+/// The largest request head read before giving the connection to hyper: room for the long
+/// cookies browsers send (a token cookie among them), since a WebSocket can only be served
+/// here.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// The most header lines read before giving the connection to hyper.
+const MAX_HEADERS: usize = 64;
 
 /// What the first bytes of a connection turned out to be.
 pub enum Request {
@@ -81,7 +86,7 @@ pub async fn classify(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&head) {
             Ok(httparse::Status::Complete(len)) => {

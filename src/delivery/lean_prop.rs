@@ -464,7 +464,7 @@ fn check(sent: &Sent, must_be_events: bool) -> Result<(), TestCaseError> {
             }
             // Only an events GET with a request pipelined behind it is refused here.
             Outcome::Refused(status) => {
-                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut request = httparse::Request::new(&mut headers);
                 let pipelined = matches!(
                     request.parse(&sent.bytes),
@@ -480,7 +480,7 @@ fn check(sent: &Sent, must_be_events: bool) -> Result<(), TestCaseError> {
                 );
             }
             Outcome::Gone => {
-                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let partial = matches!(
                     httparse::Request::new(&mut headers).parse(&sent.bytes),
                     Ok(httparse::Status::Partial)

@@ -159,7 +159,7 @@ pub fn routes(
                     Opening::Here(_) => Err(warp::reject::custom(ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "websocket_not_first",
-                        "open a WebSocket as the first request of a new HTTP/1.1 connection",
+                        "open a WebSocket as the first request of a new HTTP/1.1 connection, with a request head of at most 16 KiB and 64 header lines",
                     ))),
                 }
             },
