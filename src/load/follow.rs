@@ -125,6 +125,10 @@ pub enum Transport {
 /// One event: its kind, its id (empty for a correction) and its window.
 type Received = (String, String, WindowData);
 
+/// How long opening a stream may take (connection, and the response head or the upgrade): a
+/// server that accepts and never answers would otherwise hold the run for ever.
+const OPEN_WITHIN: Duration = Duration::from_secs(10);
+
 /// Opens the stream after `last_id`; `Err` says why it did not open.
 async fn open(
     client: &reqwest::Client,
@@ -138,9 +142,9 @@ async fn open(
             if let Some(id) = last_id {
                 request = request.header("last-event-id", id);
             }
-            let response = request
-                .send()
+            let response = tokio::time::timeout(OPEN_WITHIN, request.send())
                 .await
+                .map_err(|_| format!("GET {events_url}: no answer within {OPEN_WITHIN:?}"))?
                 .map_err(|e| format!("GET {events_url}: {e}"))?;
             if !response.status().is_success() {
                 return Err(format!("GET {events_url} answered {}", response.status()));
@@ -158,9 +162,11 @@ async fn open(
         }
         Transport::Ws => {
             let url = crate::delivery::events::ws_url(events_url, last_id);
-            let (socket, _) = tokio_tungstenite::connect_async(&url)
-                .await
-                .map_err(|e| format!("WebSocket {url}: {e}"))?;
+            let (socket, _) =
+                tokio::time::timeout(OPEN_WITHIN, tokio_tungstenite::connect_async(&url))
+                    .await
+                    .map_err(|_| format!("WebSocket {url}: no answer within {OPEN_WITHIN:?}"))?
+                    .map_err(|e| format!("WebSocket {url}: {e}"))?;
             Ok(socket
                 .take_while(|message| std::future::ready(message.is_ok()))
                 .filter_map(|message| async move {
@@ -290,5 +296,32 @@ pub async fn follow(
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_never_answers_is_given_up_on() {
+        // Accepts connections and never answers on them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/clusters/0/subscribers/0/events");
+        for transport in [Transport::Sse, Transport::Ws] {
+            let Err(why) = open(&client, transport, &url, None).await else {
+                panic!("{transport:?}: a silent server's stream opened");
+            };
+            assert!(why.contains("no answer within 10s"), "{transport:?}: {why}");
+        }
+        silent.abort();
     }
 }
