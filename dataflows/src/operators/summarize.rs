@@ -99,6 +99,11 @@ impl Revisions {
         out
     }
 
+    /// The revisions emitted of `window`'s streams.
+    fn of(&mut self, window: WindowId) -> &mut foldhash::HashMap<StreamId, u32> {
+        self.by_window.entry(window).or_default()
+    }
+
     /// The revision a new emission of `stream`'s `window` gets, recorded as emitted.
     fn next(&mut self, stream: &StreamId, window: WindowId) -> u32 {
         let held = self.by_window.entry(window).or_default();
@@ -215,9 +220,14 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                     // in the walk, sparing a lookup each.
                     let mut started = Vec::new();
                     let mut data = counts.into_iter().peekable();
+                    // The window's revisions, looked up once for all its streams.
+                    let mut emitted = (horizon > 0).then(|| revisions.of(window));
                     let mut emit = |summary: WindowSummary| {
-                        if horizon > 0 {
-                            revisions.next(&summary.stream_id, window);
+                        if let Some(emitted) = emitted.as_mut() {
+                            emitted
+                                .entry(summary.stream_id.clone())
+                                .and_modify(|r| *r += 1)
+                                .or_insert(0);
                         }
                         session.give(summary);
                     };
