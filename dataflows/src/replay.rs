@@ -20,6 +20,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +113,8 @@ struct SharedInput {
     /// Each worker's reading operator, woken when a block is queued or the input ends.
     wake: Arc<Mutex<Vec<SyncActivator>>>,
     error: Arc<Mutex<Option<io::Error>>>,
+    /// Set when nobody wants the rest (the output failed): reading ends at the next block.
+    stop: Arc<AtomicBool>,
 }
 
 /// What a worker finds in the queue.
@@ -142,6 +145,7 @@ fn read_ahead<R: Read>(
     queue: mpsc::SyncSender<Block>,
     wake: &Mutex<Vec<SyncActivator>>,
     error: &Mutex<Option<io::Error>>,
+    stop: &AtomicBool,
 ) {
     let wake_all = || {
         // A worker that has gone no longer needs waking.
@@ -150,7 +154,7 @@ fn read_ahead<R: Read>(
         }
     };
     let mut reader = BlockReader::new(input, block_bytes);
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         match reader.next_block() {
             Ok(Some(block)) if block.index % processes != process => {}
             Ok(Some(block)) => {
@@ -184,13 +188,21 @@ impl Clone for ReplayInput {
     }
 }
 
-/// The read error of a replay's input, kept apart from the input so that holding it does not
-/// keep the input's reader waiting to hand over blocks.
-struct InputError(Arc<Mutex<Option<io::Error>>>);
+/// The read error of a replay's input and its stop, kept apart from the input so that holding
+/// them does not keep the input's reader waiting to hand over blocks.
+struct InputControl {
+    error: Arc<Mutex<Option<io::Error>>>,
+    stop: Arc<AtomicBool>,
+}
 
-impl InputError {
-    fn take(&self) -> Option<io::Error> {
-        lock(&self.0).take()
+impl InputControl {
+    fn take_error(&self) -> Option<io::Error> {
+        lock(&self.error).take()
+    }
+
+    /// Ends the input at the next block.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -213,8 +225,10 @@ impl ReplayInput {
         let (queue, blocks) = mpsc::sync_channel(BLOCKS_AHEAD);
         let wake = Arc::new(Mutex::new(Vec::new()));
         let error = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
         let share = (process as u64, processes.max(1) as u64);
-        let (reader_wake, reader_error) = (Arc::clone(&wake), Arc::clone(&error));
+        let (reader_wake, reader_error, reader_stop) =
+            (Arc::clone(&wake), Arc::clone(&error), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("replay-reader".to_owned())
             .spawn(move || {
@@ -225,6 +239,7 @@ impl ReplayInput {
                     queue,
                     &reader_wake,
                     &reader_error,
+                    &reader_stop,
                 )
             })
             .map_or_else(
@@ -238,6 +253,7 @@ impl ReplayInput {
                 blocks: Mutex::new(blocks),
                 wake,
                 error,
+                stop,
             }),
         }
     }
@@ -247,8 +263,11 @@ impl ReplayInput {
         lock(&self.shared.error).take()
     }
 
-    fn error(&self) -> InputError {
-        InputError(Arc::clone(&self.shared.error))
+    fn control(&self) -> InputControl {
+        InputControl {
+            error: Arc::clone(&self.shared.error),
+            stop: Arc::clone(&self.shared.stop),
+        }
     }
 }
 
@@ -269,12 +288,7 @@ pub fn replay_dataflow<'scope>(
         now_ms,
         pace.clone(),
     );
-    let counts = decide_late(
-        blocks.broadcast(),
-        settings,
-        report,
-        Rc::clone(&pace.decided),
-    );
+    let counts = decide_late(blocks.broadcast(), settings, report, pace.clone());
     window_summaries(counts, settings, Activity::default(), Arc::default()).probe_with(&pace.done)
 }
 
@@ -282,6 +296,10 @@ pub fn replay_dataflow<'scope>(
 /// every worker busy, few enough that a replay's memory does not grow with its input when
 /// summarizing (or the caller writing) is slower than parsing.
 const WINDOWS_AHEAD: WindowId = 64;
+
+/// Blocks a worker may take past the first one not yet decided: room for every worker's blocks
+/// in flight, and a bound on what waits when another process reads more slowly.
+const BLOCKS_UNDECIDED: u64 = 256;
 
 /// How long a paused reader waits before it looks again.
 const PAUSE: Duration = Duration::from_millis(1);
@@ -293,6 +311,10 @@ struct Pace {
     decided: Rc<Cell<WindowId>>,
     /// The summaries' frontier.
     done: ProbeHandle<WindowId>,
+    /// The first block not yet decided.
+    next_block: Rc<Cell<u64>>,
+    /// One past the last block this worker took.
+    taken: Rc<Cell<u64>>,
 }
 
 impl Default for Pace {
@@ -300,15 +322,18 @@ impl Default for Pace {
         Pace {
             decided: Rc::new(Cell::new(0)),
             done: ProbeHandle::new(),
+            next_block: Rc::new(Cell::new(0)),
+            taken: Rc::new(Cell::new(0)),
         }
     }
 }
 
 impl Pace {
-    /// Whether reading should wait for the summaries to catch up.
+    /// Whether reading should wait for the summaries (or the blocks before) to catch up.
     fn ahead(&self) -> bool {
         self.done
             .less_than(&self.decided.get().saturating_sub(WINDOWS_AHEAD))
+            || self.taken.get() > self.next_block.get() + BLOCKS_UNDECIDED
     }
 }
 
@@ -396,7 +421,7 @@ where
     let settings = config.settings;
     let now_ms = config.now_ms;
     // Only the workers hold the input: once they are done, its reader stops too.
-    let input_error = input.error();
+    let control = input.control();
     let worker_input = input;
     let worker_report = Arc::clone(&report);
     let guards = crate::deployment::execute(deployment, move |worker| {
@@ -410,8 +435,8 @@ where
                 "Deliver",
                 move |(input, _frontier)| {
                     input.for_each(|_time, batch| {
-                        // The receiver is gone only when the caller has stopped listening after
-                        // an output error, which it reports itself.
+                        // The caller drains the receiver until every worker is done (even after
+                        // an output error), so a send fails only if the caller has gone.
                         let _ = tx.send(prepare(batch));
                     });
                 },
@@ -425,12 +450,17 @@ where
         windows += count;
         if output_error.is_none() {
             output_error = deliver(message).err();
+            if output_error.is_some() {
+                // Nobody takes the rest (`emostream replay big.ndjson | head`): stop reading
+                // rather than replay the whole input into the void.
+                control.stop();
+            }
         }
     }
     for result in guards.join() {
         result.map_err(ReplayError::Dataflow)?;
     }
-    if let Some(e) = input_error.take() {
+    if let Some(e) = control.take_error() {
         return Err(ReplayError::Input(e));
     }
     if let Some(e) = output_error {
@@ -441,7 +471,7 @@ where
     Ok(report)
 }
 
-/// Batches of summaries (a window's each) handed to `deliver` ahead of it.
+/// Batches of summaries (a window's, or part of one) handed to `deliver` ahead of it.
 const BATCHES_AHEAD: usize = 16;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -475,6 +505,7 @@ fn read_blocks<'scope>(
                 }
                 match input.next() {
                     Next::Block(block) => {
+                        pace.taken.set(block.index + 1);
                         let summary = parser.parse(&block);
                         output.session(time).give(summary);
                     }
@@ -494,7 +525,7 @@ fn decide_late<'scope>(
     blocks: StreamVec<'scope, WindowId, BlockSummary>,
     settings: &Settings,
     report: Option<Arc<Mutex<ReplayReport>>>,
-    decided: Rc<Cell<WindowId>>,
+    pace: Pace,
 ) -> StreamVec<'scope, WindowId, (CountKey, u64)> {
     let windowing = settings.windowing;
     let horizon = settings.correction_windows();
@@ -557,7 +588,8 @@ fn decide_late<'scope>(
                 clock.merge(block.clock);
                 next_block += 1;
             }
-            decided.set(clock.open_from(&windowing));
+            pace.decided.set(clock.open_from(&windowing));
+            pace.next_block.set(next_block);
             if let Some(report) = &report {
                 let mut report = lock(report);
                 report.lines += seen.lines;
@@ -573,7 +605,9 @@ fn decide_late<'scope>(
             if let Some(report) = &report {
                 lock(report).late += refused;
             }
-            if frontier.is_empty() && waiting.is_empty() {
+            // Once every block has come, any still waiting follow a gap a stopped input left
+            // (another process's blocks that were never read): they cannot be decided in order.
+            if frontier.is_empty() {
                 cap = None;
             } else {
                 let open = clock.open_from(&windowing);

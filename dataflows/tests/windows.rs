@@ -387,3 +387,41 @@ fn replay_reads_no_further_ahead_than_a_slow_consumer_takes() {
         assert_eq!(windows, 400);
     }
 }
+
+#[test]
+fn replay_stops_reading_once_its_output_has_failed() {
+    use dataflows::replay::{replay, ReplayConfig, ReplayError};
+    use std::sync::atomic::Ordering;
+    // 400 windows of 10 reactions each, and an output that fails at its first window (a
+    // closed pipe): the rest is not read.
+    let text: Vec<u8> = (0..4000i64)
+        .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 200)))
+        .collect::<String>()
+        .into_bytes();
+    let total = text.len();
+    for workers in [1, 2] {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let input = Counted {
+            inner: std::io::Cursor::new(text.clone()),
+            read: Arc::clone(&read),
+        };
+        let config = ReplayConfig {
+            settings: Settings::default(),
+            deployment: dataflows::deployment::Deployment::single(workers),
+            block_bytes: 512,
+            now_ms: NOW,
+        };
+        let result = replay(input, &config, |_summary| {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        });
+        assert!(
+            matches!(result, Err(ReplayError::Output(_))),
+            "{workers} worker(s): {result:?}"
+        );
+        let read = read.load(Ordering::Relaxed);
+        assert!(
+            read < total / 2,
+            "{workers} worker(s): {read} of {total} bytes read after the output had failed"
+        );
+    }
+}

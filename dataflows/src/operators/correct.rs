@@ -82,7 +82,8 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
         held: Arc<HeldState>,
     ) -> StreamVec<'scope, WindowId, WindowCount> {
         // Each key's total, retracted and re-emitted whenever it changes: one arrangement (the
-        // counts'), where a reduce per window would add a second one of whole windows.
+        // counts'), where a reduce per window would add a second one of whole windows; the
+        // windows' current totals are kept once more below, plainly, to send them whole.
         let totals = expire(self, horizon_windows, Arc::clone(&held))
             .as_collection()
             .map(|(stream, window, emoji)| HeldKey::new(stream, window, emoji))
@@ -111,12 +112,12 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                                 if diff > 0 {
                                     let total = u64::try_from(total).unwrap_or(0);
                                     at.totals.push((window, key.emoji, total));
-                                } else if epoch > key.window.saturating_add(horizon_windows) {
-                                    // Past the horizon: the whole window is retracted, freed.
-                                    at.freed.push(window);
+                                } else {
+                                    // The end of an old total: replaced if the epoch brings a
+                                    // new one, else the key is gone (its window past the
+                                    // horizon).
+                                    at.retracted.push((window, key.emoji));
                                 }
-                                // Otherwise the retraction of a total that changed: its new
-                                // total is among the updates too.
                             }
                         }
                     });
@@ -124,7 +125,23 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                         if frontier.less_equal(entry.key()) {
                             break;
                         }
-                        let Pending { cap, totals, freed } = entry.remove();
+                        let Pending {
+                            cap,
+                            totals,
+                            retracted,
+                        } = entry.remove();
+                        // Old totals go first, so a total the epoch replaces is back below
+                        // and a window whose every key is gone (past its horizon) is freed.
+                        for (window, emoji) in retracted {
+                            let Some(counts) = live.get_mut(&window) else {
+                                continue;
+                            };
+                            counts.retain(|(e, _)| *e != emoji);
+                            if counts.is_empty() {
+                                live.remove(&window);
+                                held.windows.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
                         let mut changed = Vec::new();
                         for (window, emoji, total) in totals {
                             let counts = match live.get_mut(&window) {
@@ -154,11 +171,12 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                                 }
                             }
                         }
-                        for window in freed {
-                            if live.remove(&window).is_some() {
-                                held.windows.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
+                    }
+                    if frontier.is_empty() {
+                        // The input has ended: nothing more can change, everything is freed
+                        // (as `Expire` frees its own).
+                        held.windows.fetch_sub(live.len(), Ordering::Relaxed);
+                        live.clear();
                     }
                 }
             })
@@ -170,8 +188,8 @@ struct Pending {
     cap: Capability<WindowId>,
     /// New totals: ((stream, window), emoji, total).
     totals: Vec<((StreamId, WindowId), Emoji, u64)>,
-    /// Windows past their horizon.
-    freed: Vec<(StreamId, WindowId)>,
+    /// Old totals that end: ((stream, window), emoji).
+    retracted: Vec<((StreamId, WindowId), Emoji)>,
 }
 
 impl Pending {
@@ -179,7 +197,7 @@ impl Pending {
         Pending {
             cap,
             totals: Vec::new(),
-            freed: Vec::new(),
+            retracted: Vec::new(),
         }
     }
 }
