@@ -84,17 +84,18 @@ impl ReplayReport {
     pub const MAX_ERRORS: usize = crate::blocks::ERRORS_KEPT;
 }
 
-/// Why a replay failed.
+/// Why a replay failed. The message names the step; the cause is its source (print the chain,
+/// as `{:#}` of an `anyhow::Error` does, to see both once).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// Reading the input failed.
-    #[error("reading the input failed: {0}")]
+    #[error("reading the input failed")]
     Input(#[source] io::Error),
     /// The window callback failed (e.g. writing stdout).
-    #[error("writing a window failed: {0}")]
+    #[error("writing a window failed")]
     Output(#[source] io::Error),
     /// The workers could not start (another process did not connect, timely failed).
-    #[error("dataflow failed: {0}")]
+    #[error("the workers could not start")]
     Start(#[from] crate::deployment::StartError),
     /// A worker failed.
     #[error("dataflow failed: {0}")]
