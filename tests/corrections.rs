@@ -89,10 +89,17 @@ async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window(
     let i = again.iter().position(|e| e.kind == "correction").unwrap();
     assert_eq!(&again[i].summary, fixed);
     assert_eq!(again[i + 1].id, next.id, "replayed with the window it led");
+    // The first window after Last-Event-ID; the correction comes before it when the late
+    // reaction was read in that very window.
+    let first = again.iter().find(|e| e.kind == "window").unwrap();
     assert_eq!(
-        again[0].id,
+        first.id,
         window + 1,
         "the resume starts after Last-Event-ID"
+    );
+    assert!(
+        again[..i].iter().all(|e| e.kind == "window"),
+        "nothing but windows before the correction: {again:?}"
     );
 
     wait_until("the counters", PATIENCE, || {
