@@ -19,24 +19,23 @@ pub fn ms(d: Duration) -> String {
 
 /// Resident memory of process `pid` in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
+    status_kib(pid, "VmRSS")
 }
 
 /// The peak resident set of process `pid` so far (`VmHWM`), in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// A KiB figure of `/proc/{pid}/status`.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
 }
 
 /// Raises this process's open-files limit as far as it goes (each connection a benchmark opens

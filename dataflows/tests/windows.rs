@@ -277,7 +277,7 @@ impl std::io::Read for Gated {
 
 #[test]
 fn replay_emits_windows_while_its_input_is_still_open() {
-    use dataflows::replay::{replay, ReplayConfig};
+    use dataflows::replay::replay;
     let text = |range: std::ops::Range<i64>| -> Vec<u8> {
         range
             .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 100)))
@@ -294,12 +294,7 @@ fn replay_emits_windows_while_its_input_is_still_open() {
             release: gate,
             released_in_time: Arc::clone(&released_in_time),
         };
-        let config = ReplayConfig {
-            settings: Settings::default(),
-            deployment: dataflows::deployment::Deployment::single(workers),
-            block_bytes: 512,
-            now_ms: NOW,
-        };
+        let config = small_blocks(workers);
         let mut windows = Vec::new();
         let report = replay(input, &config, |summary| {
             if summary.window == 0 {
@@ -326,6 +321,36 @@ struct Counted {
     read: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl Counted {
+    /// `text` to read, and the count of bytes read from it.
+    fn new(text: &[u8]) -> (Counted, Arc<std::sync::atomic::AtomicUsize>) {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let input = Counted {
+            inner: std::io::Cursor::new(text.to_vec()),
+            read: Arc::clone(&read),
+        };
+        (input, read)
+    }
+}
+
+/// 400 windows of 10 reactions each.
+fn four_hundred_windows() -> Vec<u8> {
+    (0..4000i64)
+        .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 200)))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// A replay of `workers` on one process, in blocks of 512 bytes so a small input spans many.
+fn small_blocks(workers: usize) -> dataflows::replay::ReplayConfig {
+    dataflows::replay::ReplayConfig {
+        settings: Settings::default(),
+        deployment: dataflows::deployment::Deployment::single(workers),
+        block_bytes: 512,
+        now_ms: NOW,
+    }
+}
+
 impl std::io::Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -336,27 +361,14 @@ impl std::io::Read for Counted {
 
 #[test]
 fn replay_reads_no_further_ahead_than_a_slow_consumer_takes() {
-    use dataflows::replay::{replay, ReplayConfig};
+    use dataflows::replay::replay;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
-    // 400 windows of 10 reactions each.
-    let text: Vec<u8> = (0..4000i64)
-        .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 200)))
-        .collect::<String>()
-        .into_bytes();
+    let text = four_hundred_windows();
     let total = text.len();
     for workers in [1, 2] {
-        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let input = Counted {
-            inner: std::io::Cursor::new(text.clone()),
-            read: Arc::clone(&read),
-        };
-        let config = ReplayConfig {
-            settings: Settings::default(),
-            deployment: dataflows::deployment::Deployment::single(workers),
-            block_bytes: 512,
-            now_ms: NOW,
-        };
+        let (input, read) = Counted::new(&text);
+        let config = small_blocks(workers);
         let mut stalled_at = None;
         let mut windows = 0;
         let report = replay(input, &config, |_summary| {
@@ -390,27 +402,14 @@ fn replay_reads_no_further_ahead_than_a_slow_consumer_takes() {
 
 #[test]
 fn replay_stops_reading_once_its_output_has_failed() {
-    use dataflows::replay::{replay, ReplayConfig, ReplayError};
+    use dataflows::replay::{replay, ReplayError};
     use std::sync::atomic::Ordering;
-    // 400 windows of 10 reactions each, and an output that fails at its first window (a
-    // closed pipe): the rest is not read.
-    let text: Vec<u8> = (0..4000i64)
-        .map(|i| format!("{}\n", reaction(&format!("u{i}"), "🔥", i * 200)))
-        .collect::<String>()
-        .into_bytes();
+    // An output that fails at its first window (a closed pipe): the rest is not read.
+    let text = four_hundred_windows();
     let total = text.len();
     for workers in [1, 2] {
-        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let input = Counted {
-            inner: std::io::Cursor::new(text.clone()),
-            read: Arc::clone(&read),
-        };
-        let config = ReplayConfig {
-            settings: Settings::default(),
-            deployment: dataflows::deployment::Deployment::single(workers),
-            block_bytes: 512,
-            now_ms: NOW,
-        };
+        let (input, read) = Counted::new(&text);
+        let config = small_blocks(workers);
         let result = replay(input, &config, |_summary| {
             Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
         });
