@@ -154,6 +154,45 @@ fn a_late_reaction_for_a_window_its_stream_had_none_in_is_that_window_s_first_em
 }
 
 #[test]
+fn each_later_correction_of_a_window_counts_its_revision_up() {
+    let lines = [
+        line("a", "🔥", 1000),
+        reaction("s", "🔥", 1000, Some("x")),
+        line("b", "🔥", 5000),                // closes windows 0 and 1
+        line("c", "😂", 1500),                // corrects default 0: revision 1
+        reaction("t", "😂", 3000, Some("x")), // corrects x 1, emitted empty: revision 1
+        reaction("u", "😂", 1200, Some("y")), // y's window 0, never emitted: revision 0
+        line("d", "🔥", 7000),                // closes window 2
+        line("e", "🔥", 1600),                // corrects default 0 again: revision 2
+        reaction("v", "🔥", 1300, Some("y")), // corrects y 0 again: revision 1
+    ];
+    for workers in [1, 2, 3] {
+        let (out, _) = run(&lines, workers, Settings::default());
+        // Windows 0 and 1, first emissions and corrections, in the order emitted.
+        let early: Vec<_> = shape(&out)
+            .into_iter()
+            .filter(|(_, window, _, _)| *window < 2)
+            .collect();
+        assert_eq!(
+            early,
+            [
+                ("default", 0, 0, 1),
+                ("x", 0, 0, 1),
+                ("default", 1, 0, 0),
+                ("x", 1, 0, 0),
+                ("default", 0, 1, 2),
+                ("x", 1, 1, 1),
+                ("y", 0, 0, 1),
+                ("default", 0, 2, 3),
+                ("y", 0, 1, 2),
+            ],
+            "workers={workers}: {:?}",
+            shape(&out)
+        );
+    }
+}
+
+#[test]
 fn one_and_four_workers_give_identical_corrections() {
     let mut random = support::XorShift::new(0x5eed_0016);
     let emojis = ["🔥", "❤️", "😂", "👍🏽", "🎉"];

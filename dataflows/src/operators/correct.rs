@@ -86,7 +86,6 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
         // windows' current totals are kept once more below, plainly, to send them whole.
         let totals = expire(self, horizon_windows, Arc::clone(&held))
             .as_collection()
-            .map(|(stream, window, emoji)| HeldKey::new(stream, window, emoji))
             .count_total();
         totals
             .inner
@@ -94,7 +93,7 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                 // The counts of the windows held on this worker (all of a window's emojis are
                 // counted on one worker: see `HeldKey`'s hash), so a window a late reaction
                 // changes can go out whole.
-                let mut live: HashMap<(StreamId, WindowId), Vec<(Emoji, u64)>> = HashMap::default();
+                let mut live: HashMap<WindowKey, Vec<(Emoji, u64)>> = HashMap::default();
                 // By epoch, applied in epoch order once the epoch is complete, so what goes out
                 // at an epoch never depends on how far the next ones have got.
                 let mut pending: BTreeMap<WindowId, Pending> = BTreeMap::new();
@@ -108,15 +107,15 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                                 let at = pending
                                     .entry(epoch)
                                     .or_insert_with(|| Pending::new(cap.delayed(&epoch)));
-                                let window = (key.stream, key.window);
+                                let (window, emoji) = key.split();
                                 if diff > 0 {
                                     let total = u64::try_from(total).unwrap_or(0);
-                                    at.totals.push((window, key.emoji, total));
+                                    at.totals.push((window, emoji, total));
                                 } else {
                                     // The end of an old total: replaced if the epoch brings a
                                     // new one, else the key is gone (its window past the
                                     // horizon).
-                                    at.retracted.push((window, key.emoji));
+                                    at.retracted.push((window, emoji));
                                 }
                             }
                         }
@@ -164,8 +163,8 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
                             if let Some(counts) = live.get(&window) {
                                 for (emoji, count) in counts {
                                     session.give((
-                                        window.0.clone(),
-                                        window.1,
+                                        window.stream.clone(),
+                                        window.window,
                                         EmojiCount::scaled(*emoji, *count, rule),
                                     ));
                                 }
@@ -186,10 +185,10 @@ impl<'scope> Correct<'scope> for StreamVec<'scope, WindowId, (CountKey, u64)> {
 /// What a complete epoch brings to the held windows.
 struct Pending {
     cap: Capability<WindowId>,
-    /// New totals: ((stream, window), emoji, total).
-    totals: Vec<((StreamId, WindowId), Emoji, u64)>,
-    /// Old totals that end: ((stream, window), emoji).
-    retracted: Vec<((StreamId, WindowId), Emoji)>,
+    /// New totals: (window, emoji, total).
+    totals: Vec<(WindowKey, Emoji, u64)>,
+    /// Old totals that end: (window, emoji).
+    retracted: Vec<(WindowKey, Emoji)>,
 }
 
 impl Pending {
@@ -214,7 +213,7 @@ fn expire<'scope>(
     counts: StreamVec<'scope, WindowId, (CountKey, u64)>,
     horizon_windows: u64,
     state: Arc<HeldState>,
-) -> StreamVec<'scope, WindowId, (CountKey, WindowId, isize)> {
+) -> StreamVec<'scope, WindowId, (HeldKey, WindowId, isize)> {
     counts.unary_frontier(Pipeline, "Expire", move |cap, _info| {
         let mut held: Option<Capability<WindowId>> = Some(cap);
         // By the epoch they are retracted at: each window's counts so far.
@@ -230,22 +229,23 @@ fn expire<'scope>(
                     for (key, n) in batch.drain(..) {
                         let n = isize::try_from(n).unwrap_or(isize::MAX);
                         let free_at = key.1.saturating_add(horizon_windows + 1).max(epoch + 1);
-                        let window = due
+                        let key = HeldKey::new(key.0, key.1, key.2);
+                        let count = due
                             .entry(free_at)
                             .or_default()
-                            .entry((key.0.clone(), key.1))
-                            .or_default();
-                        if !window.contains_key(&key.2) {
-                            state.keys_added(1);
-                        }
-                        *window.entry(key.2).or_default() += n;
+                            .entry(DueKey(key.clone()))
+                            .or_insert_with(|| {
+                                state.keys_added(1);
+                                0
+                            });
+                        *count += n;
                         session.give((key, epoch, n));
                     }
                 }
             });
             let Some(reached) = frontier_min(frontier) else {
-                for windows in std::mem::take(&mut due).into_values() {
-                    state.keys_freed(windows.values().map(HashMap::len).sum());
+                for keys in std::mem::take(&mut due).into_values() {
+                    state.keys_freed(keys.len());
                 }
                 held = None;
                 return;
@@ -255,15 +255,13 @@ fn expire<'scope>(
                 if *entry.key() > reached {
                     break;
                 }
-                let (free_at, windows) = entry.remove_entry();
-                state.keys_freed(windows.values().map(HashMap::len).sum());
+                let (free_at, keys) = entry.remove_entry();
+                state.keys_freed(keys.len());
                 // The capability is never past a due epoch, so this always succeeds.
                 if let Some(at) = cap.try_delayed(&free_at) {
                     let mut session = output.session(&at);
-                    for ((stream, window), emojis) in windows {
-                        for (emoji, n) in emojis {
-                            session.give(((stream.clone(), window, emoji), free_at, -n));
-                        }
+                    for (DueKey(key), n) in keys {
+                        session.give((key, free_at, -n));
                     }
                 }
             }
@@ -275,8 +273,21 @@ fn expire<'scope>(
     })
 }
 
-/// The counts of the windows retracted at one epoch.
-type Due = HashMap<(StreamId, WindowId), HashMap<Emoji, isize>>;
+/// The counts retracted at one epoch.
+type Due = HashMap<DueKey, isize>;
+
+/// A count's key in a flat map of counts: hashed by all of it, where [`HeldKey`]'s own hash
+/// leaves the emoji out (to exchange by window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DueKey(HeldKey);
+
+impl std::hash::Hash for DueKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state);
+        self.0.window.hash(state);
+        self.0.emoji.hash(state);
+    }
+}
 
 /// A count's key as differential holds it: ordered by a stable hash of the stream, then window
 /// and emoji, and only then by the stream's text, so sorting and merging the counts of
@@ -299,6 +310,31 @@ impl HeldKey {
             emoji,
             stream,
         }
+    }
+
+    fn split(self) -> (WindowKey, Emoji) {
+        let window = WindowKey {
+            hash: self.hash,
+            window: self.window,
+            stream: self.stream,
+        };
+        (window, self.emoji)
+    }
+}
+
+/// One stream's window, hashed and ordered by the stable hash of its stream first (computed
+/// once, in [`HeldKey`]), so the maps and sorts of the held windows rarely read a stream's text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct WindowKey {
+    hash: u64,
+    window: WindowId,
+    stream: StreamId,
+}
+
+impl std::hash::Hash for WindowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+        state.write_u64(self.window);
     }
 }
 

@@ -82,43 +82,74 @@ pub trait Summarize<'scope> {
 /// streams' counts arrive.
 type Closed = (Capability<WindowId>, Vec<WindowCount>);
 
-/// The last revision emitted of each window that may still be corrected, by window.
+/// What has been emitted of the windows that may still be corrected, so a correction gets the
+/// next revision.
+///
+/// A window's own emission is revision 0 for every stream it goes out for: those are kept as
+/// the window's streams in byte order (the order the walk emits them in), which costs a clone
+/// each and no hashing; only windows emitted again (or first by a correction) get an entry with
+/// their last revision. With thousands of streams a map entry per emitted window was a good part
+/// of summarizing.
 #[derive(Default)]
 struct Revisions {
-    by_window: BTreeMap<WindowId, foldhash::HashMap<StreamId, u32>>,
+    /// The streams each window went out for at its own epoch, sorted.
+    first: BTreeMap<WindowId, Vec<StreamId>>,
+    /// The last revision of windows emitted by corrections.
+    again: BTreeMap<WindowId, foldhash::HashMap<StreamId, u32>>,
 }
 
 impl Revisions {
     fn from_activity(recent: &[WindowSummary]) -> Revisions {
         let mut out = Revisions::default();
         for summary in recent {
-            let held = out.by_window.entry(summary.window).or_default();
+            let held = out.again.entry(summary.window).or_default();
             let revision = held.entry(summary.stream_id.clone()).or_default();
             *revision = (*revision).max(summary.revision);
         }
         out
     }
 
-    /// The revisions emitted of `window`'s streams.
-    fn of(&mut self, window: WindowId) -> &mut foldhash::HashMap<StreamId, u32> {
-        self.by_window.entry(window).or_default()
+    /// Records the streams `window` went out for at its own epoch.
+    fn first_emitted(&mut self, window: WindowId, mut streams: Vec<StreamId>) {
+        if !streams.is_sorted() {
+            // Only if a window was emitted twice at its epoch (a broken invariant upstream).
+            streams.sort_unstable();
+            streams.dedup();
+        }
+        self.first.insert(window, streams);
     }
 
     /// The revision a new emission of `stream`'s `window` gets, recorded as emitted.
     fn next(&mut self, stream: &StreamId, window: WindowId) -> u32 {
-        let held = self.by_window.entry(window).or_default();
-        let revision = held.get(stream).map_or(0, |r| r + 1);
-        held.insert(stream.clone(), revision);
+        let again = self.again.entry(window).or_default();
+        if let Some(revision) = again.get_mut(stream) {
+            *revision += 1;
+            return *revision;
+        }
+        let emitted = self
+            .first
+            .get(&window)
+            .is_some_and(|streams| streams.binary_search(stream).is_ok());
+        let revision = u32::from(emitted);
+        again.insert(stream.clone(), revision);
         revision
     }
 
     /// Forgets windows below `oldest`, which can no longer be corrected.
     fn forget_below(&mut self, oldest: WindowId) {
-        while let Some(entry) = self.by_window.first_entry() {
-            if *entry.key() >= oldest {
-                break;
-            }
-            entry.remove();
+        while self
+            .first
+            .first_key_value()
+            .is_some_and(|(w, _)| *w < oldest)
+        {
+            self.first.pop_first();
+        }
+        while self
+            .again
+            .first_key_value()
+            .is_some_and(|(w, _)| *w < oldest)
+        {
+            self.again.pop_first();
         }
     }
 }
@@ -220,14 +251,11 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                     // in the walk, sparing a lookup each.
                     let mut started = Vec::new();
                     let mut data = counts.into_iter().peekable();
-                    // The window's revisions, looked up once for all its streams.
-                    let mut emitted = (horizon > 0).then(|| revisions.of(window));
+                    // The streams the window goes out for, if it may be corrected later.
+                    let mut emitted = Vec::new();
                     let mut emit = |summary: WindowSummary| {
-                        if let Some(emitted) = emitted.as_mut() {
-                            emitted
-                                .entry(summary.stream_id.clone())
-                                .and_modify(|r| *r += 1)
-                                .or_insert(0);
+                        if horizon > 0 {
+                            emitted.push(summary.stream_id.clone());
                         }
                         session.give(summary);
                     };
@@ -263,6 +291,9 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         emit(with_counts(stream, first, &mut data));
                     }
                     drop(session);
+                    if horizon > 0 {
+                        revisions.first_emitted(window, emitted);
+                    }
                     for stream in started {
                         active.insert(stream, window);
                     }
