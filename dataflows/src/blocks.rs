@@ -5,8 +5,10 @@
 //! as if one reader had read the input line by line (see [`crate::replay`]).
 
 use std::io::{self, Read};
+use std::ops::Deref;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::operators::{PartialCounts, TimedCount};
 use crate::reaction::{parse_reaction, InvalidCounts, MissingTimestamp};
@@ -116,17 +118,54 @@ pub struct BlockSummary {
     pub lines: u64,
     /// Valid reactions that were not late within the block: `(window, (stream, window, emoji),
     /// n)`. Whether they are late given the blocks before is decided later.
-    pub counts: Vec<TimedCount>,
+    pub counts: SharedCounts,
     /// Valid reactions already late within the block: `(open, (stream, window, emoji), n)`,
     /// `open` being the first window the block's own clock had left open when they were read.
     /// Whether they correct their window or are dropped is decided with the blocks before.
-    pub late_counts: Vec<TimedCount>,
+    pub late_counts: SharedCounts,
     /// Invalid lines by field.
     pub invalid: InvalidCounts,
     /// The first few invalid lines: line number and why.
     pub errors: Vec<(u64, String)>,
     /// The greatest valid timestamp in the block.
     pub clock: EventClock,
+}
+
+/// A block's counts, shared by the workers its summary is broadcast to: every worker needs the
+/// block (to decide what later blocks' counts are late), only one emits its counts, so a copy
+/// is a pointer rather than thousands of counts (and stream ids) each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedCounts(Arc<Vec<TimedCount>>);
+
+impl From<Vec<TimedCount>> for SharedCounts {
+    fn from(counts: Vec<TimedCount>) -> Self {
+        SharedCounts(Arc::new(counts))
+    }
+}
+
+impl Deref for SharedCounts {
+    type Target = [TimedCount];
+    fn deref(&self) -> &[TimedCount] {
+        &self.0
+    }
+}
+
+impl PartialEq<Vec<TimedCount>> for SharedCounts {
+    fn eq(&self, other: &Vec<TimedCount>) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl Serialize for SharedCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(SharedCounts::from)
+    }
 }
 
 /// How many invalid lines a block keeps the reason of: enough that the first this-many of
@@ -184,8 +223,8 @@ impl BlockParser {
                 }
             }
         }
-        summary.counts = self.counts.drain_sorted();
-        summary.late_counts = self.late.drain_sorted();
+        summary.counts = self.counts.drain_by_epoch().into();
+        summary.late_counts = self.late.drain_by_epoch().into();
         summary
     }
 }

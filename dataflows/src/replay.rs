@@ -566,7 +566,8 @@ fn decide_late<'scope>(
                 // A count for a window the earlier blocks have closed, or one late within its
                 // own block, goes out at the epoch its line was read in (the later of the two
                 // clocks' open windows) if its window is within the horizon, else it is late.
-                for (at, key, n) in block.counts.into_iter().chain(block.late_counts) {
+                for (at, key, n) in block.counts.iter().chain(block.late_counts.iter()) {
+                    let (at, n) = (*at, *n);
                     let window = key.1;
                     let epoch = at.max(open);
                     if epoch > window && epoch - window > horizon {
@@ -578,7 +579,7 @@ fn decide_late<'scope>(
                         seen.corrected += n;
                     }
                     if emit {
-                        mine.push((epoch, key, n));
+                        mine.push((epoch, key.clone(), n));
                     }
                 }
                 seen.lines += block.lines;

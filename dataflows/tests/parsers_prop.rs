@@ -605,7 +605,9 @@ proptest! {
             let kept: Vec<u64> = summary.errors.iter().map(|(n, _)| *n).collect();
             let first: Vec<u64> = want.invalid_lines.iter().copied().take(ERRORS_KEPT).collect();
             prop_assert_eq!(kept, first);
-            prop_assert!(summary.counts.windows(2).all(|w| (w[0].0, &w[0].1) < (w[1].0, &w[1].1)), "counts sorted, one entry per (window, stream, emoji)");
+            prop_assert!(summary.counts.windows(2).all(|w| (w[0].0, w[0].1 .1) <= (w[1].0, w[1].1 .1)), "counts ordered by epoch and window");
+            let keys: std::collections::HashSet<_> = summary.counts.iter().map(|(epoch, key, _)| (epoch, key)).collect();
+            prop_assert_eq!(keys.len(), summary.counts.len(), "one entry per (epoch, stream, window, emoji)");
             prop_assert!(summary.counts.iter().all(|(epoch, key, n)| *n > 0 && *epoch == key.1));
         }
         prop_assert_eq!(joined, input);

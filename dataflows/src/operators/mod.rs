@@ -99,19 +99,24 @@ impl PartialCounts {
         self.counts.is_empty()
     }
 
-    /// Takes every count out, ordered by epoch, stream, window and emoji.
-    pub fn drain_sorted(&mut self) -> Vec<TimedCount> {
-        let mut all = self.drain();
-        all.sort_unstable();
-        all
+    /// Takes every count out, ordered by epoch and window (then by the order this counter met
+    /// the streams in, and emoji): sorted on the interned indices, so no stream's text is read.
+    pub fn drain_by_epoch(&mut self) -> Vec<TimedCount> {
+        let mut all: Vec<_> = self.counts.drain().collect();
+        all.sort_unstable_by_key(|(key, _)| *key);
+        self.named(all)
     }
 
     /// Takes every count out, in no particular order.
     pub fn drain(&mut self) -> Vec<TimedCount> {
+        let all: Vec<_> = self.counts.drain().collect();
+        self.named(all)
+    }
+
+    fn named(&mut self, all: Vec<((WindowId, WindowId, u32, Emoji), u64)>) -> Vec<TimedCount> {
         let names = &self.names;
-        let all = self
-            .counts
-            .drain()
+        let all = all
+            .into_iter()
             .map(|((epoch, window, index, emoji), n)| {
                 (epoch, (names[index as usize].clone(), window, emoji), n)
             })
