@@ -86,6 +86,17 @@ impl StreamId {
         &self.0
     }
 
+    /// The id's first 16 bytes as a big-endian integer, zeros past its end: ids ordered by it
+    /// are in byte order wherever it differs (ids hold no zero byte), so a sort can compare
+    /// integers and read the ids only where it ties.
+    pub fn order_prefix(&self) -> u128 {
+        let mut prefix = [0; 16];
+        for (to, from) in prefix.iter_mut().zip(self.0.as_bytes()) {
+            *to = *from;
+        }
+        u128::from_be_bytes(prefix)
+    }
+
     /// A hash of the id that is the same in every process (std's hasher is seeded), for
     /// exchanging by stream.
     pub fn stable_hash(&self) -> u64 {
@@ -220,6 +231,37 @@ mod tests {
         let set: std::collections::HashSet<_> = [a, shared, separate].into_iter().collect();
         assert_eq!(set.len(), 1);
         assert!(set.contains("match-42"));
+    }
+
+    #[test]
+    fn the_order_prefix_agrees_with_byte_order() {
+        let ids: Vec<StreamId> = [
+            "a",
+            "a-1",
+            "a-10",
+            "a-2",
+            "B",
+            "b",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnopr",
+            "zz",
+            "z",
+        ]
+        .iter()
+        .map(|s| StreamId::parse(s).unwrap())
+        .collect();
+        for a in &ids {
+            for b in &ids {
+                if a.order_prefix() != b.order_prefix() {
+                    assert_eq!(a.order_prefix().cmp(&b.order_prefix()), a.cmp(b), "{a} {b}");
+                } else {
+                    // Only ids sharing their first 16 bytes tie.
+                    assert_eq!(a.as_str().get(..16), b.as_str().get(..16), "{a} {b}");
+                }
+            }
+        }
     }
 
     #[test]

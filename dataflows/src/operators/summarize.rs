@@ -12,6 +12,7 @@
 //! depends only on the windows that have reactions, so it is the same for any split of workers
 //! and processes, live or replayed.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use timely::dataflow::channels::pact::Exchange;
@@ -64,6 +65,28 @@ fn still_active(stream: &StreamId, last: WindowId, window: WindowId, idle_window
     stream.as_str() == StreamId::DEFAULT || window <= last.saturating_add(idle_windows)
 }
 
+/// A stream id with its [`StreamId::order_prefix`]: ordered as the ids are (byte order), mostly
+/// by comparing the integers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Ordered {
+    prefix: u128,
+    id: StreamId,
+}
+
+impl Ordered {
+    fn new(id: StreamId) -> Self {
+        Ordered {
+            prefix: id.order_prefix(),
+            id,
+        }
+    }
+
+    /// Whether `(prefix, id)` comes before this one.
+    fn follows(&self, prefix: u128, id: &StreamId) -> bool {
+        (prefix, id) < (self.prefix, &self.id)
+    }
+}
+
 /// Builds window summaries from final counts.
 pub trait Summarize<'scope> {
     /// One [`WindowSummary`] per emitted (stream, window), on worker 0, emitted in epoch order as
@@ -110,13 +133,19 @@ impl Revisions {
     }
 
     /// Records the streams `window` went out for at its own epoch.
-    fn first_emitted(&mut self, window: WindowId, mut streams: Vec<StreamId>) {
-        if !streams.is_sorted() {
-            // Only if a window was emitted twice at its epoch (a broken invariant upstream).
-            streams.sort_unstable();
-            streams.dedup();
+    fn first_emitted(&mut self, window: WindowId, streams: Vec<StreamId>) {
+        match self.first.entry(window) {
+            Entry::Vacant(entry) => {
+                entry.insert(streams);
+            }
+            Entry::Occupied(mut entry) => {
+                // Emitted twice at its epoch (a broken invariant upstream): both go in order.
+                let all = entry.get_mut();
+                all.extend(streams);
+                all.sort_unstable();
+                all.dedup();
+            }
         }
-        self.first.insert(window, streams);
     }
 
     /// The revision a new emission of `stream`'s `window` gets, recorded as emitted.
@@ -176,8 +205,11 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
             let mut next: Option<WindowId> = activity.from;
             // Ordered by stream, so a window's lines come out of one ordered walk over the active
             // streams and the window's counts, with no lookups and no sort of thousands of ids.
-            let mut active: BTreeMap<StreamId, WindowId> =
-                activity.last_reacted.clone().into_iter().collect();
+            let mut active: BTreeMap<Ordered, WindowId> = activity
+                .last_reacted
+                .iter()
+                .map(|(id, last)| (Ordered::new(id.clone()), *last))
+                .collect();
             let mut revisions = Revisions::from_activity(&activity.recent);
             // Counts at epochs below the start are the recent windows' own, fed back in so
             // corrections of them add up (see `Activity::recent`): nothing to emit.
@@ -225,7 +257,7 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         Some((cap, counts)) => (cap, counts),
                         None => (clock_cap.delayed(&window), Vec::new()),
                     };
-                    let (mut fixes, mut counts): (Vec<WindowCount>, Vec<WindowCount>) =
+                    let (mut fixes, counts): (Vec<WindowCount>, Vec<WindowCount>) =
                         counts.into_iter().partition(|(_, w, _)| *w < window);
                     let mut session = output.session(&cap);
                     if !fixes.is_empty() {
@@ -242,15 +274,24 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                                 WindowSummary::new(stream.clone(), fixed, &windowing, emojis);
                             summary.revision = revisions.next(&stream, fixed);
                             session.give(summary);
-                            let last = active.entry(stream).or_insert(fixed);
+                            let last = active.entry(Ordered::new(stream)).or_insert(fixed);
                             *last = (*last).max(fixed);
                         }
                     }
-                    counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    // Sorted on each id's first 16 bytes, read once, and by the whole id only
+                    // where those tie: thousands of streams' counts took a dozen calls to the
+                    // ids' comparison each, and the walk below two more per active stream.
+                    let mut keyed: Vec<(u128, WindowCount)> = counts
+                        .into_iter()
+                        .map(|c| (c.0.order_prefix(), c))
+                        .collect();
+                    keyed.sort_unstable_by(|(pa, a), (pb, b)| {
+                        pa.cmp(pb).then_with(|| a.0.cmp(&b.0))
+                    });
                     // Streams with counts that were not active; the active ones are updated
                     // in the walk, sparing a lookup each.
                     let mut started = Vec::new();
-                    let mut data = counts.into_iter().peekable();
+                    let mut data = keyed.into_iter().peekable();
                     // The streams the window goes out for, if it may be corrected later.
                     let mut emitted = Vec::new();
                     let mut emit = |summary: WindowSummary| {
@@ -262,32 +303,44 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                     let with_counts =
                         |stream: StreamId, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
                             let mut emojis = vec![first];
-                            while let Some((_, _, count)) =
-                                data.next_if(|(s, _, _): &WindowCount| *s == stream)
+                            while let Some((_, (_, _, count))) =
+                                data.next_if(|(_, (s, _, _)): &(u128, WindowCount)| *s == stream)
                             {
                                 emojis.push(count);
                             }
                             WindowSummary::new(stream, window, &windowing, emojis)
                         };
-                    for (id, last) in active.iter_mut() {
-                        while let Some((stream, _, first)) = data.next_if(|(s, _, _)| s < id) {
-                            started.push(stream.clone());
+                    for (key, last) in active.iter_mut() {
+                        while let Some((prefix, (stream, _, first))) =
+                            data.next_if(|(p, (s, _, _))| key.follows(*p, s))
+                        {
+                            started.push(Ordered {
+                                prefix,
+                                id: stream.clone(),
+                            });
                             emit(with_counts(stream, first, &mut data));
                         }
-                        if let Some((stream, _, first)) = data.next_if(|(s, _, _)| s == id) {
+                        if let Some((_, (stream, _, first))) =
+                            data.next_if(|(p, (s, _, _))| *p == key.prefix && *s == key.id)
+                        {
                             *last = window;
                             emit(with_counts(stream, first, &mut data));
-                        } else if *last < window && still_active(id, *last, window, idle_windows) {
+                        } else if *last < window
+                            && still_active(&key.id, *last, window, idle_windows)
+                        {
                             emit(WindowSummary::new(
-                                id.clone(),
+                                key.id.clone(),
                                 window,
                                 &windowing,
                                 Vec::new(),
                             ));
                         }
                     }
-                    while let Some((stream, _, first)) = data.next() {
-                        started.push(stream.clone());
+                    while let Some((prefix, (stream, _, first))) = data.next() {
+                        started.push(Ordered {
+                            prefix,
+                            id: stream.clone(),
+                        });
                         emit(with_counts(stream, first, &mut data));
                     }
                     drop(session);
@@ -297,7 +350,8 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                     for stream in started {
                         active.insert(stream, window);
                     }
-                    active.retain(|id, last| still_active(id, *last, window + 1, idle_windows));
+                    active
+                        .retain(|key, last| still_active(&key.id, *last, window + 1, idle_windows));
                     revisions.forget_below((window + 1).saturating_sub(horizon));
                     if next.is_none_or(|n| n <= window) {
                         next = Some(window + 1);
