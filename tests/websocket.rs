@@ -400,3 +400,46 @@ async fn a_websocket_upgrade_with_a_long_head_is_served() {
     drop(socket);
     system.shutdown().await.unwrap();
 }
+
+/// Past the socket path's limits the upgrade reaches the HTTP routes, which cannot hand over
+/// the connection: it is refused with a 400 that names the limits, and nothing is subscribed
+/// (the registered client can still open its stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_past_the_head_limits_is_refused_with_the_limits() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Error;
+    let (system, seen) = start(&[]).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", system.http_addr);
+    let client = register(&http, &base, None).await;
+    let url = ws_url(client["events_url"].as_str().unwrap(), None);
+    let mut request = url.as_str().into_client_request().unwrap();
+    let cookie = format!("session={}", "x".repeat(20 * 1024));
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"], "websocket_not_first", "{body}");
+            assert!(
+                body["message"].as_str().unwrap().contains("16 KiB"),
+                "{body}"
+            );
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    let socket = ws::open(&url, &[]).await;
+    post_batch(&system, &batch("fan", "🔥", 3)).await;
+    wait_for_total(&system, &seen, 3).await;
+    let last = common::of_stream(&seen.lock().unwrap(), "default")
+        .last()
+        .unwrap()
+        .window;
+    socket.wait_for_window(last).await;
+    let received: u64 = socket.windows().iter().map(|w| w.total).sum();
+    assert_eq!(received, 3);
+    system.shutdown().await.unwrap();
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dataflows::{HubId, StreamId, WindowId};
 use warp::http::StatusCode;
 
-use super::hub::ClientStream;
+use super::hub::{ClientStream, Hub};
 use super::registry::Registry;
 use crate::http_error::ApiError;
 
@@ -142,12 +142,19 @@ pub enum Opening {
     Refused(ApiError),
 }
 
-/// Decides what `request` gets. A stream served here is subscribed, and a registered client's
-/// stream keeps its place until it closes.
-pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
+/// Where a request for a hub is served.
+pub enum Location {
+    /// By this process.
+    Here(Arc<Hub>),
+    /// By another process, at this location (with the request's path and query).
+    Elsewhere(String),
+}
+
+/// Where `request`'s hub is served, or why it cannot be: an unknown subscriber.
+pub fn locate(registry: &Registry, request: &EventsRequest<'_>) -> Result<Location, ApiError> {
     let id = request.hub;
     let Some(hub) = registry.hub(id) else {
-        return Opening::Refused(ApiError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_subscriber",
             format!(
@@ -168,20 +175,22 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
             } else {
                 events_path(id)
             };
-            return Opening::Elsewhere(format!("{url}{path}{query}"));
+            return Ok(Location::Elsewhere(format!("{url}{path}{query}")));
         }
     }
-    let last = if request.websocket {
-        parse_last_event_id("last_event_id", request.param("last_event_id").as_deref())
-    } else {
-        parse_last_event_id("Last-Event-ID", request.last_event_id)
-    };
-    let last = match last {
-        Ok(last) => last,
+    Ok(Location::Here(hub))
+}
+
+/// Decides what `request` gets. A stream served here is subscribed, and a registered client's
+/// stream keeps its place until it closes.
+pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
+    let hub = match locate(registry, request) {
+        Ok(Location::Here(hub)) => hub,
+        Ok(Location::Elsewhere(location)) => return Opening::Elsewhere(location),
         Err(e) => return Opening::Refused(e),
     };
-    let stream_id = match request.stream_id() {
-        Ok(id) => id,
+    let (last, stream_id) = match resume_and_stream(request) {
+        Ok(parsed) => parsed,
         Err(e) => return Opening::Refused(e),
     };
     let channel = registry.streams().channel(&stream_id);
@@ -194,6 +203,19 @@ pub fn open(registry: &Arc<Registry>, request: &EventsRequest<'_>) -> Opening {
         stream = stream.on_close(move || registry.detach(&client_id));
     }
     Opening::Here(stream)
+}
+
+/// Where `request` resumes (the last window its client has) and the stream it follows, or why
+/// either is invalid.
+pub fn resume_and_stream(
+    request: &EventsRequest<'_>,
+) -> Result<(Option<WindowId>, StreamId), ApiError> {
+    let last = if request.websocket {
+        parse_last_event_id("last_event_id", request.param("last_event_id").as_deref())
+    } else {
+        parse_last_event_id("Last-Event-ID", request.last_event_id)
+    }?;
+    Ok((last, request.stream_id()?))
 }
 
 fn parse_last_event_id(name: &str, value: Option<&str>) -> Result<Option<WindowId>, ApiError> {

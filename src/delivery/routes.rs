@@ -11,7 +11,7 @@ use warp::http::{header, HeaderName, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use super::events::{self, events_path, EventsRequest, Opening, SSE_HEADERS};
+use super::events::{self, events_path, EventsRequest, Location, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
 use super::registry::Registry;
 use crate::auth::{presented, Auth, Identity, Presented};
@@ -153,14 +153,18 @@ pub fn routes(
                     .watcher(&presented, Some(stream_id.as_str()))
                     .map_err(warp::reject::custom)?;
                 super::ws::accept_key(header).map_err(warp::reject::custom)?;
-                match events::open(&registry, &request) {
-                    Opening::Elsewhere(location) => Ok(redirect(&location)),
-                    Opening::Refused(e) => Err(warp::reject::custom(e)),
-                    Opening::Here(_) => Err(warp::reject::custom(ApiError::new(
+                // Served here, the upgrade should have been taken on the socket before warp
+                // saw it; it is refused without subscribing anything.
+                match events::locate(&registry, &request) {
+                    Ok(Location::Elsewhere(location)) => Ok(redirect(&location)),
+                    Err(e) => Err(warp::reject::custom(e)),
+                    Ok(Location::Here(_)) => Err(warp::reject::custom(
+                        events::resume_and_stream(&request).err().unwrap_or_else(|| ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "websocket_not_first",
                         "open a WebSocket as the first request of a new HTTP/1.1 connection, with a request head of at most 16 KiB and 64 header lines",
-                    ))),
+                    )),
+                    )),
                 }
             },
         );
