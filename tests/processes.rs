@@ -80,16 +80,22 @@ fn spawn_with(
     Process(child)
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) {
+/// Waits until process `process` (of `hostfile`) at `base` is ready; a failure shows the end of
+/// its log.
+async fn wait_ready(http: &reqwest::Client, base: &str, hostfile: &Path, process: usize) {
+    let log = hostfile.with_extension(format!("{process}.log"));
     poll_until(
         &format!("{base} is ready"),
         Duration::from_secs(60),
         || async {
-            match http.get(format!("{base}/readyz")).send().await {
-                Ok(r) if r.status() == 200 => Ok(()),
-                Ok(r) => Err(format!("/readyz answered {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
+            let state = match http.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status() == 200 => return Ok(()),
+                Ok(r) => format!("/readyz answered {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            Err(format!("{state}; its log, last lines first:\n{tail}"))
         },
     )
     .await
@@ -130,8 +136,8 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for base in &bases {
-        wait_ready(&http, base).await;
+    for (process, base) in bases.iter().enumerate() {
+        wait_ready(&http, base, &hostfile, process).await;
     }
 
     // Registration asked of either process: one least-loaded answer, four clients on four hubs,
@@ -432,8 +438,8 @@ async fn two_processes_share_the_work_and_deliver_every_window_exactly() {
     // The restarted processes resume after the last window written: nothing lost or repeated.
     let _p0 = spawn(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers);
     let _p1 = spawn(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers);
-    for base in &bases {
-        wait_ready(&http, base).await;
+    for (process, base) in bases.iter().enumerate() {
+        wait_ready(&http, base, &hostfile, process).await;
     }
     let r = http
         .post(format!("{}/emoji/batch", bases[1]))
@@ -494,8 +500,8 @@ async fn two_processes_check_tokens_each_once() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for base in &bases {
-        wait_ready(&http, base).await;
+    for (process, base) in bases.iter().enumerate() {
+        wait_ready(&http, base, &hostfile, process).await;
     }
     let minted = Command::new(env!("CARGO_BIN_EXE_emostream"))
         .args(["token", "--secret-file", secret.to_str().unwrap()])
