@@ -402,8 +402,8 @@ async fn a_websocket_upgrade_with_a_long_head_is_served() {
 }
 
 /// Past the socket path's limits the upgrade reaches the HTTP routes, which cannot hand over
-/// the connection: it is refused with a 400 that names the limits, and nothing is subscribed
-/// (the registered client can still open its stream).
+/// the connection: it is refused with a 400 that names the limits, and the registered client
+/// can then open its WebSocket and receives its windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_past_the_head_limits_is_refused_with_the_limits() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -87,8 +87,9 @@ impl StreamId {
     }
 
     /// The id's first 16 bytes as a big-endian integer, zeros past its end: ids ordered by it
-    /// are in byte order wherever it differs (ids hold no zero byte), so a sort can compare
-    /// integers and read the ids only where it ties.
+    /// are in byte order wherever it differs, so a sort can compare integers and read the ids
+    /// only where it ties (and, as ids hold no zero byte, it ties only for ids that share their
+    /// first 16 bytes).
     pub fn order_prefix(&self) -> u128 {
         let mut prefix = [0; 16];
         for (to, from) in prefix.iter_mut().zip(self.0.as_bytes()) {

@@ -193,6 +193,42 @@ fn each_later_correction_of_a_window_counts_its_revision_up() {
 }
 
 #[test]
+fn streams_sharing_their_first_16_bytes_come_out_in_byte_order() {
+    // Summarizing orders streams by their first 16 bytes first: these three tie there and
+    // must still come out in byte order ('B' < 'a'), with the correction's revision right.
+    let (p, pa, pb) = ("abcdefghijklmnop", "abcdefghijklmnopa", "abcdefghijklmnopB");
+    let lines = [
+        reaction("a", "🔥", 1000, Some(pa)),
+        reaction("b", "🔥", 1000, Some(p)),
+        line("c", "🔥", 5000),               // closes windows 0 and 1
+        reaction("d", "😂", 4100, Some(pb)), // starts in window 2
+        reaction("e", "😂", 1500, Some(p)),  // corrects p's window 0
+        line("f", "🔥", 7000),               // closes window 2
+    ];
+    for workers in [1, 2, 3] {
+        let (out, _) = run(&lines, workers, Settings::default());
+        let named: Vec<_> = shape(&out)
+            .into_iter()
+            .filter(|(stream, window, _, _)| stream.starts_with("abc") && *window < 3)
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (p, 0, 0, 1),
+                (pa, 0, 0, 1),
+                (p, 1, 0, 0),
+                (pa, 1, 0, 0),
+                (p, 0, 1, 2),
+                (p, 2, 0, 0),
+                (pb, 2, 0, 1),
+                (pa, 2, 0, 0),
+            ],
+            "workers={workers}"
+        );
+    }
+}
+
+#[test]
 fn one_and_four_workers_give_identical_corrections() {
     let mut random = support::XorShift::new(0x5eed_0016);
     let emojis = ["🔥", "❤️", "😂", "👍🏽", "🎉"];

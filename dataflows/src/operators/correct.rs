@@ -277,15 +277,17 @@ fn expire<'scope>(
 type Due = HashMap<DueKey, isize>;
 
 /// A count's key in a flat map of counts: hashed by all of it, where [`HeldKey`]'s own hash
-/// leaves the emoji out (to exchange by window).
+/// (the exchange's) is the stream's stable hash and the window only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct DueKey(HeldKey);
 
+// The stream's text is hashed too: the stable hash (FNV-1a) is not keyed, and ids chosen to
+// collide in it would otherwise all land in one probe chain of these (seeded) maps.
 impl std::hash::Hash for DueKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash.hash(state);
         self.0.window.hash(state);
         self.0.emoji.hash(state);
+        self.0.stream.hash(state);
     }
 }
 
@@ -322,8 +324,8 @@ impl HeldKey {
     }
 }
 
-/// One stream's window, hashed and ordered by the stable hash of its stream first (computed
-/// once, in [`HeldKey`]), so the maps and sorts of the held windows rarely read a stream's text.
+/// One stream's window, ordered by the stable hash of its stream first (computed once, in
+/// [`HeldKey`]), so sorting the changed windows rarely reads a stream's text.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct WindowKey {
     hash: u64,
@@ -333,8 +335,9 @@ struct WindowKey {
 
 impl std::hash::Hash for WindowKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        // As `DueKey`'s: the stream's text, not only its unkeyed stable hash.
         state.write_u64(self.window);
+        self.stream.hash(state);
     }
 }
 
