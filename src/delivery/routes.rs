@@ -158,13 +158,14 @@ pub fn routes(
                 match events::locate(&registry, &request) {
                     Ok(Location::Elsewhere(location)) => Ok(redirect(&location)),
                     Err(e) => Err(warp::reject::custom(e)),
-                    Ok(Location::Here(_)) => Err(warp::reject::custom(
-                        events::resume_and_stream(&request).err().unwrap_or_else(|| ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "websocket_not_first",
-                        "open a WebSocket as the first request of a new HTTP/1.1 connection, with a request head of at most 16 KiB and 64 header lines",
-                    )),
-                    )),
+                    Ok(Location::Here(_)) => {
+                        events::resume_and_stream(&request).map_err(warp::reject::custom)?;
+                        Err(warp::reject::custom(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "websocket_not_first",
+                            "open a WebSocket as the first request of a new HTTP/1.1 connection, with a request head of at most 16 KiB and 64 header lines",
+                        )))
+                    }
                 }
             },
         );

@@ -104,29 +104,37 @@ impl PartialCounts {
     pub fn drain_by_epoch(&mut self) -> Vec<TimedCount> {
         let mut all: Vec<_> = self.counts.drain().collect();
         all.sort_unstable_by_key(|(key, _)| *key);
-        self.named(all)
+        let all = named(&self.names, all);
+        self.forget_ids_past_limit();
+        all
     }
 
     /// Takes every count out, in no particular order.
     pub fn drain(&mut self) -> Vec<TimedCount> {
-        let all: Vec<_> = self.counts.drain().collect();
-        self.named(all)
+        let all = named(&self.names, self.counts.drain());
+        self.forget_ids_past_limit();
+        all
     }
 
-    fn named(&mut self, all: Vec<((WindowId, WindowId, u32, Emoji), u64)>) -> Vec<TimedCount> {
-        let names = &self.names;
-        let all = all
-            .into_iter()
-            .map(|((epoch, window, index, emoji), n)| {
-                (epoch, (names[index as usize].clone(), window, emoji), n)
-            })
-            .collect();
+    fn forget_ids_past_limit(&mut self) {
         if self.names.len() > Self::KEEP_IDS {
             self.ids.clear();
             self.names.clear();
         }
-        all
     }
+}
+
+/// Counts keyed by interned stream index, with their streams' ids.
+fn named(
+    names: &[StreamId],
+    counts: impl IntoIterator<Item = ((WindowId, WindowId, u32, Emoji), u64)>,
+) -> Vec<TimedCount> {
+    counts
+        .into_iter()
+        .map(|((epoch, window, index, emoji), n)| {
+            (epoch, (names[index as usize].clone(), window, emoji), n)
+        })
+        .collect()
 }
 
 /// Emits (and clears) a source's partial counts, each at its window's timely time, using the

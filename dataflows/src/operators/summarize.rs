@@ -80,11 +80,6 @@ impl Ordered {
             id,
         }
     }
-
-    /// Whether `(prefix, id)` comes before this one.
-    fn follows(&self, prefix: u128, id: &StreamId) -> bool {
-        (prefix, id) < (self.prefix, &self.id)
-    }
 }
 
 /// Builds window summaries from final counts.
@@ -166,20 +161,8 @@ impl Revisions {
 
     /// Forgets windows below `oldest`, which can no longer be corrected.
     fn forget_below(&mut self, oldest: WindowId) {
-        while self
-            .first
-            .first_key_value()
-            .is_some_and(|(w, _)| *w < oldest)
-        {
-            self.first.pop_first();
-        }
-        while self
-            .again
-            .first_key_value()
-            .is_some_and(|(w, _)| *w < oldest)
-        {
-            self.again.pop_first();
-        }
+        self.first = self.first.split_off(&oldest);
+        self.again = self.again.split_off(&oldest);
     }
 }
 
@@ -281,13 +264,11 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                     // Sorted on each id's first 16 bytes, read once, and by the whole id only
                     // where those tie: thousands of streams' counts took a dozen calls to the
                     // ids' comparison each, and the walk below two more per active stream.
-                    let mut keyed: Vec<(u128, WindowCount)> = counts
+                    let mut keyed: Vec<(Ordered, EmojiCount)> = counts
                         .into_iter()
-                        .map(|c| (c.0.order_prefix(), c))
+                        .map(|(stream, _, count)| (Ordered::new(stream), count))
                         .collect();
-                    keyed.sort_unstable_by(|(pa, a), (pb, b)| {
-                        pa.cmp(pb).then_with(|| a.0.cmp(&b.0))
-                    });
+                    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     // Streams with counts that were not active; the active ones are updated
                     // in the walk, sparing a lookup each.
                     let mut started = Vec::new();
@@ -301,28 +282,21 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                         session.give(summary);
                     };
                     let with_counts =
-                        |stream: StreamId, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
+                        |stream: Ordered, first: EmojiCount, data: &mut std::iter::Peekable<_>| {
                             let mut emojis = vec![first];
-                            while let Some((_, (_, _, count))) =
-                                data.next_if(|(_, (s, _, _)): &(u128, WindowCount)| *s == stream)
+                            while let Some((_, count)) =
+                                data.next_if(|(s, _): &(Ordered, EmojiCount)| *s == stream)
                             {
                                 emojis.push(count);
                             }
-                            WindowSummary::new(stream, window, &windowing, emojis)
+                            WindowSummary::new(stream.id, window, &windowing, emojis)
                         };
                     for (key, last) in active.iter_mut() {
-                        while let Some((prefix, (stream, _, first))) =
-                            data.next_if(|(p, (s, _, _))| key.follows(*p, s))
-                        {
-                            started.push(Ordered {
-                                prefix,
-                                id: stream.clone(),
-                            });
+                        while let Some((stream, first)) = data.next_if(|(s, _)| s < key) {
+                            started.push(stream.clone());
                             emit(with_counts(stream, first, &mut data));
                         }
-                        if let Some((_, (stream, _, first))) =
-                            data.next_if(|(p, (s, _, _))| *p == key.prefix && *s == key.id)
-                        {
+                        if let Some((stream, first)) = data.next_if(|(s, _)| s == key) {
                             *last = window;
                             emit(with_counts(stream, first, &mut data));
                         } else if *last < window
@@ -336,11 +310,8 @@ impl<'scope> Summarize<'scope> for StreamVec<'scope, WindowId, WindowCount> {
                             ));
                         }
                     }
-                    while let Some((prefix, (stream, _, first))) = data.next() {
-                        started.push(Ordered {
-                            prefix,
-                            id: stream.clone(),
-                        });
+                    while let Some((stream, first)) = data.next() {
+                        started.push(stream.clone());
                         emit(with_counts(stream, first, &mut data));
                     }
                     drop(session);
