@@ -118,10 +118,18 @@ fn pipelined() -> Refusal {
 }
 
 fn is_events_request(request: &httparse::Request<'_, '_>) -> bool {
-    match (request.method, request.path) {
+    match (request.method, target(request)) {
         (Some(method), Some(path)) => EventsRequest::parse(method, path, None).is_some(),
         _ => false,
     }
+}
+
+/// The request target, if hyper would take it: httparse lets through characters (`>`, `{`)
+/// that the URI parser hyper uses refuses with a 400, and this path must answer as hyper does.
+fn target<'h>(request: &httparse::Request<'h, '_>) -> Option<&'h str> {
+    let path = request.path?;
+    warp::http::uri::PathAndQuery::try_from(path).ok()?;
+    Some(path)
 }
 
 /// The stream, if [`events::open`] serves this request here (with the upgrade's accept key
@@ -141,7 +149,7 @@ fn events_stream(
         None => Some(None),
     };
     let last_event_id = header("last-event-id")?;
-    let events = EventsRequest::parse(request.method?, request.path?, last_event_id)?;
+    let events = EventsRequest::parse(request.method?, target(request)?, last_event_id)?;
     let accept = match events.websocket {
         true => {
             let get = |name: &str| header(name).flatten();
@@ -364,6 +372,8 @@ mod tests {
             b"GET /clusters/9/subscribers/0/events HTTP/1.1\r\n\r\n",
             b"GET /clusters/0/subscribers/0/events HTTP/1.1\r\nLast-Event-ID: soon\r\n\r\n",
             b"HEAD /clusters/0/subscribers/0/events HTTP/1.1\r\n\r\n",
+            // httparse takes `>` in a target; hyper's URI parser answers it 400.
+            b"GET /clusters/0/subscribers/0/events?>a=aa HTTP/1.1\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\n\r\n",
             b"nonsense\r\n\r\n",
         ] {
