@@ -59,8 +59,18 @@ impl Kafka {
     pub fn start() -> Kafka {
         take_turn();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let started =
-            std::panic::catch_unwind(|| run_script(&["start", &dir.path().to_string_lossy()]));
+        // Ports below the ephemeral range, from the pool every test of the binary shares: a
+        // restart finds them free again.
+        let ports = super::ports::free_ports(2);
+        let started = std::panic::catch_unwind(|| {
+            run_script(&[
+                "start",
+                &dir.path().to_string_lossy(),
+                "127.0.0.1",
+                &ports[0].to_string(),
+                &ports[1].to_string(),
+            ])
+        });
         match started {
             Ok(brokers) => Kafka { dir, brokers },
             Err(panic) => {
@@ -105,6 +115,7 @@ impl Kafka {
         for _ in 0..200 {
             let alive = Command::new("kill")
                 .args(["-0", &pid])
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
             if !alive {

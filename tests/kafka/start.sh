@@ -3,15 +3,18 @@
 # machine, with nothing else to install but Java 17 and Maven.
 #
 #   tests/kafka/start.sh fetch                      fetch the jars once (reused when present)
-#   tests/kafka/start.sh start DIR [HOST [PORT]]    format DIR (unless already formatted) and start
+#   tests/kafka/start.sh start DIR [HOST [PORT [CONTROLLER_PORT]]]
+#                                                   format DIR (unless already formatted) and start
 #                                                   a broker there; prints its address
 #   tests/kafka/start.sh stop DIR                   stop it cleanly (SIGTERM, then SIGKILL after 30 s)
 #   tests/kafka/start.sh groups DIR ARGS...         kafka-consumer-groups against it
 #
 # DIR holds server.properties, the data (data/), the log (kafka.log), the process id (pid)
 # and the address (brokers). A DIR that was started before keeps its data: start it again to
-# restart the broker on the same storage. HOST defaults to 127.0.0.1, PORT to a free port; the
-# controller takes another free port. The jars are cached in $EMOSTREAM_KAFKA_HOME (default
+# restart the broker on the same storage. HOST defaults to 127.0.0.1, PORT and CONTROLLER_PORT
+# to free ports below the kernel's ephemeral range (Linux's default is 32768-60999): a port from
+# that range may be given to some client's outgoing connection while the broker is down, and a
+# restart on the same address would then find it taken. The jars are cached in $EMOSTREAM_KAFKA_HOME (default
 # ~/.cache/emostream/kafka-4.4.0), outside the work tree.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,13 +37,28 @@ fetch() {
 }
 
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+for port in random.sample(range(20000, 32000), 12000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("kafka: no free port between 20000 and 32000 on 127.0.0.1")
+PY
 }
 
 java_cp() { java -Xmx"$heap" -cp "$libs/*" "$@"; }
 
 start() {
-  local dir=${1:?usage: start DIR [HOST [PORT]]} host=${2:-127.0.0.1} port=${3:-}
+  local dir=${1:?usage: start DIR [HOST [PORT [CONTROLLER_PORT]]]} host=${2:-127.0.0.1} port=${3:-}
+  local controller=${4:-}
   fetch
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -49,8 +67,8 @@ start() {
   fi
   if [ ! -f "$dir/server.properties" ]; then
     port=${port:-$(free_port)}
-    local controller
-    controller=$(free_port)
+    controller=${controller:-$(free_port)}
+    [ "$controller" != "$port" ] || controller=$(free_port)
     cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -94,6 +112,9 @@ PROPS
   brokers=$(cat "$dir/brokers")
   host=${brokers%:*}
   port=${brokers##*:}
+  # The log is appended to across restarts: only what this start writes says it is up.
+  local logged=0
+  [ -f "$dir/kafka.log" ] && logged=$(wc -l <"$dir/kafka.log")
   nohup java -Xmx"$heap" -Xms128m -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -cp "$libs/*" kafka.Kafka "$dir/server.properties" >>"$dir/stdout.log" 2>&1 &
   echo $! >"$dir/pid"
@@ -102,7 +123,8 @@ PROPS
       tail -20 "$dir/stdout.log" "$dir/kafka.log" >&2 2>/dev/null || true
       die "the broker exited at start; its log: $dir/kafka.log"
     fi
-    if grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null \
+    if awk -v from="$logged" 'NR > from && /Kafka Server started/ { up = 1; exit } END { exit !up }' \
+      "$dir/kafka.log" 2>/dev/null \
       && (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
       echo "kafka: Apache Kafka 4.4.0 at $brokers (pid $(cat "$dir/pid")); log: $dir/kafka.log" >&2
       echo "$brokers"
