@@ -1,13 +1,17 @@
-//! Corrections live, on the embedded broker, with a real SSE client: a late reaction within the
-//! horizon reaches the stream's clients as `event: correction` (revision 1, the whole window)
-//! immediately before the next window, a client resuming with `Last-Event-ID` receives it
-//! again with that window, the windows topic holds both revisions under one key, and the
-//! counters say what happened.
+//! Corrections live, on the embedded broker, with a real SSE client and a real WebSocket
+//! client: a late reaction within the horizon reaches the stream's clients as a correction
+//! (revision 1, the whole window) immediately before the next window, a client resuming with
+//! `Last-Event-ID` (`last_event_id` on a WebSocket) receives it again with that window, the
+//! windows topic holds both revisions under one key, and the counters say what happened.
 #![allow(clippy::unwrap_used)] // a failure is the test failing
 
 mod common;
 
-use common::{now_ms, post_batch, register, start, wait_until, Follower, PATIENCE};
+use std::future::Future;
+
+use common::{now_ms, post_batch, register, start, wait_until, ws, Follower, PATIENCE};
+use dataflows::WindowId;
+use emostream::system::System;
 use serde_json::{json, Value};
 
 fn reactions(stream: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
@@ -16,19 +20,19 @@ fn reactions(stream: &str, emoji: &str, n: usize, ts: i64) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window() {
-    let (system, _) = start(&["--window-ms", "500", "--lateness-ms", "100"]).await;
-    let base = format!("http://{}", system.http_addr);
-    let http = reqwest::Client::new();
-    let sse = reqwest::Client::new();
-    let reg = register(&http, &base, Some("match")).await;
-    let url = reg["events_url"].as_str().unwrap().to_owned();
-    let follower = Follower::open(&sse, &url, None).await;
-
+/// One late reaction, seen by clients `open` connects (resuming after `Option<WindowId>`): it
+/// reaches a client following the stream as a correction (revision 1, the whole window)
+/// immediately before the next window, and a client resuming before the correction's epoch
+/// gets it again before the same window. The window it corrected.
+async fn a_correction_reaches_clients<F, Fut>(system: &System, open: F) -> WindowId
+where
+    F: Fn(Option<WindowId>) -> Fut,
+    Fut: Future<Output = Follower>,
+{
+    let follower = open(None).await;
     let ts = now_ms();
     let window = (ts / 500) as u64;
-    post_batch(&system, &reactions("match", "🔥", 3, ts)).await;
+    post_batch(system, &reactions("match", "🔥", 3, ts)).await;
     follower
         .wait_until("the window with 3 reactions", PATIENCE, |events| {
             events
@@ -39,7 +43,7 @@ async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window(
 
     // The window has closed: a reaction for it now corrects it.
     post_batch(
-        &system,
+        system,
         &[json!({"user_id": "late", "emoji_type": "😂", "timestamp": ts, "stream_id": "match"})],
     )
     .await;
@@ -76,7 +80,7 @@ async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window(
     );
 
     // A client resuming before the correction's epoch gets it again, before the same window.
-    let resumed = Follower::open(&sse, &url, Some(window)).await;
+    let resumed = open(Some(window)).await;
     resumed
         .wait_until("the correction again, and its window", PATIENCE, |events| {
             events
@@ -101,6 +105,20 @@ async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window(
         again[..i].iter().all(|e| e.kind == "window"),
         "nothing but windows before the correction: {again:?}"
     );
+
+    window
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window() {
+    let (system, _) = start(&["--window-ms", "500", "--lateness-ms", "100"]).await;
+    let base = format!("http://{}", system.http_addr);
+    let http = reqwest::Client::new();
+    let sse = reqwest::Client::new();
+    let reg = register(&http, &base, Some("match")).await;
+    let url = reg["events_url"].as_str().unwrap().to_owned();
+    let window =
+        a_correction_reaches_clients(&system, |last| Follower::open(&sse, &url, last)).await;
 
     wait_until("the counters", PATIENCE, || {
         system.stats.corrections_emitted.get() == 1
@@ -140,6 +158,20 @@ async fn a_late_reaction_reaches_clients_as_a_correction_before_the_next_window(
         .map(|w| (w.revision, w.total))
         .collect();
     assert_eq!(revisions, [(0, 3), (1, 4)]);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_receives_corrections_and_again_when_it_resumes() {
+    let (system, _) = start(&["--window-ms", "500", "--lateness-ms", "100"]).await;
+    let base = format!("http://{}", system.http_addr);
+    let reg = register(&reqwest::Client::new(), &base, Some("match")).await;
+    let url = reg["events_url"].as_str().unwrap().to_owned();
+    a_correction_reaches_clients(&system, |last| {
+        let url = ws::ws_url(&url, last);
+        async move { ws::open(&url, &[]).await }
+    })
+    .await;
     system.shutdown().await.unwrap();
 }
 
