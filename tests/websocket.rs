@@ -443,3 +443,49 @@ async fn a_websocket_upgrade_past_the_head_limits_is_refused_with_the_limits() {
     assert_eq!(received, 3);
     system.shutdown().await.unwrap();
 }
+
+/// No subprotocol is offered: an upgrade asking for some is answered 101 without one (RFC
+/// 6455's answer of a server that agrees to none), and a client that insists on one fails the
+/// handshake itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_asking_for_a_subprotocol_is_answered_without_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let (system, _seen) = start(&[]).await;
+    let mut socket = tokio::net::TcpStream::connect(system.http_addr)
+        .await
+        .unwrap();
+    socket
+        .write_all(
+            b"GET /clusters/0/subscribers/0/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat, emostream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut byte))
+            .await
+            .expect("the answer's head within the patience")
+            .unwrap();
+        assert_eq!(n, 1, "the connection closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(!head.contains("sec-websocket-protocol"), "{head}");
+    drop(socket);
+
+    let url = format!("ws://{}/clusters/0/subscribers/0/ws", system.http_addr);
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("chat"));
+    let refused = tokio_tungstenite::connect_async(request).await;
+    assert!(
+        refused.is_err(),
+        "a client that asked for a subprotocol accepted an answer without one"
+    );
+    system.shutdown().await.unwrap();
+}
