@@ -562,4 +562,15 @@ async fn two_processes_check_tokens_each_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The follower copies the leader's tree every second, with the cluster secret: the leader
+    // refuses none of the copies.
+    let leader = std::net::SocketAddr::from(([127, 0, 0, 1], h0));
+    let missing = "emostream_auth_refused_total{reason=\"missing\"}";
+    let before = common::metric(leader, missing).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        common::metric(leader, missing).await,
+        before,
+        "the leader refused the follower's copies of the tree"
+    );
 }

@@ -96,15 +96,27 @@ impl Leader {
         response
     }
 
-    /// Fetches the leader's tree and makes `registry`'s hubs follow it.
-    pub async fn sync(&self, registry: &Registry) {
+    /// Fetches the leader's tree and makes `registry`'s hubs follow it; why it could not, if
+    /// it could not.
+    pub async fn sync(&self, registry: &Registry) -> Result<(), String> {
         let url = format!("{}/clusters", self.base);
-        let Ok(answer) = self.http.get(&url).send().await else {
-            return;
-        };
-        if let Ok(view) = answer.json::<TreeView>().await {
-            adopt(registry, &view);
+        let mut request = self.http.get(&url);
+        // With --auth-subscribers the tree is for token holders, and for the cluster's processes.
+        if let Some(secret) = &self.secret {
+            request = request.header(header::AUTHORIZATION.as_str(), secret.header());
         }
+        let answer = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = answer.status();
+        if !status.is_success() {
+            let body = answer.text().await.unwrap_or_default();
+            return Err(format!("{url} answered {status}: {body}"));
+        }
+        let view = answer
+            .json::<TreeView>()
+            .await
+            .map_err(|e| format!("{url} answered a tree that does not parse: {e}"))?;
+        adopt(registry, &view);
+        Ok(())
     }
 
     /// Tells the leader which clients have streams open on this process.
@@ -187,30 +199,50 @@ async fn follow(peers: &Peers, registry: &Registry, ttl: Duration) {
     let beat_every = (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut last_beat: Option<Instant> = None;
-    // The processes start together and process 0 may not serve HTTP yet: only a silence that
-    // lasts is worth a warning.
-    let mut failing_since: Option<Instant> = None;
-    let mut warned = false;
+    let mut tree = Silence::new("copy the tree of process 0");
+    let mut beats = Silence::new("send heartbeats to process 0, which holds the registrations,");
     loop {
         every.tick().await;
-        leader.sync(registry).await;
+        tree.heard(leader.sync(registry).await);
         if last_beat.is_some_and(|at| at.elapsed() < beat_every) {
             continue;
         }
         last_beat = Some(Instant::now());
-        match leader.heartbeat(&peers.next_heartbeat(registry)).await {
+        beats.heard(leader.heartbeat(&peers.next_heartbeat(registry)).await);
+    }
+}
+
+/// Failures of one request to the leader, warned about once they last: the processes start
+/// together and process 0 may not serve HTTP yet.
+struct Silence {
+    what: &'static str,
+    failing_since: Option<Instant>,
+    warned: bool,
+}
+
+impl Silence {
+    fn new(what: &'static str) -> Silence {
+        Silence {
+            what,
+            failing_since: None,
+            warned: false,
+        }
+    }
+
+    fn heard(&mut self, result: Result<(), String>) {
+        match result {
             Ok(()) => {
-                failing_since = None;
-                warned = false;
+                if self.warned {
+                    tracing::info!("could {} again", self.what);
+                }
+                self.failing_since = None;
+                self.warned = false;
             }
             Err(e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if !warned && since.elapsed() >= Duration::from_secs(10) {
-                    warned = true;
-                    tracing::warn!(
-                        "cannot reach process 0, which holds the registrations, for {:?}: {e}",
-                        since.elapsed()
-                    );
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                if !self.warned && since.elapsed() >= Duration::from_secs(10) {
+                    self.warned = true;
+                    tracing::warn!("cannot {} for {:?}: {e}", self.what, since.elapsed());
                 }
             }
         }

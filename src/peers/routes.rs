@@ -140,7 +140,11 @@ pub fn routes(
                     subscriber,
                 };
                 if registry.hub(id).is_none() {
-                    leader.sync(&registry).await;
+                    // Failing, delivery's route answers 404 for the tree it has; the loop
+                    // that copies the tree every second warns if the failure lasts.
+                    if let Err(e) = leader.sync(&registry).await {
+                        tracing::debug!("no copy of the tree for {id:?}: {e}");
+                    }
                 }
                 Err::<Response, _>(warp::reject::not_found())
             },
