@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dataflows::{StreamId, WindowId, WindowSummary};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -103,6 +104,8 @@ pub fn write_windows<'scope>(
         };
         let mut pending: BTreeMap<Key, (Capability<WindowId>, WindowSummary, String, State)> =
             BTreeMap::new();
+        let mut refusals = Throttled::default();
+        let mut failures = Throttled::default();
         move |(input, _frontier), output| {
             input.for_each_stamp(|cap, batches| {
                 for batch in batches {
@@ -127,11 +130,10 @@ pub fn write_windows<'scope>(
                     match outcome {
                         Ok(()) => entry.3 = State::Durable,
                         Err(e) => {
-                            tracing::warn!(
-                                window = key.3,
-                                stream = %key.2,
-                                "writing the window failed, retrying: {e}"
-                            );
+                            failures.warn(&format!(
+                                "writing window {} of stream {} failed: {e}",
+                                key.3, key.2
+                            ));
                             entry.3 = State::Unsent;
                         }
                     }
@@ -141,6 +143,7 @@ pub fn write_windows<'scope>(
                 return;
             };
             let mut retry_later = false;
+            let mut refused = None;
             // A window's revisions must reach the topic in order (compaction keeps the last
             // record of a key): one not yet durable holds back the later ones of its window.
             let mut waiting: HashSet<(WindowId, StreamId)> = HashSet::new();
@@ -154,13 +157,21 @@ pub fn write_windows<'scope>(
                 }
                 if matches!(state, State::Unsent) {
                     let topic_key = summary.topic_key();
+                    // Partition 0 whatever the topic has: the windows stay in one order, the
+                    // one a restart reads back from the tail.
                     let record =
                         BaseRecord::with_opaque_to(&kafka.windows_topic, Box::new(key.clone()))
+                            .partition(0)
                             .key(&topic_key)
                             .payload(json.as_str());
                     match producer.send(record) {
                         Ok(()) => *state = State::InFlight,
-                        Err(_) => retry_later = true,
+                        Err((e, _)) => {
+                            retry_later = true;
+                            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                                refused = Some(e.to_string());
+                            }
+                        }
                     }
                 }
             }
@@ -180,6 +191,16 @@ pub fn write_windows<'scope>(
                     epoch,
                 });
             }
+            if let Some(e) = refused {
+                match producer.client().fatal_error() {
+                    // No later write can succeed: a restart needs a new producer.
+                    Some((code, reason)) => faults.report(
+                        Component::WindowsProducer,
+                        format!("fatal producer error {code:?}: {reason}"),
+                    ),
+                    None => refusals.warn(&e),
+                }
+            }
             if retry_later {
                 activator.activate_after(Duration::from_millis(100));
             }
@@ -188,4 +209,30 @@ pub fn write_windows<'scope>(
             }
         }
     })
+}
+
+/// A warning for a failure that repeats (every window while the broker is away): the first at
+/// once, then at most one every 10 s with the count since.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, what: &str) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        match self.since {
+            1 => tracing::warn!("{what}; retrying"),
+            n => tracing::warn!("{what}; retrying ({n} failures since the last warning)"),
+        }
+        self.last = Some(Instant::now());
+        self.since = 0;
+    }
 }
