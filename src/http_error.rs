@@ -112,6 +112,12 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         )
     } else if let Some(e) = rejection.find::<reject::InvalidHeader>() {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+    } else if let Some(e) = rejection.find::<reject::MissingHeader>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "missing_header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
+    } else if let Some(e) = rejection.find::<reject::InvalidQuery>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
     } else {
         tracing::error!("unhandled rejection: {rejection:?}");
         ApiError::new(
@@ -149,4 +155,59 @@ pub fn json_content_type() -> impl warp::Filter<Extract = (), Error = Rejection>
             }
         })
         .untuple_one()
+}
+
+#[cfg(test)]
+mod tests {
+    use warp::Filter;
+
+    use super::*;
+
+    /// warp's own rejections a route can meet answer 4xx with a JSON error, not 500.
+    #[tokio::test]
+    async fn warp_s_rejections_are_json_4xx() {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct Query {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        let routes = warp::path!("json")
+            .and(warp::body::json())
+            .map(|_: Body| "ok")
+            .or(warp::path!("header")
+                .and(warp::header::<String>("x-needed"))
+                .map(|_: String| "ok"))
+            .or(warp::path!("query")
+                .and(warp::query::<Query>())
+                .map(|_: Query| "ok"))
+            .recover(recover);
+        for (request, status, error) in [
+            (
+                warp::test::request()
+                    .method("POST")
+                    .path("/json")
+                    .header("content-type", "application/json")
+                    .body("{\"n\": \"x\"}"),
+                400,
+                "invalid_json",
+            ),
+            (warp::test::request().path("/header"), 400, "missing_header"),
+            (
+                warp::test::request().path("/query?n=x"),
+                400,
+                "invalid_query",
+            ),
+        ] {
+            let answer = request.reply(&routes).await;
+            assert_eq!(answer.status(), status, "{:?}", answer.body());
+            let body: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
+            assert_eq!(body["error"], error, "{body}");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
 }

@@ -41,13 +41,15 @@ pub struct Ingest {
     pub auth: Option<Arc<Auth>>,
 }
 
-/// The request body, read whole within `limit`: a body that stalls is a 408, one cut short
-/// (the client closed before `Content-Length` bytes) a 400.
+/// The request body, read whole within `limit` and at most `max` bytes long: a body that
+/// stalls is a 408, one cut short (the client closed before `Content-Length` bytes) a 400, one
+/// longer than `max` a 413 (an HTTP/2 body needs no `Content-Length` to be checked first).
 pub(crate) fn body_within(
     limit: Duration,
+    max: u64,
 ) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::body::stream().and_then(move |body| async move {
-        let mut whole = std::pin::pin!(collect(body));
+        let mut whole = std::pin::pin!(collect(body, max));
         // Most bodies came with their head: no timer for those.
         let read = match futures_util::FutureExt::now_or_never(&mut whole) {
             Some(read) => Ok(read),
@@ -55,10 +57,15 @@ pub(crate) fn body_within(
         };
         match read {
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(warp::reject::custom(ApiError::new(
+            Ok(Err(BodyError::Cut(e))) => Err(warp::reject::custom(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "incomplete_body",
                 format!("the body ended before its Content-Length: {e}"),
+            ))),
+            Ok(Err(BodyError::TooLarge)) => Err(warp::reject::custom(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is over {max} bytes"),
             ))),
             Err(_) => Err(warp::reject::custom(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -69,15 +76,25 @@ pub(crate) fn body_within(
     })
 }
 
+enum BodyError {
+    Cut(warp::Error),
+    TooLarge,
+}
+
 async fn collect(
     body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
-) -> Result<Bytes, warp::Error> {
+    max: u64,
+) -> Result<Bytes, BodyError> {
     use futures_util::StreamExt;
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
     let mut body = std::pin::pin!(body);
     let Some(first) = body.next().await else {
         return Ok(Bytes::new());
     };
-    let mut first = first?;
+    let mut first = first.map_err(BodyError::Cut)?;
+    if first.remaining() > max {
+        return Err(BodyError::TooLarge);
+    }
     let first = first.copy_to_bytes(first.remaining());
     let Some(second) = body.next().await else {
         // One chunk, the usual case: no copy.
@@ -86,7 +103,10 @@ async fn collect(
     let mut all = bytes::BytesMut::from(&first[..]);
     let mut next = Some(second);
     while let Some(chunk) = next {
-        let mut chunk = chunk?;
+        let mut chunk = chunk.map_err(BodyError::Cut)?;
+        if all.len().saturating_add(chunk.remaining()) > max {
+            return Err(BodyError::TooLarge);
+        }
         while chunk.has_remaining() {
             let part = chunk.chunk();
             all.extend_from_slice(part);
@@ -102,7 +122,6 @@ async fn collect(
 pub fn routes(
     ingest: Ingest,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let body = body_within(ingest.body_timeout);
     let single = {
         let ingest = ingest.clone();
         warp::path!("emoji")
@@ -110,7 +129,7 @@ pub fn routes(
             .and(warp::body::content_length_limit(MAX_SINGLE_BYTES))
             .and(warp::header::optional::<String>("content-type"))
             .and(presented())
-            .and(body.clone())
+            .and(body_within(ingest.body_timeout, MAX_SINGLE_BYTES))
             .and_then(
                 move |content_type: Option<String>, presented: Presented, body: Bytes| {
                     let ingest = ingest.clone();
@@ -128,7 +147,7 @@ pub fn routes(
         .and(warp::body::content_length_limit(MAX_BATCH_BYTES))
         .and(warp::header::optional::<String>("content-type"))
         .and(presented())
-        .and(body)
+        .and(body_within(ingest.body_timeout, MAX_BATCH_BYTES))
         .and_then(
             move |content_type: Option<String>, presented: Presented, body: Bytes| {
                 let ingest = ingest.clone();

@@ -279,3 +279,47 @@ async fn a_bad_stream_id_is_refused_with_its_own_error() {
     );
     system.shutdown().await.unwrap();
 }
+
+/// `POST /clients` over HTTP/2 (prior knowledge) with `body` sent as data frames of a stream,
+/// so no `Content-Length` goes with it: the status and the JSON answer.
+async fn register_over_http2(addr: std::net::SocketAddr, body: Vec<&'static [u8]>) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let frames = futures_util::stream::iter(body.into_iter().map(|chunk| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+            chunk,
+        )))
+    }));
+    let request = hyper::Request::post(format!("http://{addr}/clients"))
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_over_http2_without_content_length_names_its_stream_within_the_limit() {
+    let (system, _) = start(&[]).await;
+    let (status, client) = register_over_http2(
+        system.http_addr,
+        vec![b"{\"stream_id\":", b" \"match-42\"}"],
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let url = client["events_url"].as_str().unwrap();
+    assert!(url.contains("stream_id=match-42"), "{url}");
+    // Past the limit without a Content-Length to check first: refused as it is read.
+    let chunk: &'static [u8] = &[b' '; 1024];
+    let (status, refusal) = register_over_http2(system.http_addr, vec![chunk; 5]).await;
+    assert_eq!(status, 413, "{refusal}");
+    assert_eq!(refusal["error"], "payload_too_large");
+    system.shutdown().await.unwrap();
+}

@@ -187,7 +187,8 @@ pub fn routes(
 pub const MAX_REGISTRATION_BYTES: u64 = 4096;
 
 /// The stream a registration names in its optional body (`{"stream_id": "match-42"}`); no
-/// body, or one without the field, is the default stream.
+/// body, or one without the field, is the default stream. An HTTP/2 body may come without
+/// `Content-Length`: it is read all the same, up to the limit.
 pub fn registration_body(
     timeout: std::time::Duration,
 ) -> impl Filter<Extract = (StreamId,), Error = warp::Rejection> + Clone {
@@ -196,27 +197,29 @@ pub fn registration_body(
         .and_then(|length: Option<u64>, chunked: Option<String>| async move {
             match (length, chunked) {
                 (Some(n), _) if n > MAX_REGISTRATION_BYTES => {
-                    Err(warp::reject::custom(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("a registration body is at most {MAX_REGISTRATION_BYTES} bytes"),
-                    )))
+                    Err(warp::reject::custom(too_large()))
                 }
                 (None, Some(_)) => Err(warp::reject::custom(ApiError::new(
                     StatusCode::LENGTH_REQUIRED,
                     "length_required",
                     "send the registration body with a Content-Length",
                 ))),
-                (length, _) => Ok(length.unwrap_or(0) > 0),
+                _ => Ok(()),
             }
         })
-        .and(crate::ingest::body_within(timeout))
-        .and_then(|has_body: bool, body: bytes::Bytes| async move {
-            if !has_body {
-                return Ok(StreamId::default());
-            }
+        .untuple_one()
+        .and(crate::ingest::body_within(timeout, MAX_REGISTRATION_BYTES))
+        .and_then(|body: bytes::Bytes| async move {
             parse_registration(&body).map_err(warp::reject::custom)
         })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("a registration body is at most {MAX_REGISTRATION_BYTES} bytes"),
+    )
 }
 
 /// The stream named by a registration body.
