@@ -606,3 +606,40 @@ async fn a_timestamp_ahead_does_not_make_other_reactions_late() {
     assert_eq!(sums(&windows), expected);
     system.shutdown().await.unwrap();
 }
+
+/// Window indices of another length name other times: a run with another `--window-ms` than
+/// the windows topic was written with refuses to start, and says which length to start with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_another_window_length_is_refused_with_the_length_to_use() {
+    let topics = [
+        ("emoji-reactions".to_string(), 4),
+        ("emoji-windows".to_string(), 1),
+    ];
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    let (first, seen) = start(&["--brokers", &brokers, "--window-ms", "500"]).await;
+    wait_until("a window written", PATIENCE, || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    first.shutdown().await.unwrap();
+
+    let refused = System::start(
+        &common::run_args(&["--brokers", &brokers, "--window-ms", "2000"]),
+        None,
+    )
+    .await;
+    let message = match refused {
+        Err(e @ emostream::error::RunError::Config(_)) => e.to_string(),
+        Err(e) => panic!("refused, but not as a flag to fix: {e}"),
+        Ok(_) => panic!("a run of 2000 ms windows started on a topic of 500 ms ones"),
+    };
+    assert!(message.contains("start with --window-ms 500"), "{message}");
+    // The length it was written with starts.
+    let (again, _) = start(&["--brokers", &brokers, "--window-ms", "500"]).await;
+    again.shutdown().await.unwrap();
+    drop(broker);
+}

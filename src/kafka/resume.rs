@@ -21,6 +21,9 @@ pub struct Tail {
     pub last_reacted: HashMap<StreamId, WindowId>,
     /// The latest record (highest revision) of each window the next run may still correct.
     pub recent: Vec<WindowSummary>,
+    /// The window length the last window was written with (`end_ms - start_ms` of its
+    /// summary), when its record is one.
+    pub window_ms: Option<u64>,
 }
 
 /// Records read back from the end on the first try; the read grows fourfold until it reaches
@@ -66,7 +69,14 @@ pub fn read_tail(
             .first()
             .is_some_and(|r| r.window.saturating_add(correction_windows) < horizon);
         if reached || from == low {
-            let correctable = (last_window + 1).saturating_sub(correction_windows.max(1));
+            let window_ms = records
+                .iter()
+                .rev()
+                .find(|r| r.window == last_window && r.parsed)
+                .and_then(|r| u64::try_from(r.summary.end_ms - r.summary.start_ms).ok());
+            let correctable = last_window
+                .saturating_add(1)
+                .saturating_sub(correction_windows.max(1));
             let mut last_reacted: HashMap<StreamId, WindowId> = HashMap::new();
             let mut recent: HashMap<(StreamId, WindowId), WindowSummary> = HashMap::new();
             for r in records.into_iter().filter(|r| r.window >= horizon) {
@@ -88,6 +98,7 @@ pub fn read_tail(
                 last_window,
                 last_reacted,
                 recent: recent.into_values().collect(),
+                window_ms,
             }));
         }
         span = span.saturating_mul(4);
@@ -99,6 +110,8 @@ struct Record {
     stream: StreamId,
     window: WindowId,
     summary: WindowSummary,
+    /// Whether the value is a summary (rather than something another program wrote).
+    parsed: bool,
 }
 
 fn read_range(
@@ -131,16 +144,22 @@ fn read_range(
                 })?;
                 // A record that is not a summary (written by something else) counts as an
                 // empty window: it says the window was emitted, and nothing about its counts.
-                let summary = message
+                let parsed = message
                     .payload()
-                    .and_then(|p| serde_json::from_slice::<WindowSummary>(p).ok())
-                    .unwrap_or_else(|| {
-                        WindowSummary::new(stream.clone(), window, &Windowing::default(), vec![])
-                    });
+                    .and_then(|p| serde_json::from_slice::<WindowSummary>(p).ok());
+                if parsed.is_none() {
+                    tracing::warn!(
+                        offset = message.offset(),
+                        "{topic}: the record of {key} is not a window summary; counted as an empty window"
+                    );
+                }
                 records.push(Record {
+                    parsed: parsed.is_some(),
+                    summary: parsed.unwrap_or_else(|| {
+                        WindowSummary::new(stream.clone(), window, &Windowing::default(), vec![])
+                    }),
                     stream,
                     window,
-                    summary,
                 });
                 if message.offset() >= high - 1 {
                     return Ok(records);

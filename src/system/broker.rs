@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::RunConfig;
+use crate::cli::ConfigError;
 use crate::error::RunError;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::kafka::producer::ReactionProducer;
-use crate::kafka::resume::read_tail;
+use crate::kafka::resume::{read_tail, Tail};
 use crate::kafka::topics::{ensure_topics, reactions_partitions};
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::stats::Stats;
 use dataflows::operators::Activity;
+use dataflows::WindowId;
 
 /// How long start-up waits for each broker answer.
 const PROBE: Duration = Duration::from_secs(10);
@@ -63,7 +65,7 @@ pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<A
         .await??;
     Ok(match tail {
         Some(tail) => {
-            let from = tail.last_window + 1;
+            let from = resumable(&tail, &config.settings.windowing, &kafka.windows_topic)?;
             let recent = tail.recent;
             let mut last_reacted = tail.last_reacted;
             last_reacted.retain(|_, last| last.saturating_add(idle_windows) >= from);
@@ -97,6 +99,48 @@ pub async fn resume_point(kafka: &KafkaSettings, config: &RunConfig) -> Result<A
     })
 }
 
+/// The window after the tail's last, if this run can go on from there: the windows must have
+/// this run's length (window indices of another length name other times), and the last may
+/// not lie far in the future (it would hold every window back, counting every reaction late).
+fn resumable(
+    tail: &Tail,
+    windowing: &dataflows::Windowing,
+    topic: &str,
+) -> Result<WindowId, RunError> {
+    let window_ms = windowing.window_ms.get();
+    if let Some(written) = tail.window_ms.filter(|w| *w != window_ms) {
+        return Err(RunError::Config(ConfigError(format!(
+            "{topic} holds windows of {written} ms and this run has --window-ms {window_ms}: start with --window-ms {written}, or give the new length its own --windows-topic"
+        ))));
+    }
+    let from = tail.last_window.checked_add(1).ok_or_else(|| {
+        RunError::Config(ConfigError(format!(
+            "{topic}'s last window is {}, the largest index there is: its records were not written by emostream; give this run another --windows-topic",
+            tail.last_window
+        )))
+    })?;
+    let now = windowing.open_from(dataflows::wall_clock_ms());
+    let ahead = from.saturating_sub(now);
+    if ahead > FUTURE_WINDOWS_MS / window_ms {
+        return Err(RunError::Config(ConfigError(format!(
+            "{topic}'s last window ({}) is {} s ahead of this machine's clock: fix the clock, or give this run another --windows-topic",
+            tail.last_window,
+            ahead * window_ms / 1000
+        ))));
+    }
+    if ahead > 1 {
+        tracing::warn!(
+            "{topic}'s last window is {} ms ahead of this machine's clock: windows wait until the clock reaches it",
+            (ahead - 1) * window_ms
+        );
+    }
+    Ok(from)
+}
+
+/// How far ahead of the clock a windows topic's tail may be: clocks of two machines disagree
+/// by seconds, not by this.
+const FUTURE_WINDOWS_MS: u64 = 10 * 60 * 1000;
+
 /// How long reading the windows topic's tail may take: with thousands of active streams it is
 /// a few hundred thousand records.
 const RESUME_READ: Duration = Duration::from_secs(60);
@@ -126,4 +170,54 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RunError::Broker(BrokerError(format!("a broker call failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(last_window: WindowId, window_ms: Option<u64>) -> Tail {
+        Tail {
+            last_window,
+            window_ms,
+            ..Tail::default()
+        }
+    }
+
+    fn refusal(result: Result<WindowId, RunError>) -> String {
+        match result {
+            Err(e @ RunError::Config(_)) => e.to_string(),
+            other => panic!("not refused as a flag to fix: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_resumes_after_the_last_window_of_its_own_length_and_time() {
+        let windowing = dataflows::Windowing::default();
+        let now = windowing.open_from(dataflows::wall_clock_ms());
+        let resumed = resumable(&tail(now - 3, Some(2000)), &windowing, "emoji-windows");
+        assert_eq!(resumed.unwrap(), now - 2);
+        // A tail whose last record is not a summary says nothing about its length.
+        assert_eq!(
+            resumable(&tail(now - 3, None), &windowing, "emoji-windows").unwrap(),
+            now - 2
+        );
+
+        let other_length = refusal(resumable(&tail(now * 4, Some(500)), &windowing, "w"));
+        assert!(
+            other_length.contains("windows of 500 ms")
+                && other_length.contains("--window-ms 2000")
+                && other_length.contains("start with --window-ms 500"),
+            "{other_length}"
+        );
+        let largest = refusal(resumable(&tail(u64::MAX, Some(2000)), &windowing, "w"));
+        assert!(largest.contains("largest index"), "{largest}");
+        let ahead = refusal(resumable(&tail(now + 3600, Some(2000)), &windowing, "w"));
+        assert!(ahead.contains("ahead of this machine's clock"), "{ahead}");
+        // A few seconds ahead (another machine's clock): resumed, with a warning.
+        assert_eq!(
+            resumable(&tail(now + 2, Some(2000)), &windowing, "w").unwrap(),
+            now + 3
+        );
+    }
 }
