@@ -69,6 +69,13 @@ pub fn read_tail(
             .first()
             .is_some_and(|r| r.window.saturating_add(correction_windows) < horizon);
         if reached || from == low {
+            let foreign = records.iter().filter(|r| !r.parsed).count();
+            if foreign > 0 {
+                tracing::warn!(
+                    "{}: {foreign} records of the tail are not window summaries; each counts as an empty window",
+                    kafka.windows_topic
+                );
+            }
             let window_ms = records
                 .iter()
                 .rev()
@@ -147,12 +154,6 @@ fn read_range(
                 let parsed = message
                     .payload()
                     .and_then(|p| serde_json::from_slice::<WindowSummary>(p).ok());
-                if parsed.is_none() {
-                    tracing::warn!(
-                        offset = message.offset(),
-                        "{topic}: the record of {key} is not a window summary; counted as an empty window"
-                    );
-                }
                 records.push(Record {
                     parsed: parsed.is_some(),
                     summary: parsed.unwrap_or_else(|| {
