@@ -24,6 +24,7 @@ use timely::dataflow::ProbeHandle;
 use crate::delivery::Registry;
 use crate::kafka::source::{kafka_source, SourceSettings};
 use crate::kafka::windows_sink::write_windows;
+use crate::system::Component;
 
 /// How long dropping a [`Live`] waits for its workers.
 const DROP_WAIT: Duration = Duration::from_secs(10);
@@ -54,6 +55,11 @@ pub fn start(
     }
     let local_workers = deployment.threads;
     let guards = dataflows::deployment::execute(deployment, move |worker| {
+        // The other workers wait on this one's progress forever: a panic stops the system.
+        let _panicked = source.faults.on_panic(
+            Component::Dataflow,
+            format!("dataflow worker {}", worker.index()),
+        );
         let source = source.clone();
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);

@@ -130,11 +130,63 @@ impl Faults {
     pub fn failed(&self) -> &CancellationToken {
         &self.failed
     }
+
+    /// A guard that reports a fault of `component` if it is dropped by a panic: held by a
+    /// worker thread or a task for as long as it runs, it makes a panic there stop the system
+    /// instead of leaving it up without the part that died.
+    pub fn on_panic(&self, component: Component, what: impl Into<String>) -> PanicGuard {
+        PanicGuard {
+            faults: self.clone(),
+            component,
+            what: what.into(),
+        }
+    }
+}
+
+/// See [`Faults::on_panic`].
+pub struct PanicGuard {
+    faults: Faults,
+    component: Component,
+    what: String,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.faults.report(
+                self.component,
+                format!("{} panicked (its message is in the log above)", self.what),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_under_the_guard_is_a_fault_and_an_end_without_one_is_not() {
+        let faults = Faults::new();
+        let guarded = faults.clone();
+        let ended = std::thread::spawn(move || {
+            let _guard = guarded.on_panic(Component::Dataflow, "worker 1");
+        })
+        .join();
+        assert!(ended.is_ok());
+        assert_eq!(faults.first(), None);
+        let guarded = faults.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = guarded.on_panic(Component::Dataflow, "worker 1");
+            panic!("an operator's bug");
+        })
+        .join();
+        assert!(panicked.is_err());
+        let fault = faults.first().expect("the panic is a fault");
+        assert_eq!(fault.component, Component::Dataflow);
+        assert!(fault.message.contains("worker 1 panicked"), "{fault}");
+        assert!(faults.failed().is_cancelled());
+    }
 
     #[tokio::test]
     async fn the_first_fault_is_kept_and_wakes_the_waiter() {

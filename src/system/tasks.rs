@@ -50,6 +50,7 @@ impl Tasks {
         let running = Arc::clone(&self.running);
         lock(&running).push(name);
         self.tracker.spawn(async move {
+            let _panicked = faults.on_panic(Component::Task(name), "it");
             let outcome = tokio::select! {
                 outcome = task => outcome,
                 () = stop.cancelled() => Ok(()),
@@ -115,5 +116,22 @@ mod tests {
         let after = *lock(&ticks);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(*lock(&ticks), after, "stopped tasks do not run");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_reports_a_fault() {
+        let faults = Faults::new();
+        let tasks = Tasks::new(faults.clone());
+        tasks.spawn("fragile", async {
+            tokio::task::yield_now().await;
+            panic!("a bug in a background task");
+        });
+        tokio::time::timeout(Duration::from_secs(5), faults.failed().cancelled())
+            .await
+            .expect("the panic is reported");
+        let fault = faults.first().unwrap();
+        assert_eq!(fault.component, Component::Task("fragile"));
+        assert!(fault.message.contains("panicked"), "{fault}");
+        assert!(tasks.stop(Duration::from_secs(1)).await);
     }
 }
