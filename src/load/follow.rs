@@ -111,6 +111,21 @@ pub struct FollowStats {
     pub corrections: AtomicU64,
     /// Streams that ended or failed and were reopened.
     pub reconnects: AtomicU64,
+    /// Events that are not the contract's (not JSON, or not a window summary).
+    pub malformed: AtomicU64,
+    /// The first of those, and why.
+    pub first_malformed: Mutex<Option<String>>,
+}
+
+impl FollowStats {
+    fn malformed(&self, why: String) {
+        if self.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
+            *self
+                .first_malformed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(why);
+        }
+    }
 }
 
 /// How a client follows its stream.
@@ -122,8 +137,8 @@ pub enum Transport {
     Ws,
 }
 
-/// One event: its kind, its id (empty for a correction) and its window.
-type Received = (String, String, WindowData);
+/// One event: its kind, its id (empty for a correction) and its window; or why it is not one.
+type Received = Result<(String, String, WindowData), String>;
 
 /// How long opening a stream may take (connection, and the response head or the upgrade): a
 /// server that accepts and never answers would otherwise hold the run for ever.
@@ -155,8 +170,10 @@ async fn open(
                 .take_while(|event| std::future::ready(event.is_ok()))
                 .filter_map(|event| async move {
                     let event = event.ok()?;
-                    let data = serde_json::from_str::<WindowData>(&event.data).ok()?;
-                    Some((event.event, event.id, data))
+                    Some(match serde_json::from_str::<WindowData>(&event.data) {
+                        Ok(data) => Ok((event.event, event.id, data)),
+                        Err(e) => Err(malformed(&event.event, &event.data, &e)),
+                    })
                 })
                 .boxed())
         }
@@ -173,12 +190,20 @@ async fn open(
                     let Ok(tokio_tungstenite::tungstenite::Message::Text(text)) = message else {
                         return None;
                     };
-                    let event: WsEvent = serde_json::from_str(text.as_str()).ok()?;
-                    Some((event.event, event.id.unwrap_or_default(), event.data))
+                    Some(match serde_json::from_str::<WsEvent>(text.as_str()) {
+                        Ok(event) => Ok((event.event, event.id.unwrap_or_default(), event.data)),
+                        Err(e) => Err(malformed("message", text.as_str(), &e)),
+                    })
                 })
                 .boxed())
         }
     }
+}
+
+/// Why an event is not the contract's, with the start of what came.
+fn malformed(kind: &str, data: &str, e: &serde_json::Error) -> String {
+    let shown: String = data.chars().take(200).collect();
+    format!("{kind} {shown:?}: {e}")
 }
 
 /// A WebSocket message.
@@ -240,7 +265,14 @@ pub async fn follow(
                         e = events.next() => e,
                         _ = stop.wait_for(|s| *s) => return,
                     };
-                    let Some((kind, id, data)) = event else { break };
+                    let Some(received) = event else { break };
+                    let (kind, id, data) = match received {
+                        Ok(received) => received,
+                        Err(why) => {
+                            stats.malformed(why);
+                            continue;
+                        }
+                    };
                     let resync = kind == "resync";
                     let correction = kind == "correction";
                     if kind != "window" && !resync && !correction {
@@ -323,5 +355,49 @@ mod tests {
             assert!(why.contains("no answer within 10s"), "{transport:?}: {why}");
         }
         silent.abort();
+    }
+
+    /// A server whose event is not a window summary: the event is counted as malformed, with
+    /// what came, and the next one is read.
+    #[tokio::test]
+    async fn an_event_that_is_not_a_summary_is_counted_and_the_next_is_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let good = r#"{"stream_id":"default","window":7,"start_ms":14000,"end_ms":16000,"total":0,"emojis":[],"revision":0}"#;
+            let body = format!(
+                "event: window\nid: 6\ndata: {{\"window\": \"six\"}}\n\nevent: window\nid: 7\ndata: {good}\n\n"
+            );
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            // Held open until the test ends, so the client does not reconnect.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/clusters/0/subscribers/0/events");
+        let mut events = open(&client, Transport::Sse, &url, None).await.unwrap();
+        let stats = FollowStats::default();
+        let Some(Err(why)) = events.next().await else {
+            panic!("the malformed event was not reported");
+        };
+        stats.malformed(why);
+        let Some(Ok((kind, id, data))) = events.next().await else {
+            panic!("the next event was not read");
+        };
+        assert_eq!(
+            (kind.as_str(), id.as_str(), data.window),
+            ("window", "7", 7)
+        );
+        assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
+        let first = stats.first_malformed.lock().unwrap().clone().unwrap();
+        assert!(first.contains("six"), "{first}");
+        server.abort();
     }
 }

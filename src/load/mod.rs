@@ -515,7 +515,13 @@ fn build_report(
         resyncs: stats.resyncs.load(Ordering::Relaxed),
         corrections: stats.corrections.load(Ordering::Relaxed),
         reconnects: stats.reconnects.load(Ordering::Relaxed),
-        exact: check.is_exact(),
+        malformed_events: stats.malformed.load(Ordering::Relaxed),
+        first_malformed_event: stats
+            .first_malformed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        exact: check.is_exact() && stats.malformed.load(Ordering::Relaxed) == 0,
         check,
         streams: streams.names.len(),
         stream_skew: args.stream_skew,

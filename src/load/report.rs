@@ -75,6 +75,10 @@ pub struct Report {
     pub corrections: u64,
     /// Streams reopened.
     pub reconnects: u64,
+    /// Events the clients could not read as the contract's (none on a healthy run).
+    pub malformed_events: u64,
+    /// The first of those, and why.
+    pub first_malformed_event: Option<String>,
     /// The check of every window against the ledger.
     pub check: Check,
     /// Every client received every window with the ledger's counts.
@@ -188,12 +192,21 @@ impl Report {
                 f.window, f.client, f.problem
             );
         }
+        if let Some(first) = &self.first_malformed_event {
+            let _ = writeln!(
+                t,
+                "  malformed  {} events the clients could not read; the first: {first}",
+                self.malformed_events
+            );
+        }
         let verdict = if self.exact {
             "EXACT: every client received every window with the counts sent (its final revision)"
         } else if self.sse_clients == 0 {
             "NOT CHECKED: no SSE clients (--sse-clients 0)"
         } else if c.deliveries == 0 {
             "NOTHING CHECKED: no reaction was accepted or no client was following"
+        } else if self.malformed_events > 0 {
+            "MISMATCH: events were not the contract's (see malformed)"
         } else if c.other_stream > 0 {
             "MISMATCH: windows were lost, doubled, wrong or of another stream"
         } else {
@@ -277,6 +290,8 @@ mod tests {
             resyncs: 0,
             corrections: 0,
             reconnects: 0,
+            malformed_events: 0,
+            first_malformed_event: None,
             check: Check::default(),
             exact: false,
             streams: per_stream.len(),
