@@ -236,6 +236,13 @@ impl Connection {
                     .http1()
                     .timer(TokioTimer::new())
                     .header_read_timeout(self.limits.idle_timeout);
+                // An HTTP/2 connection multiplies what one connection may hold open (hyper's
+                // default is 200 streams of 400 KB of send buffer): --max-connections then
+                // bounds little.
+                builder
+                    .http2()
+                    .max_concurrent_streams(H2_STREAMS)
+                    .max_send_buf_size(H2_SEND_BUFFER);
                 let connection = builder.serve_connection_with_upgrades(io, service);
                 tokio::select! {
                     served = watcher.watch(connection) => match served {
@@ -264,3 +271,8 @@ impl Connection {
         }
     }
 }
+
+/// Requests one HTTP/2 connection may have open at once.
+const H2_STREAMS: u32 = 16;
+/// What hyper buffers per HTTP/2 stream for a client that does not read.
+const H2_SEND_BUFFER: usize = 64 * 1024;

@@ -146,3 +146,43 @@ async fn a_stalled_body_is_a_408_and_one_cut_short_a_400() {
     assert_eq!(system.stats.accepted.get(), 0);
     system.shutdown().await.unwrap();
 }
+
+/// One HTTP/2 connection holds at most 16 requests open at once: 16 event streams open, a
+/// 17th waits until one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_holds_at_most_16_event_streams() {
+    let (system, _) = start(&[]).await;
+    let addr = system.http_addr;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let open = |mut sender: hyper::client::conn::http2::SendRequest<String>| async move {
+        let request = hyper::Request::get(format!("http://{addr}/clusters/0/subscribers/0/events"))
+            .body(String::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response
+    };
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        streams.push(open(sender.clone()).await);
+    }
+    let mut seventeenth = tokio::spawn(open(sender.clone()));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut seventeenth)
+            .await
+            .is_err(),
+        "a 17th stream opened on one connection"
+    );
+    drop(streams.pop());
+    let response = tokio::time::timeout(Duration::from_secs(5), seventeenth)
+        .await
+        .expect("the 17th opens once one closes")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    system.shutdown().await.unwrap();
+}

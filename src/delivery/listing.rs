@@ -56,10 +56,16 @@ pub fn routes(
         .and(with_registry)
         .and_then(|id: String, registry: Arc<Registry>| async move {
             // Viewers of one stream still need the other processes' counts: the same sum.
-            match active_streams(&registry)
-                .into_iter()
-                .find(|s| s.stream_id == id)
-            {
+            let found = dataflows::StreamId::parse(&id)
+                .ok()
+                .and_then(|stream| registry.streams().active_one(&stream))
+                .map(|mut stream| {
+                    if let Some(n) = registry.viewers_elsewhere().get(&stream.stream_id) {
+                        stream.viewers = stream.viewers.saturating_add(*n);
+                    }
+                    stream
+                });
+            match found {
                 Some(stream) => Ok(warp::reply::json(&stream).into_response()),
                 None => Err(warp::reject::custom(ApiError::new(
                     StatusCode::NOT_FOUND,

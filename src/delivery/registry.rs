@@ -391,6 +391,11 @@ impl Registry {
     /// Where another process holds the registrations every id is taken: that one checks them.
     pub fn attach(&self, client_id: &str) -> bool {
         if let Some(holder) = self.held_elsewhere() {
+            // Only an id of the shape registration gives goes into the heartbeats: any other
+            // cannot be registered, and long ones would swell the heartbeat past its limit.
+            if !is_client_id(client_id) {
+                return false;
+            }
             holder.attached(client_id);
             return true;
         }
@@ -481,6 +486,11 @@ fn remove_last(tree: &mut Tree, hubs: &mut Vec<Arc<Hub>>) {
         debug_assert_eq!(popped, Some(hub.index), "the last hub ends its cluster");
     }
     hub.retire();
+}
+
+/// Whether `id` has the shape of the ids registration gives (a UUID, 32 lowercase hex digits).
+fn is_client_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A small registry for unit tests: clients expire after 60 s, hubs retain and queue 4 windows.
@@ -724,5 +734,47 @@ mod tests {
         assert!(r.release(&clients[2].client_id));
         assert_eq!(sizes(&r), [1]);
         assert_eq!(r.view().clients, 1);
+    }
+
+    /// A follower's view: process 0 holds the registrations; the ids attached are noted.
+    #[derive(Default)]
+    struct Follower {
+        attached: Mutex<Vec<String>>,
+    }
+
+    impl SharedTree for Follower {
+        fn serving(&self, _: usize) -> Serving {
+            Serving::alone()
+        }
+        fn holds_registrations(&self) -> bool {
+            false
+        }
+        fn connected_elsewhere(&self, _: usize) -> usize {
+            0
+        }
+        fn attached(&self, id: &str) {
+            self.attached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.to_owned());
+        }
+        fn detached(&self, _: &str) {}
+    }
+
+    #[test]
+    fn a_follower_reports_only_ids_of_the_shape_registration_gives() {
+        let r = registry(1, 1, 1);
+        let follower = Arc::new(Follower::default());
+        assert!(r.share(Arc::clone(&follower) as Arc<dyn SharedTree>));
+        let registered = uuid::Uuid::new_v4().simple().to_string();
+        assert!(r.attach(&registered));
+        for bogus in [
+            "nobody",
+            &"a".repeat(16 * 1024),
+            "0123456789ABCDEF0123456789ABCDEF",
+        ] {
+            assert!(!r.attach(bogus), "{bogus:.40}");
+        }
+        assert_eq!(*follower.attached.lock().unwrap(), [registered]);
     }
 }

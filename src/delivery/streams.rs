@@ -316,20 +316,31 @@ impl StreamStore {
         };
         channels
             .iter()
-            .filter_map(|channel| {
-                let state = channel.state();
-                if !self.is_active(&channel.id, state.last_reacted, latest) {
-                    return None;
-                }
-                let last = state.retained.back()?;
-                Some(StreamInfo {
-                    stream_id: channel.id.as_str().to_owned(),
-                    last_window: last.window,
-                    last_total: state.last_total,
-                    viewers: channel.viewers(),
-                })
-            })
+            .filter_map(|channel| self.info(channel, latest))
             .collect()
+    }
+
+    /// Stream `id`, if it is active: one lookup, not the whole list.
+    pub fn active_one(&self, id: &StreamId) -> Option<StreamInfo> {
+        let (channel, latest) = {
+            let inner = self.inner();
+            (inner.streams.get(id).cloned()?, inner.latest)
+        };
+        self.info(&channel, latest)
+    }
+
+    fn info(&self, channel: &StreamChannel, latest: Option<WindowId>) -> Option<StreamInfo> {
+        let state = channel.state();
+        if !self.is_active(&channel.id, state.last_reacted, latest) {
+            return None;
+        }
+        let last = state.retained.back()?;
+        Some(StreamInfo {
+            stream_id: channel.id.as_str().to_owned(),
+            last_window: last.window,
+            last_total: state.last_total,
+            viewers: channel.viewers(),
+        })
     }
 
     /// Active streams now.
