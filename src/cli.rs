@@ -179,6 +179,11 @@ pub struct DeliveryArgs {
     #[arg(long, default_value_t = 10_000, env = "EMOSTREAM_SUBSCRIBER_CAPACITY",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub subscriber_capacity: u64,
+    /// Clients registered at once, over the whole tree; beyond it `POST /clients` answers
+    /// `503 too_many_clients` until some are released or expire.
+    #[arg(long, default_value_t = 1_000_000, env = "EMOSTREAM_MAX_CLIENTS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: u64,
     /// A registered client with no open event stream for this long is released.
     #[arg(long, default_value_t = 60, env = "EMOSTREAM_CLIENT_TTL_SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

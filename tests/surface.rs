@@ -244,3 +244,35 @@ async fn registrations_are_limited_per_client_address() {
     );
     system.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_past_max_clients_are_refused_until_one_is_released() {
+    let (system, _) = start(&["--max-clients", "2"]).await;
+    let http = reqwest::Client::new();
+    let register = || {
+        http.post(format!("http://{}/clients", system.http_addr))
+            .json(&json!({}))
+            .send()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = register().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        ids.push(body["client_id"].as_str().unwrap().to_owned());
+    }
+    let refused = register().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_clients");
+    assert!(body["message"].as_str().unwrap().contains("--max-clients"));
+    let released = http
+        .delete(format!("http://{}/clients/{}", system.http_addr, ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 204);
+    assert_eq!(register().await.unwrap().status(), 201, "a place freed");
+    system.shutdown().await.unwrap();
+}

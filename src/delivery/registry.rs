@@ -387,6 +387,11 @@ impl Registry {
         true
     }
 
+    /// Clients registered now.
+    pub fn client_count(&self) -> usize {
+        self.tree().clients.len()
+    }
+
     /// Notes an event stream opened by a registered client; `false` if the id is unknown.
     /// Where another process holds the registrations every id is taken: that one checks them.
     pub fn attach(&self, client_id: &str) -> bool {

@@ -44,6 +44,9 @@ pub fn routes(
                   registry: Arc<Registry>,
                   registration: Registration| {
                 match registration.watcher(&presented, Some(stream.as_str())) {
+                    Ok(_) if registry.client_count() >= registration.max_clients => {
+                        too_many_clients(registration.max_clients).into_response()
+                    }
                     Ok(_) => register(&registry, &public, &stream),
                     Err(e) => e.into_response(),
                 }
@@ -270,6 +273,8 @@ pub struct Registration {
     pub secret: Option<ClusterSecret>,
     /// Token checks, when tokens are on.
     pub auth: Option<Arc<Auth>>,
+    /// Clients registered at once, over the tree.
+    pub max_clients: usize,
 }
 
 fn with_registration(
@@ -287,6 +292,7 @@ impl Default for Registration {
             limit: None,
             secret: None,
             auth: None,
+            max_clients: usize::MAX,
         }
     }
 }
@@ -379,6 +385,18 @@ fn address_key(ip: std::net::IpAddr) -> String {
             }
         },
     }
+}
+
+/// The refusal of a registration past `--max-clients`.
+fn too_many_clients(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_clients",
+        format!(
+            "{max} clients are registered (--max-clients); retry once some are released or expire"
+        ),
+    )
+    .retry_after(5)
 }
 
 /// Registers a client of `stream`; its `events_url` points at the process that serves its

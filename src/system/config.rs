@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub subscriber_capacity: usize,
     /// A registered client without an event stream for this long is released.
     pub client_ttl: Duration,
+    /// Clients registered at once (`--max-clients`).
+    pub max_clients: usize,
     /// Retention and queueing of each hub.
     pub hubs: HubSettings,
     /// Between keep-alive comments on idle streams.
@@ -132,6 +134,7 @@ impl RunConfig {
             },
             subscriber_capacity: saturating(delivery.subscriber_capacity),
             client_ttl: Duration::from_secs(delivery.client_ttl_secs),
+            max_clients: saturating(delivery.max_clients),
             hubs: HubSettings {
                 retention: saturating(delivery.retention),
                 client_queue: saturating(delivery.client_queue),

@@ -530,6 +530,7 @@ async fn open_http(
         limit: registration_limit,
         secret: config.cluster_secret.clone(),
         auth: ingest.auth.clone(),
+        max_clients: config.max_clients,
     };
     let more_routes = peers::routes(peers, Arc::clone(registry), registration.clone())
         .or(delivery::routes::routes(
