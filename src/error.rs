@@ -78,7 +78,9 @@ impl From<crate::system::Fault> for RunError {
         match fault.component {
             Component::Peers => RunError::Peer(message),
             Component::Broker => RunError::Broker(crate::kafka::BrokerError(message)),
-            Component::Dataflow | Component::WindowsProducer => RunError::Dataflow(message),
+            Component::Dataflow | Component::Worker | Component::WindowsProducer => {
+                RunError::Dataflow(message)
+            }
             Component::Task(_) => RunError::Internal(message),
         }
     }

@@ -56,10 +56,9 @@ pub fn start(
     let local_workers = deployment.threads;
     let guards = dataflows::deployment::execute(deployment, move |worker| {
         // The other workers wait on this one's progress forever: a panic stops the system.
-        let _panicked = source.faults.on_panic(
-            Component::Dataflow,
-            format!("dataflow worker {}", worker.index()),
-        );
+        let _panicked = source
+            .faults
+            .on_panic(Component::Worker, format!("worker {}", worker.index()));
         let source = source.clone();
         let stopped = Arc::clone(&source.stopped);
         let on_window = Arc::clone(&on_window);

@@ -275,6 +275,17 @@ impl Registry {
     /// Assigns a new client to the least-loaded subscriber, adding one when all are full.
     pub fn register(&self) -> Assignment {
         let mut tree = self.tree();
+        self.assign(&mut tree)
+    }
+
+    /// [`Registry::register`], unless `max` clients are registered already (checked under the
+    /// same lock, so concurrent registrations cannot pass it).
+    pub fn register_within(&self, max: usize) -> Option<Assignment> {
+        let mut tree = self.tree();
+        (tree.clients.len() < max).then(|| self.assign(&mut tree))
+    }
+
+    fn assign(&self, tree: &mut Tree) -> Assignment {
         let least = tree
             .clusters
             .iter()
@@ -284,7 +295,7 @@ impl Registry {
             .min_by_key(|&h| tree.assigned[h]);
         let index = match least {
             Some(index) => index,
-            None => self.grow(&mut tree),
+            None => self.grow(tree),
         };
         tree.assigned[index] += 1;
         let client_id = uuid::Uuid::new_v4().simple().to_string();
@@ -385,11 +396,6 @@ impl Registry {
             self.shrink_idle(&mut tree);
         }
         true
-    }
-
-    /// Clients registered now.
-    pub fn client_count(&self) -> usize {
-        self.tree().clients.len()
     }
 
     /// Notes an event stream opened by a registered client; `false` if the id is unknown.
@@ -781,5 +787,16 @@ mod tests {
             assert!(!r.attach(bogus), "{bogus:.40}");
         }
         assert_eq!(*follower.attached.lock().unwrap(), [registered]);
+    }
+
+    #[test]
+    fn registrations_past_the_maximum_are_refused_until_one_is_released() {
+        let r = registry(1, 1, 10);
+        let first = r.register_within(2).unwrap();
+        assert!(r.register_within(2).is_some());
+        assert!(r.register_within(2).is_none());
+        assert_eq!(r.view().clients, 2);
+        assert!(r.release(&first.client_id));
+        assert!(r.register_within(2).is_some());
     }
 }

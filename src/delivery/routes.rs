@@ -13,7 +13,7 @@ use warp::Filter;
 
 use super::events::{self, events_path, EventsRequest, Location, Opening, SSE_HEADERS};
 use super::hub::ClientStream;
-use super::registry::Registry;
+use super::registry::{Assignment, Registry};
 use crate::auth::{presented, Auth, Identity, Presented};
 use crate::http_error::ApiError;
 use crate::peers::ClusterSecret;
@@ -44,10 +44,10 @@ pub fn routes(
                   registry: Arc<Registry>,
                   registration: Registration| {
                 match registration.watcher(&presented, Some(stream.as_str())) {
-                    Ok(_) if registry.client_count() >= registration.max_clients => {
-                        too_many_clients(registration.max_clients).into_response()
-                    }
-                    Ok(_) => register(&registry, &public, &stream),
+                    Ok(_) => match registry.register_within(registration.max_clients) {
+                        Some(assignment) => registered(&registry, &public, &stream, assignment),
+                        None => too_many_clients(registration.max_clients).into_response(),
+                    },
                     Err(e) => e.into_response(),
                 }
             },
@@ -399,10 +399,14 @@ fn too_many_clients(max: usize) -> ApiError {
     .retry_after(5)
 }
 
-/// Registers a client of `stream`; its `events_url` points at the process that serves its
-/// subscriber, else at `public`.
-fn register(registry: &Registry, public: &str, stream: &StreamId) -> Response {
-    let assignment = registry.register();
+/// The answer to a registration of `stream`; its `events_url` points at the process that
+/// serves its subscriber, else at `public`.
+fn registered(
+    registry: &Registry,
+    public: &str,
+    stream: &StreamId,
+    assignment: Assignment,
+) -> Response {
     // Stream ids need no escaping in a query: their alphabet is URL-safe. The default
     // stream's URL is the one clients had before streams existed.
     let stream_query = match stream.as_str() {

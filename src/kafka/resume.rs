@@ -44,6 +44,7 @@ pub fn read_tail(
         .create()
         .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
     let deadline = Instant::now() + timeout;
+    warn_of_other_partitions(&consumer, &kafka.windows_topic, timeout);
     let (low, high) = consumer
         .fetch_watermarks(&kafka.windows_topic, 0, timeout)
         .map_err(|e| format!("cannot read the end of {}: {e}", kafka.windows_topic))?;
@@ -109,6 +110,31 @@ pub fn read_tail(
             }));
         }
         span = span.saturating_mul(4);
+    }
+}
+
+/// Windows are written to partition 0 only, and the tail read from there: records in another
+/// partition (an older emostream hashed keys over every partition) are not read back.
+fn warn_of_other_partitions(consumer: &BaseConsumer, topic: &str, timeout: Duration) {
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+        return;
+    };
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    for partition in 1..partitions {
+        let Ok(partition) = i32::try_from(partition) else {
+            return;
+        };
+        if let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, timeout) {
+            if high > low {
+                tracing::warn!(
+                    "{topic} holds {} records in partition {partition}, which emostream no longer writes or reads back: a window they hold may be emitted again; give the run a new --windows-topic to be rid of them",
+                    high - low
+                );
+            }
+        }
     }
 }
 

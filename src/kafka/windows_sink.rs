@@ -106,6 +106,7 @@ pub fn write_windows<'scope>(
             BTreeMap::new();
         let mut refusals = Throttled::default();
         let mut failures = Throttled::default();
+        let mut fatal = false;
         move |(input, _frontier), output| {
             input.for_each_stamp(|cap, batches| {
                 for batch in batches {
@@ -128,7 +129,10 @@ pub fn write_windows<'scope>(
             while let Ok((key, outcome)) = rx.try_recv() {
                 if let Some(entry) = pending.get_mut(&key) {
                     match outcome {
-                        Ok(()) => entry.3 = State::Durable,
+                        Ok(()) => {
+                            entry.3 = State::Durable;
+                            failures.recovered("windows are written to the topic again");
+                        }
                         Err(e) => {
                             failures.warn(&format!(
                                 "writing window {} of stream {} failed: {e}",
@@ -165,7 +169,10 @@ pub fn write_windows<'scope>(
                             .key(&topic_key)
                             .payload(json.as_str());
                     match producer.send(record) {
-                        Ok(()) => *state = State::InFlight,
+                        Ok(()) => {
+                            *state = State::InFlight;
+                            refusals.recovered("the producer takes windows again");
+                        }
                         Err((e, _)) => {
                             retry_later = true;
                             if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
@@ -193,11 +200,18 @@ pub fn write_windows<'scope>(
             }
             if let Some(e) = refused {
                 match producer.client().fatal_error() {
-                    // No later write can succeed: a restart needs a new producer.
-                    Some((code, reason)) => faults.report(
-                        Component::WindowsProducer,
-                        format!("fatal producer error {code:?}: {reason}"),
-                    ),
+                    // No later write can succeed: a restart needs a new producer. Reported
+                    // once, and no more retries: the system stops on the fault.
+                    Some((code, reason)) => {
+                        if !fatal {
+                            fatal = true;
+                            faults.report(
+                                Component::WindowsProducer,
+                                format!("fatal producer error {code:?}: {reason}"),
+                            );
+                        }
+                        return;
+                    }
                     None => refusals.warn(&e),
                 }
             }
@@ -234,5 +248,15 @@ impl Throttled {
         }
         self.last = Some(Instant::now());
         self.since = 0;
+    }
+
+    /// After a warning: says so once the failures have stopped.
+    fn recovered(&mut self, what: &str) {
+        if self.last.take().is_some() {
+            match std::mem::take(&mut self.since) {
+                0 => tracing::info!("{what}"),
+                n => tracing::info!("{what} ({n} failures since the last warning)"),
+            }
+        }
     }
 }

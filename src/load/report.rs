@@ -201,12 +201,12 @@ impl Report {
         }
         let verdict = if self.exact {
             "EXACT: every client received every window with the counts sent (its final revision)"
+        } else if self.malformed_events > 0 {
+            "MISMATCH: events were not the contract's (see malformed)"
         } else if self.sse_clients == 0 {
             "NOT CHECKED: no SSE clients (--sse-clients 0)"
         } else if c.deliveries == 0 {
             "NOTHING CHECKED: no reaction was accepted or no client was following"
-        } else if self.malformed_events > 0 {
-            "MISMATCH: events were not the contract's (see malformed)"
         } else if c.other_stream > 0 {
             "MISMATCH: windows were lost, doubled, wrong or of another stream"
         } else {
@@ -352,5 +352,27 @@ mod tests {
         let text = r.to_text();
         assert!(!text.contains("streams "), "{text}");
         assert!(text.contains("windows × 1 clients"), "{text}");
+    }
+
+    #[test]
+    fn malformed_events_are_named_and_make_the_verdict_a_mismatch() {
+        let mut r = report(vec![StreamFigures {
+            stream_id: "default".into(),
+            sent: 0,
+            accepted: 0,
+            check: StreamCheck::default(),
+        }]);
+        assert!(!r.to_text().contains("malformed"));
+        r.malformed_events = 3;
+        r.first_malformed_event = Some("window \"{}\": missing field `window`".into());
+        let text = r.to_text();
+        assert!(
+            text.contains("malformed  3 events the clients could not read; the first: window"),
+            "{text}"
+        );
+        assert!(
+            text.contains("verdict    MISMATCH: events were not the contract's"),
+            "{text}"
+        );
     }
 }

@@ -119,19 +119,23 @@ fn resumable(
             tail.last_window
         )))
     })?;
-    let now = windowing.open_from(dataflows::wall_clock_ms());
-    let ahead = from.saturating_sub(now);
-    if ahead > FUTURE_WINDOWS_MS / window_ms {
+    // How far the last window's start is past the clock; the window the clock is in is
+    // normal (a previous run closes windows only once they are past).
+    let now_ms = u64::try_from(dataflows::wall_clock_ms()).unwrap_or_default();
+    let ahead_ms = tail
+        .last_window
+        .saturating_mul(window_ms)
+        .saturating_sub(now_ms);
+    if ahead_ms > FUTURE_WINDOWS_MS {
         return Err(RunError::Config(ConfigError(format!(
-            "{topic}'s last window ({}) is {} s ahead of this machine's clock: fix the clock, or give this run another --windows-topic",
+            "{topic}'s last window ({}) starts {} s ahead of this machine's clock: fix the clock, or give this run another --windows-topic",
             tail.last_window,
-            ahead * window_ms / 1000
+            ahead_ms / 1000
         ))));
     }
-    if ahead > 1 {
+    if ahead_ms > 0 {
         tracing::warn!(
-            "{topic}'s last window is {} ms ahead of this machine's clock: windows wait until the clock reaches it",
-            (ahead - 1) * window_ms
+            "{topic}'s last window starts {ahead_ms} ms ahead of this machine's clock: windows wait until the clock passes it"
         );
     }
     Ok(from)
@@ -214,6 +218,18 @@ mod tests {
         assert!(largest.contains("largest index"), "{largest}");
         let ahead = refusal(resumable(&tail(now + 3600, Some(2000)), &windowing, "w"));
         assert!(ahead.contains("ahead of this machine's clock"), "{ahead}");
+        let far = refusal(resumable(&tail(u64::MAX - 1, Some(2000)), &windowing, "w"));
+        assert!(far.contains("ahead of this machine's clock"), "{far}");
+        // Windows of an hour: the one the clock is in, or the next, is no reason to refuse.
+        let hours = dataflows::Windowing {
+            window_ms: std::num::NonZeroU64::new(3_600_000).unwrap(),
+            lateness_ms: 500,
+        };
+        let this_hour = hours.window_of(dataflows::wall_clock_ms());
+        assert_eq!(
+            resumable(&tail(this_hour, Some(3_600_000)), &hours, "w").unwrap(),
+            this_hour + 1
+        );
         // A few seconds ahead (another machine's clock): resumed, with a warning.
         assert_eq!(
             resumable(&tail(now + 2, Some(2000)), &windowing, "w").unwrap(),

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Component {
     /// The live dataflow (a source could not start, a worker failed).
     Dataflow,
+    /// A worker of the live dataflow that died (panicked): the others wait on it for ever.
+    Worker,
     /// The producer that writes windows to the windows topic.
     WindowsProducer,
     /// Another process of the deployment.
@@ -31,6 +33,7 @@ impl fmt::Display for Component {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Component::Dataflow => f.write_str("the dataflow"),
+            Component::Worker => f.write_str("a dataflow worker"),
             Component::WindowsProducer => f.write_str("the windows producer"),
             Component::Peers => f.write_str("the deployment's processes"),
             Component::Broker => f.write_str("the Kafka brokers"),
@@ -55,10 +58,14 @@ impl fmt::Display for Fault {
 }
 
 impl Component {
-    /// Whether the dataflow can still drain after this fails: without a peer the workers wait
-    /// forever, and without the windows producer no window becomes durable.
+    /// Whether the dataflow can still drain after this fails: without a peer, or after a
+    /// worker died, the workers wait forever, and without the windows producer no window
+    /// becomes durable.
     fn blocks_drain(self) -> bool {
-        matches!(self, Component::Peers | Component::WindowsProducer)
+        matches!(
+            self,
+            Component::Peers | Component::WindowsProducer | Component::Worker
+        )
     }
 }
 
@@ -177,15 +184,19 @@ mod tests {
         assert_eq!(faults.first(), None);
         let guarded = faults.clone();
         let panicked = std::thread::spawn(move || {
-            let _guard = guarded.on_panic(Component::Dataflow, "worker 1");
+            let _guard = guarded.on_panic(Component::Worker, "worker 1");
             panic!("an operator's bug");
         })
         .join();
         assert!(panicked.is_err());
         let fault = faults.first().expect("the panic is a fault");
-        assert_eq!(fault.component, Component::Dataflow);
+        assert_eq!(fault.component, Component::Worker);
         assert!(fault.message.contains("worker 1 panicked"), "{fault}");
         assert!(faults.failed().is_cancelled());
+        assert!(
+            faults.undrainable().is_cancelled(),
+            "the stop does not wait for workers that wait on a dead one"
+        );
     }
 
     #[tokio::test]

@@ -50,13 +50,22 @@ impl Tasks {
         let running = Arc::clone(&self.running);
         lock(&running).push(name);
         self.tracker.spawn(async move {
-            let _panicked = faults.on_panic(Component::Task(name), "it");
-            let outcome = tokio::select! {
-                outcome = task => outcome,
-                () = stop.cancelled() => Ok(()),
-            };
-            if let Err(e) = outcome {
-                faults.report(Component::Task(name), e);
+            // Run as a task of its own, so a panic in it comes back here as the join's error.
+            let task = tokio::spawn(async move {
+                tokio::select! {
+                    outcome = task => outcome,
+                    () = stop.cancelled() => Ok(()),
+                }
+            });
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => faults.report(Component::Task(name), e),
+                Err(e) if e.is_panic() => faults.report(
+                    Component::Task(name),
+                    "it panicked (its message is in the log above)",
+                ),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => {}
             }
             let mut running = lock(&running);
             if let Some(i) = running.iter().position(|n| *n == name) {
