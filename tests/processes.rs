@@ -574,3 +574,48 @@ async fn two_processes_check_tokens_each_once() {
         "the leader refused the follower's copies of the tree"
     );
 }
+
+/// The tree grows on process 0; a client sent to a new hub that process 1 serves opens its
+/// WebSocket there at once, before process 1's copy of the tree (every second) has the hub:
+/// the socket path copies the tree on demand, as the SSE route does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka: tests/kafka/start.sh fetches it with Maven (Java 17); run with --include-ignored"]
+async fn a_websocket_to_a_hub_the_tree_just_grew_is_served_by_the_follower() {
+    let kafka = tokio::task::spawn_blocking(Kafka::start).await.unwrap();
+    let brokers = kafka.brokers.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (hostfile, [_, _, h0, h1]) = write_hostfile(dir.path());
+    let grow = ["--subscriber-capacity", "1"];
+    let _p0 = spawn_with(0, &hostfile, &format!("127.0.0.1:{h0}"), &brokers, &grow);
+    let _p1 = spawn_with(1, &hostfile, &format!("127.0.0.1:{h1}"), &brokers, &grow);
+    let bases = [
+        format!("http://127.0.0.1:{h0}"),
+        format!("http://127.0.0.1:{h1}"),
+    ];
+    let http = reqwest::Client::new();
+    for (process, base) in bases.iter().enumerate() {
+        wait_ready(&http, base, &hostfile, process).await;
+    }
+    // 2 × 2 hubs of one client each: from the fifth client on, every one adds a hub. Each
+    // client opens its WebSocket as soon as it is registered (so none expires).
+    let mut on_the_follower = Vec::new();
+    let mut all = Vec::new();
+    for _ in 0..12 {
+        let client = common::register(&http, &bases[0], None).await;
+        let url = client["events_url"].as_str().unwrap();
+        let socket = common::ws::open(&common::ws::ws_url(url, None), &[]).await;
+        if client["subscriber"].as_u64().unwrap() >= 2 && url.starts_with(&bases[1]) {
+            on_the_follower.push(socket);
+        } else {
+            all.push(socket);
+        }
+    }
+    assert!(
+        on_the_follower.len() >= 2,
+        "grown hubs process 1 serves: {}",
+        on_the_follower.len()
+    );
+    for socket in &on_the_follower {
+        socket.wait_for_ids(1).await;
+    }
+}

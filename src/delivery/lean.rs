@@ -93,17 +93,45 @@ pub async fn classify(
                 if len < head.len() && is_events_request(&request) {
                     return Ok(Request::Refused(pipelined()));
                 }
-                return Ok(match events_stream(&request, registry, auth) {
-                    Some((stream, None)) => Request::Events(stream),
-                    Some((stream, Some(accept))) => Request::WebSocket(stream, accept),
-                    None => Request::Other(Bytes::from(head)),
-                });
+                if !for_an_unknown_hub(&request, registry) {
+                    let served = served_here(&request, registry, auth);
+                    return Ok(served.unwrap_or_else(|| Request::Other(Bytes::from(head))));
+                }
+                // A copy of another process's tree may not have a hub the tree just grew:
+                // copied again, the request is decided on the copy as it is then.
+                registry.refresh().await;
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut request = httparse::Request::new(&mut headers);
+                let _ = request.parse(&head);
+                let served = served_here(&request, registry, auth);
+                return Ok(served.unwrap_or_else(|| Request::Other(Bytes::from(head))));
             }
             Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => continue,
             // Too long or malformed: hyper answers it as it answers any bad request.
             _ => return Ok(Request::Other(Bytes::from(head))),
         }
     }
+}
+
+/// The event stream or WebSocket served on the socket, if this request is one.
+fn served_here(
+    request: &httparse::Request<'_, '_>,
+    registry: &Arc<Registry>,
+    auth: Option<&Auth>,
+) -> Option<Request> {
+    match events_stream(request, registry, auth)? {
+        (stream, None) => Some(Request::Events(stream)),
+        (stream, Some(accept)) => Some(Request::WebSocket(stream, accept)),
+    }
+}
+
+/// An events or WebSocket request for a hub a copy of another process's tree does not have.
+fn for_an_unknown_hub(request: &httparse::Request<'_, '_>, registry: &Registry) -> bool {
+    let (Some(method), Some(path)) = (request.method, target(request)) else {
+        return false;
+    };
+    registry.is_copy()
+        && EventsRequest::parse(method, path, None).is_some_and(|e| registry.hub(e.hub).is_none())
 }
 
 /// An event stream holds its connection until it ends, so a request sent after it on the

@@ -161,6 +161,19 @@ impl Registry {
             .map_or_else(Serving::alone, |shared| shared.serving(hub))
     }
 
+    /// On a copy of another process's tree: copies it again now, if that was not done a moment
+    /// ago (a client came for a hub the copy does not have yet).
+    pub async fn refresh(&self) {
+        if let Some(refresh) = self.held_elsewhere().and_then(|shared| shared.refresh(self)) {
+            refresh.await;
+        }
+    }
+
+    /// Whether this is a copy of a tree another process holds.
+    pub fn is_copy(&self) -> bool {
+        self.held_elsewhere().is_some()
+    }
+
     /// The other processes, when one of them holds the registrations.
     fn held_elsewhere(&self) -> Option<&Arc<dyn SharedTree>> {
         self.shared.get().filter(|s| !s.holds_registrations())

@@ -46,4 +46,14 @@ pub trait SharedTree: Send + Sync {
 
     /// On a process that does not hold the registrations: a stream of `client_id` ended here.
     fn detached(&self, client_id: &str);
+
+    /// On a process that does not hold the registrations: copies the holder's tree into
+    /// `registry` now, for a client that came for a hub the copy does not have yet. `None`
+    /// when there is nothing to do (or it was done a moment ago).
+    fn refresh<'a>(&'a self, _registry: &'a super::Registry) -> Option<Refresh<'a>> {
+        None
+    }
 }
+
+/// The future of [`SharedTree::refresh`].
+pub type Refresh<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;

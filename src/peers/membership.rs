@@ -2,13 +2,15 @@
 //! [`SharedTree`] for a deployment's processes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use dataflows::deployment::Deployment;
 use dataflows::hub_owner;
 
-use super::leader::Heartbeat;
+use super::leader::{Heartbeat, Leader};
 use super::secret::ClusterSecret;
+use crate::delivery::shared::Refresh;
 use crate::delivery::{Registry, Serving, SharedTree};
 
 /// The processes of a deployment, and where each serves HTTP.
@@ -50,6 +52,12 @@ pub struct Peers {
     connected_elsewhere: Mutex<HashMap<usize, HashMap<usize, usize>>>,
     /// On the leader: each other process's viewers per stream id.
     viewers_elsewhere: Mutex<HashMap<usize, Vec<(String, usize)>>>,
+    /// On a follower: the way to the leader, for copies of its tree on demand.
+    leader: OnceLock<Leader>,
+    /// When the last copy on demand began. One runs at a time, and a request waits for the
+    /// next to begin after it came, so requests for unknown hubs share copies rather than
+    /// flood the leader.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Peers {
@@ -60,6 +68,8 @@ impl Peers {
             attached_here: Mutex::new(HashMap::new()),
             connected_elsewhere: Mutex::new(HashMap::new()),
             viewers_elsewhere: Mutex::new(HashMap::new()),
+            leader: OnceLock::new(),
+            refreshed: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -177,6 +187,28 @@ impl SharedTree for Peers {
             .unwrap_or_else(|e| e.into_inner())
             .entry(client_id.to_owned())
             .or_default() += 1;
+    }
+
+    fn refresh<'a>(&'a self, registry: &'a Registry) -> Option<Refresh<'a>> {
+        if self.membership.is_leader() {
+            return None;
+        }
+        let asked = Instant::now();
+        let leader = self.leader.get_or_init(|| {
+            Leader::new(self.membership.leader_http(), self.membership.secret.clone())
+        });
+        Some(Box::pin(async move {
+            let mut last = self.refreshed.lock().await;
+            if last.is_some_and(|began| began >= asked) {
+                return; // a copy begun since this request came has been made
+            }
+            *last = Some(Instant::now());
+            // Failing, the request is answered from the copy as it is; the loop that copies
+            // the tree every second warns if the failure lasts.
+            if let Err(e) = leader.sync(registry).await {
+                tracing::debug!("no copy of the leader's tree on demand: {e}");
+            }
+        }))
     }
 
     fn detached(&self, client_id: &str) {

@@ -132,19 +132,15 @@ pub fn routes(
     let sync = warp::path!("clusters" / u32 / "subscribers" / u32 / "events")
         .and(warp::get())
         .and(with_registry)
-        .and(with_leader)
         .and_then(
-            |cluster: u32, subscriber: u32, registry: Arc<Registry>, leader: Leader| async move {
+            |cluster: u32, subscriber: u32, registry: Arc<Registry>| async move {
                 let id = dataflows::HubId {
                     cluster,
                     subscriber,
                 };
                 if registry.hub(id).is_none() {
-                    // Failing, delivery's route answers 404 for the tree it has; the loop
-                    // that copies the tree every second warns if the failure lasts.
-                    if let Err(e) = leader.sync(&registry).await {
-                        tracing::debug!("no copy of the tree for {id:?}: {e}");
-                    }
+                    // Failing, delivery's route answers 404 for the tree it has.
+                    registry.refresh().await;
                 }
                 Err::<Response, _>(warp::reject::not_found())
             },
