@@ -210,16 +210,7 @@ async fn beyond_the_horizon_a_late_reaction_is_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_correcting_and_corrects_nothing_twice() {
-    use emostream::kafka::embedded::EmbeddedBroker;
-    let topics = [
-        ("emoji-reactions".to_string(), 4),
-        ("emoji-windows".to_string(), 1),
-    ];
-    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let (broker, brokers) = common::own_broker(4, 1).await;
     let flags = [
         "--brokers",
         &brokers,

@@ -11,7 +11,6 @@ use common::{
     assert_contiguous, batch, post_batch, start, sums, wait_for_total, wait_until, windows_topic,
     PATIENCE,
 };
-use emostream::kafka::embedded::EmbeddedBroker;
 use emostream::system::System;
 use serde_json::{json, Value};
 
@@ -22,15 +21,7 @@ async fn reactions_posted_come_out_as_windows_with_exact_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_without_losing_or_repeating_windows() {
-    let topics = [
-        ("emoji-reactions".to_string(), 4),
-        ("emoji-windows".to_string(), 1),
-    ];
-    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let (broker, brokers) = common::own_broker(4, 1).await;
 
     let (first, seen) = start(&["--brokers", &brokers]).await;
     post_batch(&first, &batch("a", "🔥", 300)).await;
@@ -86,15 +77,7 @@ async fn a_restart_resumes_without_losing_or_repeating_windows() {
 async fn a_restart_in_the_middle_of_an_active_stream_loses_and_repeats_no_window() {
     // A windows topic made elsewhere with 3 partitions: windows are written to partition 0
     // all the same, in the order a restart reads back.
-    let topics = [
-        ("emoji-reactions".to_string(), 4),
-        ("emoji-windows".to_string(), 3),
-    ];
-    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let (broker, brokers) = common::own_broker(4, 3).await;
     // Short windows and an idle span of 8: the stream is still active across the restart.
     let flags = [
         "--brokers",
@@ -467,15 +450,7 @@ async fn every_partition_of_an_existing_topic_is_read() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     // The topic exists with 6 partitions; --partitions (4 by default) only applies to
     // topics emostream creates.
-    let topics = [
-        ("emoji-reactions".to_string(), 6),
-        ("emoji-windows".to_string(), 1),
-    ];
-    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let (broker, brokers) = common::own_broker(6, 1).await;
     let (system, seen) = start(&["--brokers", &brokers]).await;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -611,15 +586,7 @@ async fn a_timestamp_ahead_does_not_make_other_reactions_late() {
 /// the windows topic was written with refuses to start, and says which length to start with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_another_window_length_is_refused_with_the_length_to_use() {
-    let topics = [
-        ("emoji-reactions".to_string(), 4),
-        ("emoji-windows".to_string(), 1),
-    ];
-    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = broker.bootstrap_servers().to_string();
+    let (broker, brokers) = common::own_broker(4, 1).await;
     let (first, seen) = start(&["--brokers", &brokers, "--window-ms", "500"]).await;
     wait_until("a window written", PATIENCE, || {
         !seen.lock().unwrap().is_empty()

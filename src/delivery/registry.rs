@@ -164,7 +164,10 @@ impl Registry {
     /// On a copy of another process's tree: copies it again now, if that was not done a moment
     /// ago (a client came for a hub the copy does not have yet).
     pub async fn refresh(&self) {
-        if let Some(refresh) = self.held_elsewhere().and_then(|shared| shared.refresh(self)) {
+        if let Some(refresh) = self
+            .held_elsewhere()
+            .and_then(|shared| shared.refresh(self))
+        {
             refresh.await;
         }
     }

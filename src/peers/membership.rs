@@ -195,7 +195,10 @@ impl SharedTree for Peers {
         }
         let asked = Instant::now();
         let leader = self.leader.get_or_init(|| {
-            Leader::new(self.membership.leader_http(), self.membership.secret.clone())
+            Leader::new(
+                self.membership.leader_http(),
+                self.membership.secret.clone(),
+            )
         });
         Some(Box::pin(async move {
             let mut last = self.refreshed.lock().await;

@@ -70,6 +70,27 @@ pub async fn start(extra: &[&str]) -> (System, Seen) {
     (system, seen)
 }
 
+/// An embedded broker of its own (for tests that restart a system on the same log) with the
+/// reactions topic of `reactions` partitions and the windows topic of `windows`, and its
+/// bootstrap address.
+pub async fn own_broker(
+    reactions: i32,
+    windows: i32,
+) -> (emostream::kafka::embedded::EmbeddedBroker, String) {
+    let topics = [
+        ("emoji-reactions".to_string(), reactions),
+        ("emoji-windows".to_string(), windows),
+    ];
+    let broker = tokio::task::spawn_blocking(move || {
+        emostream::kafka::embedded::EmbeddedBroker::start(&topics)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let brokers = broker.bootstrap_servers().to_string();
+    (broker, brokers)
+}
+
 /// GETs `url`, which must answer 200 with JSON.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     let response = http.get(url).send().await.unwrap();
