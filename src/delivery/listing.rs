@@ -22,9 +22,7 @@ pub fn active_streams(registry: &Registry) -> Vec<StreamInfo> {
     let elsewhere: HashMap<String, usize> = registry.viewers_elsewhere();
     let mut streams = registry.streams().active();
     for stream in &mut streams {
-        if let Some(n) = elsewhere.get(&stream.stream_id) {
-            stream.viewers = stream.viewers.saturating_add(*n);
-        }
+        add_viewers_elsewhere(stream, &elsewhere);
     }
     streams.sort_by(|a, b| {
         b.viewers
@@ -32,6 +30,13 @@ pub fn active_streams(registry: &Registry) -> Vec<StreamInfo> {
             .then_with(|| a.stream_id.cmp(&b.stream_id))
     });
     streams
+}
+
+/// Adds to `stream`'s viewers here those the other processes reported.
+fn add_viewers_elsewhere(stream: &mut StreamInfo, elsewhere: &HashMap<String, usize>) {
+    if let Some(n) = elsewhere.get(&stream.stream_id) {
+        stream.viewers = stream.viewers.saturating_add(*n);
+    }
 }
 
 /// The routes, given a filter that yields the registry.
@@ -60,9 +65,7 @@ pub fn routes(
                 .ok()
                 .and_then(|stream| registry.streams().active_one(&stream))
                 .map(|mut stream| {
-                    if let Some(n) = registry.viewers_elsewhere().get(&stream.stream_id) {
-                        stream.viewers = stream.viewers.saturating_add(*n);
-                    }
+                    add_viewers_elsewhere(&mut stream, &registry.viewers_elsewhere());
                     stream
                 });
             match found {

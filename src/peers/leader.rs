@@ -55,15 +55,37 @@ impl Leader {
         }
     }
 
-    /// Sends the request (with `body`, JSON, for a POST) to the leader and answers with its
-    /// answer.
-    pub async fn forward(&self, method: Method, path: &str, body: Option<String>) -> Response {
+    /// A request to the leader's `path`, with the cluster secret: the leader then knows it
+    /// comes from a process of the cluster (which checked the client's token and applied the
+    /// registration limit), and lets it see what token holders may (the tree, with
+    /// --auth-subscribers). The URL, for messages, and the request.
+    fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url);
-        // The leader then knows the registration limit was applied here, to the client.
+        let mut request = self.http.request(method, &url);
         if let Some(secret) = &self.secret {
             request = request.header(header::AUTHORIZATION.as_str(), secret.header());
         }
+        (url, request)
+    }
+
+    /// Sends `request` to `url`: its answer if a success, why not otherwise.
+    async fn send(
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let answer = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let body = answer.text().await.unwrap_or_default();
+        Err(format!("{url} answered {status}: {body}"))
+    }
+
+    /// Sends the request (with `body`, JSON, for a POST) to the leader and answers with its
+    /// answer.
+    pub async fn forward(&self, method: Method, path: &str, body: Option<String>) -> Response {
+        let (url, mut request) = self.request(method.clone(), path);
         if method == Method::POST {
             request = request
                 .header(header::CONTENT_TYPE.as_str(), "application/json")
@@ -99,19 +121,9 @@ impl Leader {
     /// Fetches the leader's tree and makes `registry`'s hubs follow it; why it could not, if
     /// it could not.
     pub async fn sync(&self, registry: &Registry) -> Result<(), String> {
-        let url = format!("{}/clusters", self.base);
-        let mut request = self.http.get(&url);
-        // With --auth-subscribers the tree is for token holders, and for the cluster's processes.
-        if let Some(secret) = &self.secret {
-            request = request.header(header::AUTHORIZATION.as_str(), secret.header());
-        }
-        let answer = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-        let status = answer.status();
-        if !status.is_success() {
-            let body = answer.text().await.unwrap_or_default();
-            return Err(format!("{url} answered {status}: {body}"));
-        }
-        let view = answer
+        let (url, request) = self.request(Method::GET, "/clusters");
+        let view = Self::send(&url, request)
+            .await?
             .json::<TreeView>()
             .await
             .map_err(|e| format!("{url} answered a tree that does not parse: {e}"))?;
@@ -121,19 +133,8 @@ impl Leader {
 
     /// Tells the leader which clients have streams open on this process.
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
-        let url = format!("{}{HEARTBEAT_PATH}", self.base);
-        let mut request = self.http.post(&url).json(beat);
-        if let Some(secret) = &self.secret {
-            request = request.header(header::AUTHORIZATION.as_str(), secret.header());
-        }
-        let answer = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-        if answer.status().is_success() {
-            Ok(())
-        } else {
-            let status = answer.status();
-            let body = answer.text().await.unwrap_or_default();
-            Err(format!("{url} answered {status}: {body}"))
-        }
+        let (url, request) = self.request(Method::POST, HEARTBEAT_PATH);
+        Self::send(&url, request.json(beat)).await.map(drop)
     }
 }
 
